@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs ava under c8 and ends with the line "N passed, N failed", counted from
+# ava's TAP output, whatever happened before it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .test-output
+out=.test-output/ava.tap
+node_modules/.bin/c8 --check-coverage --lines 90 --include 'src/**' --exclude 'src/main.ts' \
+  --reporter text --reporter text-summary \
+  node_modules/.bin/ava --tap "$@" 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+passed=$(grep -Ec '^ok [0-9]+ ' "$out" || true)
+skipped=$(grep -Ec '^ok [0-9]+ .*# (SKIP|TODO)' "$out" || true)
+failed=$(grep -Ec '^not ok [0-9]+ ' "$out" || true)
+passed=$((passed - skipped))
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+  echo "tests or coverage failed outside a test (exit $status): see above" >&2
+fi
+echo "${passed} passed, ${failed} failed"
+exit "$status"

@@ -1,0 +1,154 @@
+import {
+  credentials as grpcCredentials, Metadata, type CallOptions, type ChannelCredentials, type ChannelOptions,
+  type Client, type ClientUnaryCall, type ServiceError,
+} from '@grpc/grpc-js';
+import { HealthCheckResponse_ServingStatus, HealthClient } from '../generated/grpc/health/v1/health';
+import {
+  AdminServiceClient, CheckpointRequest, GetStorageStatusRequest, PurgeExpiredSessionsRequest,
+  type CheckpointResponse, type GetStorageStatusResponse, type PurgeExpiredSessionsResponse,
+} from '../generated/sessions/v1/admin_service';
+import {
+  CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, RevokeSessionsRequest,
+  RotateSessionTokenRequest, SessionServiceClient, TouchSessionRequest, UpdateSessionRequest, ValidateSessionRequest,
+  type CreateSessionResponse, type DeleteSessionResponse, type GetSessionResponse, type ListSessionsResponse,
+  type RevokeSessionsResponse, type RotateSessionTokenResponse, type TouchSessionResponse, type UpdateSessionResponse,
+  type ValidateSessionResponse,
+} from '../generated/sessions/v1/session_service';
+import type { Session } from '../generated/sessions/v1/session';
+
+export type { Session, ServiceError };
+export { HealthCheckResponse_ServingStatus as ServingStatus };
+
+/** Fields a request may leave out: proto3 defaults fill them in. */
+type Partial1<T> = { [K in keyof T]?: T[K] };
+
+export interface ClientOptions {
+  /** Defaults to plaintext (insecure) credentials. */
+  credentials?: ChannelCredentials;
+  /** Sent as `authorization: Bearer <token>` on admin calls. */
+  adminToken?: string;
+  /** Deadline applied to every call that sets none, in ms. Default: none. */
+  defaultDeadlineMs?: number;
+  channelOptions?: ChannelOptions;
+}
+
+export interface PerCall {
+  deadlineMs?: number;
+  metadata?: Metadata;
+  signal?: AbortSignal;
+}
+
+type Callback<Res> = (error: ServiceError | null, response: Res) => void;
+type UnaryMethod<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: Callback<Res>) => ClientUnaryCall;
+
+/**
+ * A promise-based client for sessiond over the generated grpc-js clients,
+ * whose overloaded callback methods are awkward to use from TypeScript.
+ * Rejections are grpc-js ServiceErrors: branch on `err.code` (a grpc status).
+ */
+export class SessiondClient {
+  private readonly sessions: SessionServiceClient;
+  private readonly admin: AdminServiceClient;
+  private readonly healthClient: HealthClient;
+
+  constructor(address: string, private readonly options: ClientOptions = {}) {
+    const creds = options.credentials ?? grpcCredentials.createInsecure();
+    this.sessions = new SessionServiceClient(address, creds, options.channelOptions);
+    // One channel for all three: grpc-js shares subchannels per target and options.
+    this.admin = new AdminServiceClient(address, creds, options.channelOptions);
+    this.healthClient = new HealthClient(address, creds, options.channelOptions);
+  }
+
+  createSession(req: Partial1<CreateSessionRequest>, c?: PerCall): Promise<CreateSessionResponse> {
+    return this.call(this.sessions, this.sessions.createSession, CreateSessionRequest.fromPartial(req), c);
+  }
+  getSession(id: string, c?: PerCall): Promise<GetSessionResponse> {
+    return this.call(this.sessions, this.sessions.getSession, GetSessionRequest.fromPartial({ id }), c);
+  }
+  validateSession(token: string, touch = false, c?: PerCall): Promise<ValidateSessionResponse> {
+    return this.call(this.sessions, this.sessions.validateSession, ValidateSessionRequest.fromPartial({ token, touch }), c);
+  }
+  touchSession(id: string, c?: PerCall): Promise<TouchSessionResponse> {
+    return this.call(this.sessions, this.sessions.touchSession, TouchSessionRequest.fromPartial({ id }), c);
+  }
+  updateSession(req: Partial1<UpdateSessionRequest>, c?: PerCall): Promise<UpdateSessionResponse> {
+    return this.call(this.sessions, this.sessions.updateSession, UpdateSessionRequest.fromPartial(req), c);
+  }
+  rotateSessionToken(id: string, c?: PerCall): Promise<RotateSessionTokenResponse> {
+    return this.call(this.sessions, this.sessions.rotateSessionToken, RotateSessionTokenRequest.fromPartial({ id }), c);
+  }
+  deleteSession(id: string, allowMissing = false, c?: PerCall): Promise<DeleteSessionResponse> {
+    return this.call(this.sessions, this.sessions.deleteSession, DeleteSessionRequest.fromPartial({ id, allowMissing }), c);
+  }
+  listSessions(req: Partial1<ListSessionsRequest>, c?: PerCall): Promise<ListSessionsResponse> {
+    return this.call(this.sessions, this.sessions.listSessions, ListSessionsRequest.fromPartial(req), c);
+  }
+  /** Every page of ListSessions, fetched one after the other. */
+  async *listAllSessions(req: Partial1<Omit<ListSessionsRequest, 'pageToken'>>, c?: PerCall): AsyncGenerator<Session> {
+    let pageToken = '';
+    do {
+      const page = await this.listSessions({ ...req, pageToken }, c);
+      yield* page.sessions;
+      pageToken = page.nextPageToken;
+    } while (pageToken !== '');
+  }
+  revokeSessions(req: Partial1<RevokeSessionsRequest>, c?: PerCall): Promise<RevokeSessionsResponse> {
+    return this.call(this.sessions, this.sessions.revokeSessions, RevokeSessionsRequest.fromPartial(req), c);
+  }
+
+  checkpoint(req: Partial1<CheckpointRequest> = {}, c?: PerCall): Promise<CheckpointResponse> {
+    return this.call(this.admin, this.admin.checkpoint, CheckpointRequest.fromPartial(req), this.withAdmin(c));
+  }
+  getStorageStatus(c?: PerCall): Promise<GetStorageStatusResponse> {
+    return this.call(this.admin, this.admin.getStorageStatus, GetStorageStatusRequest.fromPartial({}), this.withAdmin(c));
+  }
+  purgeExpiredSessions(req: Partial1<PurgeExpiredSessionsRequest> = {}, c?: PerCall): Promise<PurgeExpiredSessionsResponse> {
+    return this.call(this.admin, this.admin.purgeExpiredSessions, PurgeExpiredSessionsRequest.fromPartial(req), this.withAdmin(c));
+  }
+
+  /** grpc.health.v1 Check, with the response metadata (journal mode, WAL frames). */
+  health(service = '', c?: PerCall): Promise<{ status: HealthCheckResponse_ServingStatus; metadata: Metadata }> {
+    return new Promise((resolve, reject) => {
+      let metadata = new Metadata();
+      const call = this.healthClient.check({ service }, c?.metadata ?? new Metadata(), this.callOptions(c), (err, res) =>
+        err ? reject(err) : resolve({ status: res.status, metadata }),
+      );
+      call.on('metadata', (md) => (metadata = md));
+      this.abortWith(call, c);
+    });
+  }
+
+  /** Closes the channels; in-flight calls are cancelled. */
+  close(): void {
+    this.sessions.close();
+    this.admin.close();
+    this.healthClient.close();
+  }
+
+  private withAdmin(c: PerCall | undefined): PerCall {
+    const metadata = c?.metadata?.clone() ?? new Metadata();
+    if (this.options.adminToken && metadata.get('authorization').length === 0) {
+      metadata.set('authorization', `Bearer ${this.options.adminToken}`);
+    }
+    return { ...c, metadata };
+  }
+
+  private callOptions(c: PerCall | undefined): Partial<CallOptions> {
+    const ms = c?.deadlineMs ?? this.options.defaultDeadlineMs;
+    return ms === undefined ? {} : { deadline: Date.now() + ms };
+  }
+
+  private abortWith(call: ClientUnaryCall, c: PerCall | undefined): void {
+    if (!c?.signal) return;
+    if (c.signal.aborted) call.cancel();
+    else c.signal.addEventListener('abort', () => call.cancel(), { once: true });
+  }
+
+  private call<Req, Res>(client: Client, method: unknown, req: Req, c: PerCall | undefined): Promise<Res> {
+    return new Promise<Res>((resolve, reject) => {
+      const fn = (method as UnaryMethod<Req, Res>).bind(client);
+      const call = fn(req, c?.metadata ?? new Metadata(), this.callOptions(c), (err, res) => (err ? reject(err) : resolve(res)));
+      this.abortWith(call, c);
+    });
+  }
+}

@@ -1,0 +1,287 @@
+import { DEFAULT_POLICY, type SessionPolicy } from './domain/session';
+import { DEFAULT_STORAGE_OPTIONS, type JournalMode, type StorageOptions, type Synchronous } from './storage/sqlite/pragmas';
+import { formatDuration, parseDuration, parseSize } from './units';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+export interface ServerOptions {
+  /** host:port; port 0 picks a free one. */
+  readonly listen: string;
+  readonly adminToken: string | undefined;
+  readonly maxMessageBytes: number;
+  readonly keepaliveTimeMs: number;
+  readonly keepaliveTimeoutMs: number;
+  readonly drainTimeoutMs: number;
+  readonly reflection: boolean;
+}
+
+export interface Config {
+  readonly server: ServerOptions;
+  readonly storage: StorageOptions;
+  readonly policy: SessionPolicy;
+  readonly sweepIntervalMs: number;
+  readonly sweepBatchSize: number;
+  readonly healthProbeIntervalMs: number;
+  readonly logLevel: LogLevel;
+}
+
+type Kind = 'string' | 'duration' | 'size' | 'int' | 'number' | 'bool' | readonly string[];
+
+interface Spec {
+  /** Flag name; the variable is SESSIOND_ + upper snake case of it. */
+  readonly flag: string;
+  readonly kind: Kind;
+  readonly default: string;
+  readonly help: string;
+  readonly min?: number;
+  readonly max?: number;
+  readonly secret?: boolean;
+}
+
+const S = DEFAULT_STORAGE_OPTIONS;
+const P = DEFAULT_POLICY;
+
+/** Every setting, in the order the README's table and --help list them. */
+export const SETTINGS = [
+  { flag: 'listen', kind: 'string', default: '127.0.0.1:50051', help: 'host:port to serve gRPC on (0.0.0.0:50051 in containers)' },
+  { flag: 'db-path', kind: 'string', default: './data/sessions.db', help: 'SQLite database file (created if missing)' },
+  { flag: 'journal-mode', kind: ['wal', 'delete', 'truncate', 'persist'], default: S.journalMode, help: 'PRAGMA journal_mode' },
+  { flag: 'synchronous', kind: ['off', 'normal', 'full', 'extra'], default: S.synchronous, help: 'PRAGMA synchronous (see Durability)' },
+  { flag: 'cache-size', kind: 'int', default: String(S.cacheSize), help: 'PRAGMA cache_size (negative: KiB, positive: pages)' },
+  { flag: 'busy-timeout', kind: 'duration', default: `${S.busyTimeoutMs}ms`, max: 600_000, help: 'PRAGMA busy_timeout: how long a write waits for a lock held elsewhere' },
+  { flag: 'wal-autocheckpoint', kind: 'int', default: String(S.walAutocheckpoint), min: 0, help: 'PRAGMA wal_autocheckpoint, in pages (0: off)' },
+  { flag: 'journal-size-limit', kind: 'size', default: `${S.journalSizeLimit / 1024 / 1024}MiB`, min: -1, help: 'PRAGMA journal_size_limit: the WAL is cut back to this after a checkpoint (-1: never)' },
+  { flag: 'default-ttl', kind: 'duration', default: formatDuration(P.defaultTtlMs), min: 1000, help: 'absolute lifetime when CreateSession sets none' },
+  { flag: 'default-idle-timeout', kind: 'duration', default: formatDuration(P.defaultIdleTimeoutMs), min: 1000, help: 'idle window when CreateSession sets none' },
+  { flag: 'max-ttl', kind: 'duration', default: formatDuration(P.maxTtlMs), min: 1000, help: 'largest ttl or idle_timeout a client may ask for' },
+  { flag: 'touch-threshold', kind: 'number', default: String(P.touchThreshold), min: 0, max: 1, help: 'fraction of the idle window that must pass before a touch writes' },
+  { flag: 'max-attributes', kind: 'int', default: String(P.maxAttributes), min: 0, max: 10_000, help: 'attributes per session' },
+  { flag: 'max-attribute-key-bytes', kind: 'int', default: String(P.maxAttributeKeyBytes), min: 1, max: 65_536, help: 'bytes per attribute key' },
+  { flag: 'max-attribute-value-bytes', kind: 'int', default: String(P.maxAttributeValueBytes), min: 0, max: 1_048_576, help: 'bytes per attribute value' },
+  { flag: 'sweep-interval', kind: 'duration', default: '1m', min: 100, help: 'how often expired and revoked sessions are purged' },
+  { flag: 'sweep-batch-size', kind: 'int', default: '1000', min: 1, max: 100_000, help: 'rows deleted per purge transaction' },
+  { flag: 'health-probe-interval', kind: 'duration', default: '5s', min: 100, help: 'how often storage is probed for health (journal mode, a tiny write)' },
+  { flag: 'admin-token', kind: 'string', default: '', secret: true, help: 'bearer token for AdminService; empty: loopback callers only' },
+  { flag: 'max-message-bytes', kind: 'size', default: '4MiB', min: 1024, max: 64 * 1024 * 1024, help: 'largest request or response message' },
+  { flag: 'keepalive-time', kind: 'duration', default: '2h', min: 10_000, help: 'idle time before the server pings a client connection' },
+  { flag: 'keepalive-timeout', kind: 'duration', default: '20s', min: 1000, help: 'how long a keepalive ping may go unanswered' },
+  { flag: 'drain-timeout', kind: 'duration', default: '10s', min: 0, help: 'on SIGTERM, how long in-flight calls may finish before they are cancelled' },
+  { flag: 'reflection', kind: 'bool', default: 'true', help: 'serve gRPC server reflection' },
+  { flag: 'log-level', kind: ['debug', 'info', 'warn', 'error', 'silent'], default: 'info', help: 'least severe log level written to stderr' },
+] as const satisfies readonly Spec[];
+
+export type SettingName = (typeof SETTINGS)[number]['flag'];
+
+export function envName(flag: string): string {
+  return `SESSIOND_${flag.toUpperCase().replace(/-/g, '_')}`;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** What the command line asked for besides settings. */
+export interface Invocation {
+  readonly config: Config;
+  readonly help: boolean;
+}
+
+/**
+ * The only reader of process.env and argv. Order: defaults, then SESSIOND_*
+ * variables, then --flags; every value is then validated and all problems are
+ * reported at once.
+ * @throws ConfigError listing every problem.
+ */
+export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Invocation {
+  const problems: string[] = [];
+  const raw = new Map<string, { value: string; from: string }>();
+  const byFlag = new Map<string, Spec>(SETTINGS.map((s) => [s.flag, s]));
+  for (const s of SETTINGS) {
+    const v = env[envName(s.flag)];
+    if (v !== undefined) raw.set(s.flag, { value: v, from: envName(s.flag) });
+  }
+  for (const key of Object.keys(env)) {
+    if (key.startsWith('SESSIOND_') && !SETTINGS.some((s) => envName(s.flag) === key)) {
+      problems.push(`unknown variable ${key}${suggest(key.slice(9).toLowerCase().replace(/_/g, '-'), byFlag)}`);
+    }
+  }
+  let help = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--help' || arg === '-h') {
+      help = true;
+      continue;
+    }
+    const m = /^--([a-z0-9-]+)(?:=(.*))?$/s.exec(arg);
+    if (!m) {
+      problems.push(`unexpected argument ${JSON.stringify(arg)}`);
+      continue;
+    }
+    const spec = byFlag.get(m[1]!);
+    if (!spec) {
+      problems.push(`unknown flag --${m[1]}${suggest(m[1]!, byFlag)}`);
+      if (m[2] === undefined && argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--')) i++;
+      continue;
+    }
+    let value = m[2];
+    if (value === undefined) {
+      if (spec.kind === 'bool' && (argv[i + 1] === undefined || argv[i + 1]!.startsWith('--'))) value = 'true';
+      else if (argv[i + 1] === undefined) {
+        problems.push(`--${spec.flag} needs a value`);
+        continue;
+      } else value = argv[++i]!;
+    }
+    raw.set(spec.flag, { value, from: `--${spec.flag}` });
+  }
+
+  const values = new Map<string, string | number | boolean>();
+  for (const s of SETTINGS as readonly Spec[]) {
+    const given = raw.get(s.flag);
+    const parsed = parseValue(s, given?.value ?? s.default);
+    if (typeof parsed === 'string' && parsed.startsWith('!')) {
+      problems.push(`${given?.from ?? `default of --${s.flag}`}: ${parsed.slice(1)}`);
+    } else values.set(s.flag, parsed);
+  }
+  if (problems.length === 0) checkCombinations(values, problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const get = <T>(flag: SettingName) => values.get(flag) as T;
+  const config: Config = {
+    server: {
+      listen: get<string>('listen'),
+      adminToken: get<string>('admin-token') || undefined,
+      maxMessageBytes: get<number>('max-message-bytes'),
+      keepaliveTimeMs: get<number>('keepalive-time'),
+      keepaliveTimeoutMs: get<number>('keepalive-timeout'),
+      drainTimeoutMs: get<number>('drain-timeout'),
+      reflection: get<boolean>('reflection'),
+    },
+    storage: {
+      path: get<string>('db-path'),
+      journalMode: get<JournalMode>('journal-mode'),
+      synchronous: get<Synchronous>('synchronous'),
+      cacheSize: get<number>('cache-size'),
+      busyTimeoutMs: get<number>('busy-timeout'),
+      walAutocheckpoint: get<number>('wal-autocheckpoint'),
+      journalSizeLimit: get<number>('journal-size-limit'),
+    },
+    policy: {
+      ...DEFAULT_POLICY,
+      defaultTtlMs: get<number>('default-ttl'),
+      defaultIdleTimeoutMs: get<number>('default-idle-timeout'),
+      maxTtlMs: get<number>('max-ttl'),
+      touchThreshold: get<number>('touch-threshold'),
+      maxAttributes: get<number>('max-attributes'),
+      maxAttributeKeyBytes: get<number>('max-attribute-key-bytes'),
+      maxAttributeValueBytes: get<number>('max-attribute-value-bytes'),
+    },
+    sweepIntervalMs: get<number>('sweep-interval'),
+    sweepBatchSize: get<number>('sweep-batch-size'),
+    healthProbeIntervalMs: get<number>('health-probe-interval'),
+    logLevel: get<LogLevel>('log-level'),
+  };
+  return { config: deepFreeze(config), help };
+}
+
+/** A problem is returned as a string starting with "!". */
+function parseValue(s: Spec, text: string): string | number | boolean {
+  const range = (n: number, shown: string) => {
+    if (s.min !== undefined && n < s.min) return `!${shown} is below the minimum of ${s.min}`;
+    if (s.max !== undefined && n > s.max) return `!${shown} is above the maximum of ${s.max}`;
+    return n;
+  };
+  if (Array.isArray(s.kind)) {
+    const v = text.trim().toLowerCase();
+    return s.kind.includes(v) ? v : `!${JSON.stringify(text)} is not one of ${s.kind.join(', ')}`;
+  }
+  switch (s.kind) {
+    case 'string':
+      return text;
+    case 'bool':
+      if (/^(true|1|yes|on)$/i.test(text.trim())) return true;
+      if (/^(false|0|no|off)$/i.test(text.trim())) return false;
+      return `!${JSON.stringify(text)} is not a boolean (true or false)`;
+    case 'int': {
+      if (!/^-?\d+$/.test(text.trim())) return `!${JSON.stringify(text)} is not an integer`;
+      return range(Number(text), text.trim());
+    }
+    case 'number': {
+      const n = Number(text);
+      if (text.trim() === '' || !Number.isFinite(n)) return `!${JSON.stringify(text)} is not a number`;
+      return range(n, text.trim());
+    }
+    case 'duration': {
+      const ms = parseDuration(text);
+      if (ms === undefined) return `!${JSON.stringify(text)} is not a duration (e.g. 250ms, 30s, 5m, 24h, 7d)`;
+      return range(ms, `${text.trim()} (${ms}ms)`);
+    }
+    case 'size': {
+      const n = parseSize(text);
+      if (n === undefined) return `!${JSON.stringify(text)} is not a size (e.g. 4096, 64KiB, 8MiB)`;
+      return range(n, text.trim());
+    }
+  }
+  return `!unsupported setting kind`;
+}
+
+function checkCombinations(v: Map<string, unknown>, problems: string[]): void {
+  const listen = v.get('listen') as string;
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/.exec(listen);
+  if (!m || Number(m[2]) > 65535) problems.push(`listen ${JSON.stringify(listen)} is not host:port (e.g. 127.0.0.1:50051, [::1]:50051, 0.0.0.0:50051)`);
+  if (v.get('db-path') === '') problems.push('db-path must not be empty');
+  if (v.get('db-path') === ':memory:') problems.push('db-path :memory: cannot use WAL and loses every session on exit; give a file path');
+  const maxTtl = v.get('max-ttl') as number;
+  for (const flag of ['default-ttl', 'default-idle-timeout']) {
+    if ((v.get(flag) as number) > maxTtl) problems.push(`${flag} (${formatDuration(v.get(flag) as number)}) is above max-ttl (${formatDuration(maxTtl)})`);
+  }
+  const token = v.get('admin-token') as string;
+  if (token !== '' && token.length < 16) problems.push('admin-token must be at least 16 characters (or empty to allow loopback callers only)');
+  if (v.get('keepalive-timeout') as number >= (v.get('keepalive-time') as number)) problems.push('keepalive-timeout must be shorter than keepalive-time');
+}
+
+function suggest(name: string, known: Map<string, Spec>): string {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const flag of known.keys()) {
+    const d = distance(name, flag);
+    if (d < bestDistance) [best, bestDistance] = [flag, d];
+  }
+  return best ? ` (did you mean --${best} / ${envName(best)}?)` : '';
+}
+
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length]!;
+}
+
+function deepFreeze<T>(o: T): T {
+  for (const v of Object.values(o as object)) if (v && typeof v === 'object') deepFreeze(v);
+  return Object.freeze(o);
+}
+
+/** The configuration for the start-up log line, with secrets masked. */
+export function redactedConfig(config: Config): unknown {
+  return { ...config, server: { ...config.server, adminToken: config.server.adminToken ? '[redacted]' : undefined } };
+}
+
+/** The --help text: every flag, its variable, default and meaning. */
+export function helpText(): string {
+  const lines = ['Usage: sessiond [--flag value ...]', '', 'Every flag can also be set as an environment variable; flags win.', ''];
+  for (const s of SETTINGS as readonly Spec[]) {
+    const kind = Array.isArray(s.kind) ? s.kind.join('|') : s.kind;
+    lines.push(`  --${s.flag} <${kind}>  (${envName(s.flag)}, default ${s.secret ? '(none)' : JSON.stringify(s.default)})`, `      ${s.help}`);
+  }
+  return lines.join('\n');
+}

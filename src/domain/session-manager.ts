@@ -1,0 +1,246 @@
+import type { Clock } from './clock';
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from './errors';
+import { decodePageToken, encodePageToken } from './page-token';
+import {
+  checkAttributes, checkIp, checkString, etagOf, resolveDuration, sessionState, touchedIdleExpiry,
+  type SessionPolicy, type SessionRecord, type SessionState,
+} from './session';
+import type { SessionFilter, SessionRepository } from './session-repository';
+import { hashToken, ID_PATTERN, newSessionId, newToken } from './tokens';
+
+export interface CreateSessionInput {
+  serverId: string;
+  subject: string;
+  attributes: Record<string, string>;
+  ip: string;
+  userAgent: string;
+  /** undefined or 0: the policy default. */
+  ttlMs?: number;
+  idleTimeoutMs?: number;
+}
+
+export interface UpdateSessionInput {
+  id: string;
+  attributes: Record<string, string>;
+  merge: boolean;
+  removeAttributes: string[];
+  /** Empty: unconditional. */
+  etag: string;
+}
+
+export interface ListSessionsInput extends SessionFilter {
+  pageSize: number;
+  pageToken: string;
+}
+
+export type InvalidReason = Exclude<SessionState, 'live'> | 'not-found';
+
+export type ValidateResult =
+  | { valid: true; session: SessionRecord }
+  | { valid: false; reason: InvalidReason };
+
+export const DEFAULT_PAGE_SIZE = 100;
+export const MAX_PAGE_SIZE = 1000;
+/** Far above any real token; bounds the hashing work an abusive caller can ask for. */
+const MAX_TOKEN_BYTES = 512;
+
+/**
+ * The session rules: everything between a request that transport has decoded
+ * and the repository. Synchronous, because the repository is; no gRPC, no SQLite.
+ */
+export class SessionManager {
+  constructor(
+    private readonly repo: SessionRepository,
+    private readonly clock: Clock,
+    readonly policy: SessionPolicy,
+  ) {}
+
+  /** @throws InvalidArgumentError, storage errors. */
+  create(input: CreateSessionInput): { session: SessionRecord; token: string } {
+    const p = this.policy;
+    checkString('server_id', input.serverId, p.maxIdBytes, true);
+    checkString('subject', input.subject, p.maxIdBytes);
+    checkString('user_agent', input.userAgent, p.maxUserAgentBytes);
+    checkIp(input.ip);
+    checkAttributes('attributes', input.attributes, p);
+    const ttl = resolveDuration('ttl', input.ttlMs, p.defaultTtlMs, p.maxTtlMs);
+    const idle = resolveDuration('idle_timeout', input.idleTimeoutMs, p.defaultIdleTimeoutMs, p.maxTtlMs);
+    const now = this.clock.now();
+    const session: SessionRecord = {
+      id: newSessionId(),
+      serverId: input.serverId,
+      subject: input.subject,
+      attributes: { ...input.attributes },
+      ip: input.ip,
+      userAgent: input.userAgent,
+      createTime: now,
+      updateTime: now,
+      expireTime: now + ttl,
+      idleExpireTime: Math.min(now + idle, now + ttl),
+      lastActiveTime: now,
+      idleTimeoutMs: idle,
+      tokenRotateTime: now,
+      revokeTime: null,
+      version: 1,
+    };
+    const token = newToken();
+    this.repo.insert(session, hashToken(token));
+    return { session, token };
+  }
+
+  /** @throws InvalidArgumentError for a malformed id, NotFoundError unless live. */
+  get(id: string): SessionRecord {
+    checkId(id);
+    const s = this.repo.findById(id);
+    if (!s || sessionState(s, this.clock.now()) !== 'live') throw notFound(id);
+    return s;
+  }
+
+  /**
+   * Resolves a token. Unknown and dead tokens are a normal answer, not an error.
+   * @throws InvalidArgumentError only for an empty or oversized token.
+   */
+  validate(token: string, touch: boolean): ValidateResult {
+    if (token.length === 0) throw new InvalidArgumentError('token', 'token is required');
+    if (Buffer.byteLength(token) > MAX_TOKEN_BYTES) {
+      throw new InvalidArgumentError('token', `token is over ${MAX_TOKEN_BYTES} bytes`);
+    }
+    const now = this.clock.now();
+    const found = this.repo.findByTokenHash(hashToken(token));
+    if (!found) return { valid: false, reason: 'not-found' };
+    const state = sessionState(found, now);
+    if (state !== 'live') return { valid: false, reason: state };
+    if (!touch || touchedIdleExpiry(found, now, this.policy) === undefined) return { valid: true, session: found };
+    const touched = this.touchLive(found.id, now);
+    // The session died between the read and the touch (revoked by another call): report it as such.
+    if (!touched) return { valid: false, reason: 'revoked' };
+    return { valid: true, session: touched };
+  }
+
+  /** @throws InvalidArgumentError, NotFoundError unless live. */
+  touch(id: string): SessionRecord {
+    checkId(id);
+    const touched = this.touchLive(id, this.clock.now());
+    if (!touched) throw notFound(id);
+    return touched;
+  }
+
+  /** @throws InvalidArgumentError, NotFoundError, FailedPreconditionError on a stale etag. */
+  update(input: UpdateSessionInput): SessionRecord {
+    checkId(input.id);
+    checkAttributes('attributes', input.attributes, this.policy);
+    if (!input.merge && input.removeAttributes.length > 0) {
+      throw new InvalidArgumentError('remove_attributes', 'remove_attributes needs merge=true (a replace already drops every key not given)');
+    }
+    for (const key of input.removeAttributes) checkString('remove_attributes', key, this.policy.maxAttributeKeyBytes);
+    const now = this.clock.now();
+    const stored = this.repo.modify(input.id, (current) => {
+      if (sessionState(current, now) !== 'live') throw notFound(input.id);
+      if (input.etag !== '' && input.etag !== etagOf(current)) {
+        throw new FailedPreconditionError(
+          `etag ${JSON.stringify(input.etag.slice(0, 64))} is stale: the session is at ${etagOf(current)}; read it again and retry`,
+        );
+      }
+      const attributes = input.merge ? { ...current.attributes, ...input.attributes } : { ...input.attributes };
+      for (const key of input.removeAttributes) delete attributes[key];
+      checkAttributes('attributes', attributes, this.policy);
+      return { next: { ...current, attributes, updateTime: now, version: current.version + 1 } };
+    });
+    if (!stored) throw notFound(input.id);
+    return stored;
+  }
+
+  /** @throws InvalidArgumentError, NotFoundError unless live. */
+  rotateToken(id: string): { session: SessionRecord; token: string } {
+    checkId(id);
+    const now = this.clock.now();
+    const token = newToken();
+    const stored = this.repo.modify(id, (current) => {
+      if (sessionState(current, now) !== 'live') throw notFound(id);
+      return { next: { ...current, tokenRotateTime: now }, tokenHash: hashToken(token) };
+    });
+    if (!stored) throw notFound(id);
+    return { session: stored, token };
+  }
+
+  /** @throws InvalidArgumentError, NotFoundError unless live or allowMissing. */
+  delete(id: string, allowMissing: boolean): void {
+    checkId(id);
+    const now = this.clock.now();
+    let revoked = false;
+    this.repo.modify(id, (current) => {
+      if (sessionState(current, now) !== 'live') return null;
+      revoked = true;
+      return { next: { ...current, revokeTime: now } };
+    });
+    if (!revoked && !allowMissing) throw notFound(id);
+  }
+
+  /** @throws InvalidArgumentError for a bad page size or page token. */
+  list(input: ListSessionsInput): { sessions: SessionRecord[]; nextPageToken: string } {
+    const filter: SessionFilter = { serverId: input.serverId, subject: input.subject };
+    checkString('server_id', filter.serverId, this.policy.maxIdBytes);
+    checkString('subject', filter.subject, this.policy.maxIdBytes);
+    if (!Number.isInteger(input.pageSize) || input.pageSize < 0 || input.pageSize > MAX_PAGE_SIZE) {
+      throw new InvalidArgumentError('page_size', `page_size must be between 0 and ${MAX_PAGE_SIZE} (0 means ${DEFAULT_PAGE_SIZE}); got ${input.pageSize}`);
+    }
+    const cursor = decodePageToken(input.pageToken, filter);
+    const page = this.repo.list(filter, cursor, input.pageSize || DEFAULT_PAGE_SIZE, this.clock.now());
+    return {
+      sessions: page.sessions,
+      nextPageToken: page.nextCursor === undefined ? '' : encodePageToken(page.nextCursor, filter),
+    };
+  }
+
+  /** @throws InvalidArgumentError when neither filter is set. */
+  revokeMatching(filter: SessionFilter): number {
+    if (filter.serverId === '' && filter.subject === '') {
+      throw new InvalidArgumentError('server_id', 'set server_id or subject (or both): revoking every session needs a filter');
+    }
+    checkString('server_id', filter.serverId, this.policy.maxIdBytes);
+    checkString('subject', filter.subject, this.policy.maxIdBytes);
+    return this.repo.revokeMatching(filter, this.clock.now());
+  }
+
+  /**
+   * Deletes dead sessions in batches of `batchSize`, yielding to the event loop
+   * between batches so that calls keep being served during a large purge.
+   * An aborted signal stops it between batches (at shutdown).
+   */
+  async purgeExpired(batchSize: number, signal?: AbortSignal): Promise<{ purged: number; batches: number }> {
+    let purged = 0;
+    let batches = 0;
+    for (;;) {
+      const n = this.repo.purgeBatch(this.clock.now(), batchSize);
+      if (n > 0) batches++;
+      purged += n;
+      if (n < batchSize || signal?.aborted) return { purged, batches };
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  counts(): { live: number; dead: number } {
+    return this.repo.countSessions(this.clock.now());
+  }
+
+  private touchLive(id: string, now: number): SessionRecord | undefined {
+    let live = false;
+    const stored = this.repo.modify(id, (current) => {
+      if (sessionState(current, now) !== 'live') return null;
+      live = true;
+      const idleExpireTime = touchedIdleExpiry(current, now, this.policy);
+      if (idleExpireTime === undefined) return null;
+      return { next: { ...current, idleExpireTime, lastActiveTime: now } };
+    });
+    return live ? stored : undefined;
+  }
+}
+
+function checkId(id: string): void {
+  if (id.length === 0) throw new InvalidArgumentError('id', 'id is required');
+  if (!ID_PATTERN.test(id)) throw new InvalidArgumentError('id', `id ${JSON.stringify(id.slice(0, 64))} is not a session id (22 base64url characters)`);
+}
+
+function notFound(id: string): NotFoundError {
+  return new NotFoundError(`session ${id} not found (never created, expired, or revoked)`);
+}

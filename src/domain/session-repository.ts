@@ -1,0 +1,78 @@
+import type { SessionRecord } from './session';
+
+/**
+ * The storage contract. The domain owns it (imports run storage -> domain);
+ * every implementation must pass test/repository-contract.ts.
+ *
+ * Errors, for every method that touches storage:
+ * - StorageBusyError: another connection held the lock past the busy timeout.
+ * - StorageFullError: the disk or max_page_count is full; nothing was written.
+ * - StorageError: any other fault (I/O, corruption, read-only file).
+ * Methods that write are atomic: on any error nothing is changed.
+ */
+export interface SessionRepository {
+  /**
+   * Stores a new session with the hash of its token.
+   * @throws StorageError with sqliteCode SQLITE_CONSTRAINT_UNIQUE if the id or token hash exists.
+   */
+  insert(session: SessionRecord, tokenHash: Buffer): void;
+
+  /** The session with this id in any state (live, expired, revoked), or undefined once purged. */
+  findById(id: string): SessionRecord | undefined;
+
+  /** The session whose token hashes to `tokenHash`, in any state, or undefined. */
+  findByTokenHash(tokenHash: Buffer): SessionRecord | undefined;
+
+  /**
+   * Reads the session, passes it to `change` and stores what it returns, all in
+   * one transaction. `change` may throw a domain error (a stale etag, a session
+   * that is not live) to abort without writing; it must not be async.
+   * Returning null keeps the row as it is. With `tokenHash` set, the stored hash
+   * is replaced in the same transaction.
+   * @returns the stored session, or undefined when no row has this id.
+   */
+  modify(id: string, change: (current: SessionRecord) => Modification | null): SessionRecord | undefined;
+
+  /**
+   * Marks every session live at `now` that matches the filter as revoked at `now`.
+   * At least one of serverId and subject is set.
+   * @returns how many sessions were revoked.
+   */
+  revokeMatching(filter: SessionFilter, now: number): number;
+
+  /**
+   * Live sessions matching the filter, in insertion order, after the cursor.
+   * `cursor` is an opaque position from a previous page's `nextCursor`.
+   * @returns up to `limit` sessions and the cursor after the last one, which is
+   *   undefined when there are no more live sessions right now.
+   */
+  list(filter: SessionFilter, cursor: number, limit: number, now: number): ListPage;
+
+  /**
+   * Deletes at most `limit` sessions that are not live at `now`, oldest
+   * deadline first, in one transaction. Callers loop to purge more, yielding
+   * between batches.
+   * @returns how many rows were deleted.
+   */
+  purgeBatch(now: number, limit: number): number;
+
+  /** How many sessions are live, and how many are dead but not purged. */
+  countSessions(now: number): { live: number; dead: number };
+}
+
+export interface Modification {
+  readonly next: SessionRecord;
+  readonly tokenHash?: Buffer;
+}
+
+export interface SessionFilter {
+  /** Empty string: any. */
+  readonly serverId: string;
+  /** Empty string: any. */
+  readonly subject: string;
+}
+
+export interface ListPage {
+  readonly sessions: SessionRecord[];
+  readonly nextCursor: number | undefined;
+}

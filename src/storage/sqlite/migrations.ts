@@ -1,0 +1,58 @@
+import type { Database } from 'better-sqlite3';
+
+/*
+ * Numbered schema migrations, tracked in PRAGMA user_version. Each runs in its
+ * own transaction with the version bump, so a crash mid-migration leaves the
+ * previous version intact. Never edit a released migration: append a new one.
+ */
+const MIGRATIONS: readonly string[] = [
+  // 1: sessions, with a dead_at column (min of the two expiries and the
+  // revocation) so that "is live" is one comparison and the sweep one index range.
+  `CREATE TABLE sessions (
+     seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+     id                TEXT    NOT NULL UNIQUE,
+     token_hash        BLOB    NOT NULL UNIQUE,
+     server_id         TEXT    NOT NULL,
+     subject           TEXT    NOT NULL,
+     attributes        TEXT    NOT NULL,
+     ip                TEXT    NOT NULL,
+     user_agent        TEXT    NOT NULL,
+     create_time       INTEGER NOT NULL,
+     update_time       INTEGER NOT NULL,
+     expire_time       INTEGER NOT NULL,
+     idle_expire_time  INTEGER NOT NULL,
+     last_active_time  INTEGER NOT NULL,
+     idle_timeout_ms   INTEGER NOT NULL,
+     token_rotate_time INTEGER NOT NULL,
+     revoke_time       INTEGER,
+     version           INTEGER NOT NULL,
+     dead_at           INTEGER NOT NULL
+   ) STRICT;
+   -- Secondary indexes carry the rowid (seq), so "filter = ? AND seq > ? ORDER BY seq"
+   -- is a single index range scan: keyset pagination without OFFSET or a sort.
+   CREATE INDEX sessions_by_server ON sessions(server_id);
+   CREATE INDEX sessions_by_subject ON sessions(subject);
+   CREATE INDEX sessions_by_server_subject ON sessions(server_id, subject);
+   CREATE INDEX sessions_by_dead_at ON sessions(dead_at);
+   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/**
+ * Brings the schema to SCHEMA_VERSION.
+ * @throws Error when the file's schema is newer than this build knows.
+ */
+export function migrate(db: Database): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > SCHEMA_VERSION) {
+    throw new Error(`database schema version ${current} is newer than this sessiond supports (${SCHEMA_VERSION}); refusing to touch it`);
+  }
+  for (let v = current; v < SCHEMA_VERSION; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!);
+      // PRAGMA cannot take a bound parameter; v is an integer from this file.
+      db.pragma(`user_version = ${v + 1}`);
+    }).immediate();
+  }
+}

@@ -1,0 +1,62 @@
+import type { Database } from 'better-sqlite3';
+
+export type JournalMode = 'wal' | 'delete' | 'truncate' | 'persist';
+export type Synchronous = 'off' | 'normal' | 'full' | 'extra';
+
+export interface StorageOptions {
+  readonly path: string;
+  readonly journalMode: JournalMode;
+  readonly synchronous: Synchronous;
+  readonly cacheSize: number;
+  readonly busyTimeoutMs: number;
+  readonly walAutocheckpoint: number;
+  readonly journalSizeLimit: number;
+}
+
+export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.freeze({
+  journalMode: 'wal',
+  synchronous: 'normal',
+  cacheSize: -2000,
+  busyTimeoutMs: 5000,
+  walAutocheckpoint: 1000,
+  // A little over one autocheckpoint's worth of 4 KiB frames, so the WAL is cut
+  // back after a checkpoint burst without being truncated on every cycle.
+  journalSizeLimit: 8 * 1024 * 1024,
+});
+
+const SYNCHRONOUS_NAMES = ['OFF', 'NORMAL', 'FULL', 'EXTRA'] as const;
+
+export function synchronousName(value: number): string {
+  return SYNCHRONOUS_NAMES[value] ?? String(value);
+}
+
+/**
+ * Applies every pragma and reads each one back. SQLite answers a pragma it
+ * cannot honour by keeping the old value rather than failing: journal_mode=WAL
+ * stays "delete" on some network filesystems and "memory" for :memory:, so a
+ * setting that did not take is an error here, not a surprise in production.
+ * @throws Error listing every pragma that did not take effect.
+ */
+export function applyPragmas(db: Database, o: StorageOptions): void {
+  // busy_timeout first: switching to WAL needs a lock that another process may hold.
+  db.pragma(`busy_timeout = ${o.busyTimeoutMs | 0}`);
+  db.pragma(`journal_mode = ${o.journalMode}`);
+  db.pragma(`synchronous = ${o.synchronous}`);
+  db.pragma(`cache_size = ${o.cacheSize | 0}`);
+  db.pragma(`wal_autocheckpoint = ${o.walAutocheckpoint | 0}`);
+  db.pragma(`journal_size_limit = ${Math.trunc(o.journalSizeLimit)}`);
+
+  const problems: string[] = [];
+  const expect = (name: string, want: string | number, got: unknown) => {
+    if (String(got).toLowerCase() !== String(want).toLowerCase()) problems.push(`${name}=${want} did not take effect (SQLite reports ${String(got)})`);
+  };
+  expect('busy_timeout', o.busyTimeoutMs | 0, db.pragma('busy_timeout', { simple: true }));
+  expect('journal_mode', o.journalMode, db.pragma('journal_mode', { simple: true }));
+  expect('synchronous', o.synchronous, synchronousName(db.pragma('synchronous', { simple: true }) as number));
+  expect('cache_size', o.cacheSize | 0, db.pragma('cache_size', { simple: true }));
+  expect('wal_autocheckpoint', o.walAutocheckpoint | 0, db.pragma('wal_autocheckpoint', { simple: true }));
+  expect('journal_size_limit', Math.trunc(o.journalSizeLimit), db.pragma('journal_size_limit', { simple: true }));
+  if (problems.length > 0) {
+    throw new Error(`${o.path}: ${problems.join('; ')}${o.journalMode === 'wal' ? ' (WAL needs a local filesystem with shared memory)' : ''}`);
+  }
+}

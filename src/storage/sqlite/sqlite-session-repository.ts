@@ -1,0 +1,179 @@
+import type { Database, Statement } from 'better-sqlite3';
+import { deadAt, type SessionRecord } from '../../domain/session';
+import type { ListPage, Modification, SessionFilter, SessionRepository } from '../../domain/session-repository';
+import { guarded } from './sqlite-errors';
+
+interface Row {
+  seq: number;
+  id: string;
+  server_id: string;
+  subject: string;
+  attributes: string;
+  ip: string;
+  user_agent: string;
+  create_time: number;
+  update_time: number;
+  expire_time: number;
+  idle_expire_time: number;
+  last_active_time: number;
+  idle_timeout_ms: number;
+  token_rotate_time: number;
+  revoke_time: number | null;
+  version: number;
+}
+
+const COLUMNS = `seq, id, server_id, subject, attributes, ip, user_agent, create_time, update_time, expire_time,
+  idle_expire_time, last_active_time, idle_timeout_ms, token_rotate_time, revoke_time, version`;
+
+function fromRow(r: Row): SessionRecord {
+  return {
+    id: r.id,
+    serverId: r.server_id,
+    subject: r.subject,
+    attributes: JSON.parse(r.attributes) as Record<string, string>,
+    ip: r.ip,
+    userAgent: r.user_agent,
+    createTime: r.create_time,
+    updateTime: r.update_time,
+    expireTime: r.expire_time,
+    idleExpireTime: r.idle_expire_time,
+    lastActiveTime: r.last_active_time,
+    idleTimeoutMs: r.idle_timeout_ms,
+    tokenRotateTime: r.token_rotate_time,
+    revokeTime: r.revoke_time,
+    version: r.version,
+  };
+}
+
+/** SessionRepository on one better-sqlite3 connection; every statement prepared once. */
+export class SqliteSessionRepository implements SessionRepository {
+  private readonly insertStmt: Statement;
+  private readonly byId: Statement<[string], Row>;
+  private readonly byToken: Statement<[Buffer], Row>;
+  private readonly updateStmt: Statement;
+  private readonly updateWithTokenStmt: Statement;
+  private readonly lists: Record<'all' | 'server' | 'subject' | 'both', Statement<unknown[], Row>>;
+  private readonly revokes: Record<'server' | 'subject' | 'both', Statement>;
+  private readonly purgeStmt: Statement<[number, number]>;
+  private readonly countStmt: Statement<[number], { live: number; dead: number }>;
+  private readonly modifyTx: (id: string, change: (current: SessionRecord) => Modification | null) => SessionRecord | undefined;
+
+  constructor(db: Database) {
+    this.insertStmt = db.prepare(`INSERT INTO sessions (id, token_hash, server_id, subject, attributes, ip, user_agent,
+      create_time, update_time, expire_time, idle_expire_time, last_active_time, idle_timeout_ms, token_rotate_time,
+      revoke_time, version, dead_at)
+      VALUES (@id, @tokenHash, @serverId, @subject, @attributes, @ip, @userAgent, @createTime, @updateTime, @expireTime,
+      @idleExpireTime, @lastActiveTime, @idleTimeoutMs, @tokenRotateTime, @revokeTime, @version, @deadAt)`);
+    this.byId = db.prepare(`SELECT ${COLUMNS} FROM sessions WHERE id = ?`);
+    this.byToken = db.prepare(`SELECT ${COLUMNS} FROM sessions WHERE token_hash = ?`);
+    const set = `attributes = @attributes, update_time = @updateTime, idle_expire_time = @idleExpireTime,
+      last_active_time = @lastActiveTime, token_rotate_time = @tokenRotateTime, revoke_time = @revokeTime,
+      version = @version, dead_at = @deadAt`;
+    this.updateStmt = db.prepare(`UPDATE sessions SET ${set} WHERE id = @id`);
+    this.updateWithTokenStmt = db.prepare(`UPDATE sessions SET ${set}, token_hash = @tokenHash WHERE id = @id`);
+    const page = (where: string) =>
+      db.prepare<unknown[], Row>(`SELECT ${COLUMNS} FROM sessions WHERE ${where} seq > @cursor AND dead_at > @now ORDER BY seq LIMIT @limit`);
+    this.lists = {
+      all: page(''),
+      server: page('server_id = @serverId AND'),
+      subject: page('subject = @subject AND'),
+      both: page('server_id = @serverId AND subject = @subject AND'),
+    };
+    const revoke = (where: string) =>
+      db.prepare(`UPDATE sessions SET revoke_time = @now, dead_at = @now WHERE ${where} AND dead_at > @now`);
+    this.revokes = {
+      server: revoke('server_id = @serverId'),
+      subject: revoke('subject = @subject'),
+      both: revoke('server_id = @serverId AND subject = @subject'),
+    };
+    this.purgeStmt = db.prepare(
+      'DELETE FROM sessions WHERE seq IN (SELECT seq FROM sessions WHERE dead_at <= ? ORDER BY dead_at LIMIT ?)',
+    );
+    this.countStmt = db.prepare(
+      'SELECT coalesce(sum(dead_at > ?1), 0) AS live, coalesce(sum(dead_at <= ?1), 0) AS dead FROM sessions',
+    );
+    // IMMEDIATE takes the write lock before the read, so no other connection
+    // can change the row between our read and our write (no SQLITE_BUSY_SNAPSHOT).
+    const tx = db.transaction((id: string, change: (current: SessionRecord) => Modification | null) => {
+      const row = this.byId.get(id);
+      if (!row) return undefined;
+      const current = fromRow(row);
+      const m = change(current);
+      if (!m) return current;
+      const params = this.params(m.next);
+      if (m.tokenHash) this.updateWithTokenStmt.run({ ...params, tokenHash: m.tokenHash });
+      else this.updateStmt.run(params);
+      return m.next;
+    });
+    this.modifyTx = (id, change) => tx.immediate(id, change);
+  }
+
+  insert(session: SessionRecord, tokenHash: Buffer): void {
+    guarded(() => this.insertStmt.run({ ...this.params(session), tokenHash }));
+  }
+
+  findById(id: string): SessionRecord | undefined {
+    return guarded(() => {
+      const row = this.byId.get(id);
+      return row && fromRow(row);
+    });
+  }
+
+  findByTokenHash(tokenHash: Buffer): SessionRecord | undefined {
+    return guarded(() => {
+      const row = this.byToken.get(tokenHash);
+      return row && fromRow(row);
+    });
+  }
+
+  modify(id: string, change: (current: SessionRecord) => Modification | null): SessionRecord | undefined {
+    return guarded(() => this.modifyTx(id, change));
+  }
+
+  revokeMatching(filter: SessionFilter, now: number): number {
+    const which = filter.serverId && filter.subject ? 'both' : filter.serverId ? 'server' : 'subject';
+    return guarded(() => this.revokes[which].run({ ...filter, now }).changes);
+  }
+
+  list(filter: SessionFilter, cursor: number, limit: number, now: number): ListPage {
+    const which = filter.serverId && filter.subject ? 'both' : filter.serverId ? 'server' : filter.subject ? 'subject' : 'all';
+    // One row beyond the page tells whether another page exists, so the last
+    // page carries no next token (AIP-158) and clients need no extra round trip.
+    const rows = guarded(() => this.lists[which].all({ ...filter, cursor, now, limit: limit + 1 }));
+    const more = rows.length > limit;
+    const pageRows = more ? rows.slice(0, limit) : rows;
+    return {
+      sessions: pageRows.map(fromRow),
+      nextCursor: more ? pageRows[pageRows.length - 1]!.seq : undefined,
+    };
+  }
+
+  purgeBatch(now: number, limit: number): number {
+    return guarded(() => this.purgeStmt.run(now, limit).changes);
+  }
+
+  countSessions(now: number): { live: number; dead: number } {
+    return guarded(() => this.countStmt.get(now)!);
+  }
+
+  private params(s: SessionRecord) {
+    return {
+      id: s.id,
+      serverId: s.serverId,
+      subject: s.subject,
+      attributes: JSON.stringify(s.attributes),
+      ip: s.ip,
+      userAgent: s.userAgent,
+      createTime: s.createTime,
+      updateTime: s.updateTime,
+      expireTime: s.expireTime,
+      idleExpireTime: s.idleExpireTime,
+      lastActiveTime: s.lastActiveTime,
+      idleTimeoutMs: s.idleTimeoutMs,
+      tokenRotateTime: s.tokenRotateTime,
+      revokeTime: s.revokeTime,
+      version: s.version,
+      deadAt: deadAt(s),
+    };
+  }
+}

@@ -1,0 +1,47 @@
+import type { SessionManager } from './domain/session-manager';
+import type { Logger } from './log';
+
+/**
+ * The background purge of dead sessions. One run at a time: a slow purge is
+ * never overlapped by the next tick. Timers are unref'd so they never keep the
+ * process alive on their own.
+ */
+export class Sweeper {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private readonly stopping = new AbortController();
+
+  constructor(
+    private readonly sessions: SessionManager,
+    private readonly intervalMs: number,
+    private readonly batchSize: number,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    this.timer ??= setInterval(() => void this.runOnce(), this.intervalMs).unref();
+  }
+
+  /** Purges now unless a run is under way; never throws (faults are logged). */
+  runOnce(): Promise<void> {
+    this.running ??= (async () => {
+      try {
+        const r = await this.sessions.purgeExpired(this.batchSize, this.stopping.signal);
+        if (r.purged > 0) this.log.info('sweep', { ...r });
+      } catch (err) {
+        this.log.warn('sweep failed; will retry at the next interval', { err });
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  /** Stops the timer and waits for a run under way to finish its current batch. */
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+}

@@ -1,0 +1,82 @@
+import type { ServerUnaryCall } from '@grpc/grpc-js';
+import type { AdminServiceServer } from '../../generated/sessions/v1/admin_service';
+import { InvalidArgumentError } from '../domain/errors';
+import type { SessionManager } from '../domain/session-manager';
+import type { CheckpointResult, StorageAdmin } from '../domain/storage-admin';
+import type { Logger } from '../log';
+import type { AdminAuth } from './admin-auth';
+import { checkpointModeFromProto, checkpointModeToProto, msToDuration } from './convert';
+import { unary } from './unary';
+
+const MAX_PURGE_BATCH = 10_000;
+
+/** sessions.v1.AdminService: every call authorized first, then proto <-> domain. */
+export function adminHandlers(
+  deps: { sessions: SessionManager; storage: StorageAdmin; auth: AdminAuth; sweepBatchSize: number },
+  log: Logger,
+): AdminServiceServer {
+  const { sessions, storage, auth } = deps;
+  const authorized = <Req, Res>(method: string, fn: (req: Req) => Res | Promise<Res>) =>
+    unary<Req, Res>(method, log, (req, call: ServerUnaryCall<Req, Res>) => {
+      auth.check(call.metadata, call.getPeer());
+      return fn(req);
+    });
+
+  return {
+    checkpoint: authorized('Checkpoint', (req) => {
+      const result = storage.checkpoint(checkpointModeFromProto(req.mode), 'admin');
+      log.info('checkpoint', { checkpoint: result });
+      return {
+        mode: checkpointModeToProto(result.mode),
+        busy: result.busy,
+        logFrames: result.logFrames,
+        checkpointedFrames: result.checkpointedFrames,
+        walBytes: result.walBytes,
+        duration: msToDuration(result.durationMs),
+      };
+    }),
+    getStorageStatus: authorized('GetStorageStatus', () => {
+      const s = storage.status();
+      const counts = sessions.counts();
+      return {
+        path: s.path,
+        journalMode: s.journalMode,
+        synchronous: s.synchronous,
+        cacheSize: s.cacheSize,
+        busyTimeoutMs: s.busyTimeoutMs,
+        walAutocheckpoint: s.walAutocheckpoint,
+        journalSizeLimit: s.journalSizeLimit,
+        walFrames: s.walFrames,
+        walCheckpointedFrames: s.walCheckpointedFrames,
+        walBytes: s.walBytes,
+        databaseBytes: s.databaseBytes,
+        pageSize: s.pageSize,
+        pageCount: s.pageCount,
+        freelistCount: s.freelistCount,
+        liveSessions: counts.live,
+        expiredSessions: counts.dead,
+        lastCheckpoint: s.lastCheckpoint && checkpointRecord(s.lastCheckpoint),
+        schemaVersion: s.schemaVersion,
+      };
+    }),
+    purgeExpiredSessions: authorized('PurgeExpiredSessions', async (req) => {
+      if (req.batchSize < 0 || req.batchSize > MAX_PURGE_BATCH) {
+        throw new InvalidArgumentError('batch_size', `batch_size must be between 0 and ${MAX_PURGE_BATCH} (0: the server's sweep batch size); got ${req.batchSize}`);
+      }
+      const r = await sessions.purgeExpired(req.batchSize || deps.sweepBatchSize);
+      log.info('purge', { trigger: 'admin', ...r });
+      return { purgedCount: r.purged, batches: r.batches };
+    }),
+  };
+}
+
+function checkpointRecord(c: CheckpointResult) {
+  return {
+    time: new Date(c.time),
+    mode: checkpointModeToProto(c.mode),
+    busy: c.busy,
+    logFrames: c.logFrames,
+    checkpointedFrames: c.checkpointedFrames,
+    trigger: c.trigger,
+  };
+}

@@ -1,0 +1,93 @@
+import { Metadata, type Server, type ServerWritableStream, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import type { WalSnapshot } from '../domain/storage-admin';
+
+/** The names Check and Watch answer for; "" is the whole server. */
+export const HEALTH_SERVICES = ['', 'sessions.v1.SessionService', 'sessions.v1.AdminService'] as const;
+
+type Phase = 'starting' | 'serving' | 'stopping';
+type ServingStatus = 'SERVING' | 'NOT_SERVING';
+
+/**
+ * Health state, kept apart from the service that reports it: a phase from the
+ * lifecycle and a verdict from the storage probe. grpc-health-check serves
+ * Check and Watch; we wrap its handlers only to add the storage metadata, and to
+ * end open Watch streams at shutdown, which would otherwise hold the drain open.
+ */
+export class Health {
+  private readonly impl = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
+  private readonly watches = new Set<ServerWritableStream<unknown, unknown>>();
+  private phase: Phase = 'starting';
+  private storageProblem: string | undefined;
+  private current: ServingStatus = 'NOT_SERVING';
+
+  constructor(private readonly wal: () => WalSnapshot) {}
+
+  get status(): ServingStatus {
+    return this.current;
+  }
+
+  /** Why the server is not serving, if it is not. */
+  get reason(): string | undefined {
+    if (this.phase !== 'serving') return this.phase;
+    return this.storageProblem;
+  }
+
+  setPhase(phase: Phase): void {
+    this.phase = phase;
+    this.update();
+  }
+
+  setStorageProblem(problem: string | undefined): void {
+    this.storageProblem = problem;
+    this.update();
+  }
+
+  /** Ends every Watch stream (after they have seen NOT_SERVING), so that draining can finish. */
+  endWatches(): void {
+    for (const call of this.watches) call.end();
+    this.watches.clear();
+  }
+
+  addToServer(server: Server): void {
+    const capture = {
+      addService: (definition: ServiceDefinition, handlers: UntypedServiceImplementation) => {
+        const check = handlers['check'] as (call: { sendMetadata(m: Metadata): void }, cb: unknown) => void;
+        const watch = handlers['watch'] as (call: ServerWritableStream<unknown, unknown>) => void;
+        server.addService(definition, {
+          ...handlers,
+          check: (call: { sendMetadata(m: Metadata): void }, callback: unknown) => {
+            call.sendMetadata(this.metadata());
+            check(call, callback);
+          },
+          watch: (call: ServerWritableStream<unknown, unknown>) => {
+            call.sendMetadata(this.metadata());
+            this.watches.add(call);
+            call.on('cancelled', () => this.watches.delete(call));
+            watch(call);
+          },
+        });
+      },
+    };
+    this.impl.addToServer(capture as unknown as Server);
+  }
+
+  /** Response metadata on every Check: what an operator wants to see with `grpcurl -v`. */
+  metadata(): Metadata {
+    const wal = this.wal();
+    const md = new Metadata();
+    md.set('x-sessiond-journal-mode', wal.journalMode);
+    md.set('x-sessiond-wal-frames', String(wal.walFrames));
+    md.set('x-sessiond-wal-bytes', String(wal.walBytes));
+    const reason = this.reason;
+    if (reason) md.set('x-sessiond-not-serving-reason', reason);
+    return md;
+  }
+
+  private update(): void {
+    const next: ServingStatus = this.phase === 'serving' && this.storageProblem === undefined ? 'SERVING' : 'NOT_SERVING';
+    if (next === this.current) return;
+    this.current = next;
+    for (const s of HEALTH_SERVICES) this.impl.setStatus(s, next);
+  }
+}
