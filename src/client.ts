@@ -1,6 +1,6 @@
 import {
   credentials as grpcCredentials, Metadata, type CallOptions, type ChannelCredentials, type ChannelOptions,
-  type Client, type ClientUnaryCall, type ServiceError,
+  type Client, type ClientDuplexStream, type ClientUnaryCall, type ServiceError,
 } from '@grpc/grpc-js';
 import { HealthCheckResponse_ServingStatus, HealthClient } from '../generated/grpc/health/v1/health';
 import {
@@ -12,7 +12,7 @@ import {
   RotateSessionTokenRequest, SessionServiceClient, TouchSessionRequest, UpdateSessionRequest, ValidateSessionRequest,
   type CreateSessionResponse, type DeleteSessionResponse, type GetSessionResponse, type ListSessionsResponse,
   type RevokeSessionsResponse, type RotateSessionTokenResponse, type TouchSessionResponse, type UpdateSessionResponse,
-  type ValidateSessionResponse,
+  type ValidateSessionResponse, type ValidateSessionStreamRequest, type ValidateSessionStreamResponse,
 } from '../generated/sessions/v1/session_service';
 import type { Session } from '../generated/sessions/v1/session';
 
@@ -67,6 +67,13 @@ export class SessiondClient {
   }
   validateSession(token: string, touch = false, c?: PerCall): Promise<ValidateSessionResponse> {
     return this.call(this.sessions, this.sessions.validateSession, ValidateSessionRequest.fromPartial({ token, touch }), c);
+  }
+  /**
+   * Opens one ValidateSessionStream and returns a validator that multiplexes
+   * many validations over it: for gateways that validate at high rates.
+   */
+  openValidator(): StreamValidator {
+    return new StreamValidator(this.sessions.validateSessionStream(new Metadata()));
   }
   touchSession(id: string, c?: PerCall): Promise<TouchSessionResponse> {
     return this.call(this.sessions, this.sessions.touchSession, TouchSessionRequest.fromPartial({ id }), c);
@@ -150,5 +157,46 @@ export class SessiondClient {
       const call = fn(req, c?.metadata ?? new Metadata(), this.callOptions(c), (err, res) => (err ? reject(err) : resolve(res)));
       this.abortWith(call, c);
     });
+  }
+}
+
+/** Validations multiplexed over one ValidateSessionStream, answers matched by correlation id. */
+export class StreamValidator {
+  private nextId = 1;
+  private failure: Error | undefined;
+  private readonly pending = new Map<number, { resolve(r: ValidateSessionStreamResponse): void; reject(e: Error): void }>();
+
+  constructor(private readonly stream: ClientDuplexStream<ValidateSessionStreamRequest, ValidateSessionStreamResponse>) {
+    stream.on('data', (r: ValidateSessionStreamResponse) => {
+      const p = this.pending.get(r.correlationId);
+      if (!p) return;
+      this.pending.delete(r.correlationId);
+      p.resolve(r);
+    });
+    const failAll = (err: Error) => {
+      this.failure = err;
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+    };
+    stream.on('error', failAll);
+    stream.on('end', () => failAll(new Error('validation stream ended')));
+  }
+
+  /**
+   * Resolves with the answer; a malformed request resolves with `errorCode`
+   * set. Rejects only when the stream itself fails.
+   */
+  validate(token: string, touch = false): Promise<ValidateSessionStreamResponse> {
+    if (this.failure) return Promise.reject(this.failure);
+    const correlationId = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(correlationId, { resolve, reject });
+      this.stream.write({ correlationId, token, touch });
+    });
+  }
+
+  /** Half-closes the stream; answers still due are delivered first. */
+  close(): void {
+    this.stream.end();
   }
 }

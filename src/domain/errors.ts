@@ -5,6 +5,7 @@
 export type ErrorKind =
   | 'invalid-argument'
   | 'not-found'
+  | 'already-exists'
   | 'failed-precondition'
   | 'unauthenticated'
   | 'permission-denied'
@@ -31,6 +32,11 @@ export class InvalidArgumentError extends DomainError {
 /** The named session does not exist or is no longer live. */
 export class NotFoundError extends DomainError {
   readonly kind = 'not-found';
+}
+
+/** A create was already done for this idempotency key, and its answer can no longer be repeated. */
+export class AlreadyExistsError extends DomainError {
+  readonly kind = 'already-exists';
 }
 
 /** The caller's precondition (an etag, the journal mode) does not hold. */

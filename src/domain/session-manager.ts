@@ -1,5 +1,6 @@
 import type { Clock } from './clock';
-import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from './errors';
+import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from './errors';
+import { RecentCreates } from './recent-creates';
 import { decodePageToken, encodePageToken } from './page-token';
 import {
   checkAttributes, checkIp, checkString, etagOf, resolveDuration, sessionState, touchedIdleExpiry,
@@ -17,6 +18,8 @@ export interface CreateSessionInput {
   /** undefined or 0: the policy default. */
   ttlMs?: number;
   idleTimeoutMs?: number;
+  /** Idempotency key, unique per serverId; empty or undefined: none. */
+  requestId?: string;
 }
 
 export interface UpdateSessionInput {
@@ -43,6 +46,7 @@ export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1000;
 /** Far above any real token; bounds the hashing work an abusive caller can ask for. */
 const MAX_TOKEN_BYTES = 512;
+const MAX_REQUEST_ID_BYTES = 128;
 
 /**
  * The session rules: everything between a request that transport has decoded
@@ -53,12 +57,25 @@ export class SessionManager {
     private readonly repo: SessionRepository,
     private readonly clock: Clock,
     readonly policy: SessionPolicy,
-  ) {}
+  ) {
+    this.recentCreates = new RecentCreates(clock);
+  }
 
-  /** @throws InvalidArgumentError, storage errors. */
+  private readonly recentCreates: RecentCreates;
+
+  /**
+   * @throws InvalidArgumentError; AlreadyExistsError when `requestId` was used
+   *   before and its answer is no longer cached; storage errors.
+   */
   create(input: CreateSessionInput): { session: SessionRecord; token: string } {
     const p = this.policy;
     checkString('server_id', input.serverId, p.maxIdBytes, true);
+    const requestId = input.requestId ?? '';
+    checkString('request_id', requestId, MAX_REQUEST_ID_BYTES);
+    if (requestId !== '') {
+      const cached = this.recentCreates.get(input.serverId, requestId);
+      if (cached) return cached;
+    }
     checkString('subject', input.subject, p.maxIdBytes);
     checkString('user_agent', input.userAgent, p.maxUserAgentBytes);
     checkIp(input.ip);
@@ -83,8 +100,17 @@ export class SessionManager {
       revokeTime: null,
       version: 1,
     };
+    if (requestId !== '') {
+      const earlier = this.repo.findByRequestId(input.serverId, requestId);
+      if (earlier) {
+        throw new AlreadyExistsError(
+          `request_id ${JSON.stringify(requestId)} already created session ${earlier.id}; its token is not kept, so it cannot be returned again`,
+        );
+      }
+    }
     const token = newToken();
-    this.repo.insert(session, hashToken(token));
+    this.repo.insert(session, hashToken(token), requestId || undefined);
+    if (requestId !== '') this.recentCreates.put(input.serverId, requestId, { session, token });
     return { session, token };
   }
 

@@ -12,10 +12,18 @@ import type { SessionRecord } from './session';
  */
 export interface SessionRepository {
   /**
-   * Stores a new session with the hash of its token.
-   * @throws StorageError with sqliteCode SQLITE_CONSTRAINT_UNIQUE if the id or token hash exists.
+   * Stores a new session with the hash of its token and, optionally, the
+   * CreateSession idempotency key.
+   * @throws StorageError with sqliteCode SQLITE_CONSTRAINT_UNIQUE if the id, the
+   *   token hash, or the (serverId, requestId) pair exists.
    */
-  insert(session: SessionRecord, tokenHash: Buffer): void;
+  insert(session: SessionRecord, tokenHash: Buffer, requestId?: string): void;
+
+  /**
+   * The session created with this idempotency key for this server, in any
+   * state, or undefined (never created, or purged).
+   */
+  findByRequestId(serverId: string, requestId: string): SessionRecord | undefined;
 
   /** The session with this id in any state (live, expired, revoked), or undefined once purged. */
   findById(id: string): SessionRecord | undefined;

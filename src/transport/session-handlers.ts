@@ -3,6 +3,7 @@ import type { SessionManager } from '../domain/session-manager';
 import type { Logger } from '../log';
 import { durationToMs, reasonToProto, sessionToProto } from './convert';
 import { unary } from './unary';
+import { validateStreamHandler } from './validate-stream';
 
 /** sessions.v1.SessionService: proto in, domain call, proto out. */
 export function sessionHandlers(sessions: SessionManager, log: Logger): SessionServiceServer {
@@ -16,6 +17,7 @@ export function sessionHandlers(sessions: SessionManager, log: Logger): SessionS
         userAgent: req.userAgent,
         ttlMs: durationToMs('ttl', req.ttl),
         idleTimeoutMs: durationToMs('idle_timeout', req.idleTimeout),
+        requestId: req.requestId,
       });
       return { session: sessionToProto(session), token };
     }),
@@ -26,6 +28,7 @@ export function sessionHandlers(sessions: SessionManager, log: Logger): SessionS
         ? { valid: true, session: sessionToProto(r.session), reason: InvalidReason.INVALID_REASON_UNSPECIFIED }
         : { valid: false, session: undefined, reason: reasonToProto(r.reason) };
     }),
+    validateSessionStream: validateStreamHandler(sessions, log),
     touchSession: unary('TouchSession', log, (req) => ({ session: sessionToProto(sessions.touch(req.id)) })),
     updateSession: unary('UpdateSession', log, (req) => ({
       session: sessionToProto(

@@ -12,6 +12,8 @@ const CODES: Record<ErrorKind, status> = {
   'invalid-argument': status.INVALID_ARGUMENT,
   // The named session is not there (or no longer live).
   'not-found': status.NOT_FOUND,
+  // A retried create whose first attempt succeeded, after its answer left the cache.
+  'already-exists': status.ALREADY_EXISTS,
   // The system is not in the state the request needs (a stale etag, not in WAL mode).
   'failed-precondition': status.FAILED_PRECONDITION,
   // No valid credentials.

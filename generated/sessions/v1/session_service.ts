@@ -10,8 +10,10 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -103,7 +105,17 @@ export interface CreateSessionRequest {
    * Idle window renewed by touches. Unset or zero: the server default
    * (30 min). Must be positive and at most the server's maximum.
    */
-  idleTimeout: Duration | undefined;
+  idleTimeout:
+    | Duration
+    | undefined;
+  /**
+   * Optional idempotency key (at most 128 bytes), unique per server_id. A retry
+   * with the same server_id and request_id creates nothing new: while the first
+   * answer is still cached (10 minutes, same server process) the retry gets
+   * it again, token included; after that it fails with ALREADY_EXISTS, since
+   * the token is stored only as a hash and cannot be returned twice.
+   */
+  requestId: string;
 }
 
 export interface CreateSessionRequest_AttributesEntry {
@@ -146,6 +158,35 @@ export interface ValidateSessionResponse {
     | undefined;
   /** Why the token is not valid; INVALID_REASON_UNSPECIFIED when valid. */
   reason: InvalidReason;
+}
+
+export interface ValidateSessionStreamRequest {
+  /** Chosen by the client and repeated in the answer. */
+  correlationId: number;
+  /** As in ValidateSessionRequest. */
+  token: string;
+  /** As in ValidateSessionRequest. */
+  touch: boolean;
+}
+
+export interface ValidateSessionStreamResponse {
+  /** The correlation_id of the request this answers. */
+  correlationId: number;
+  /** As in ValidateSessionResponse. */
+  valid: boolean;
+  /** As in ValidateSessionResponse. */
+  session:
+    | Session
+    | undefined;
+  /** As in ValidateSessionResponse. */
+  reason: InvalidReason;
+  /**
+   * 0 (OK) when the request was well-formed; otherwise the google.rpc.Code
+   * that ValidateSession would have failed with (INVALID_ARGUMENT, UNAVAILABLE...).
+   */
+  errorCode: number;
+  /** What was wrong, when error_code is set. */
+  errorMessage: string;
 }
 
 export interface TouchSessionRequest {
@@ -245,7 +286,16 @@ export interface RevokeSessionsResponse {
 }
 
 function createBaseCreateSessionRequest(): CreateSessionRequest {
-  return { serverId: "", subject: "", attributes: {}, ip: "", userAgent: "", ttl: undefined, idleTimeout: undefined };
+  return {
+    serverId: "",
+    subject: "",
+    attributes: {},
+    ip: "",
+    userAgent: "",
+    ttl: undefined,
+    idleTimeout: undefined,
+    requestId: "",
+  };
 }
 
 export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
@@ -270,6 +320,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     }
     if (message.idleTimeout !== undefined) {
       Duration.encode(message.idleTimeout, writer.uint32(58).fork()).join();
+    }
+    if (message.requestId !== "") {
+      writer.uint32(66).string(message.requestId);
     }
     return writer;
   },
@@ -346,6 +399,14 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
             message.idleTimeout = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -392,6 +453,11 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
         : isSet(object.idle_timeout)
         ? Duration.fromJSON(object.idle_timeout)
         : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -424,6 +490,9 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     if (message.idleTimeout !== undefined) {
       obj.idleTimeout = Duration.toJSON(message.idleTimeout);
     }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
     return obj;
   },
 
@@ -449,6 +518,7 @@ export const CreateSessionRequest: MessageFns<CreateSessionRequest> = {
     message.idleTimeout = (object.idleTimeout !== undefined && object.idleTimeout !== null)
       ? Duration.fromPartial(object.idleTimeout)
       : undefined;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -945,6 +1015,274 @@ export const ValidateSessionResponse: MessageFns<ValidateSessionResponse> = {
       ? Session.fromPartial(object.session)
       : undefined;
     message.reason = object.reason ?? 0;
+    return message;
+  },
+};
+
+function createBaseValidateSessionStreamRequest(): ValidateSessionStreamRequest {
+  return { correlationId: 0, token: "", touch: false };
+}
+
+export const ValidateSessionStreamRequest: MessageFns<ValidateSessionStreamRequest> = {
+  encode(message: ValidateSessionStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.correlationId !== 0) {
+      writer.uint32(8).uint64(message.correlationId);
+    }
+    if (message.token !== "") {
+      writer.uint32(18).string(message.token);
+    }
+    if (message.touch !== false) {
+      writer.uint32(24).bool(message.touch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ValidateSessionStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseValidateSessionStreamRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.correlationId = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.token = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.touch = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ValidateSessionStreamRequest {
+    return {
+      correlationId: isSet(object.correlationId)
+        ? globalThis.Number(object.correlationId)
+        : isSet(object.correlation_id)
+        ? globalThis.Number(object.correlation_id)
+        : 0,
+      token: isSet(object.token) ? globalThis.String(object.token) : "",
+      touch: isSet(object.touch) ? globalThis.Boolean(object.touch) : false,
+    };
+  },
+
+  toJSON(message: ValidateSessionStreamRequest): unknown {
+    const obj: any = {};
+    if (message.correlationId !== 0) {
+      obj.correlationId = Math.round(message.correlationId);
+    }
+    if (message.token !== "") {
+      obj.token = message.token;
+    }
+    if (message.touch !== false) {
+      obj.touch = message.touch;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ValidateSessionStreamRequest>): ValidateSessionStreamRequest {
+    return ValidateSessionStreamRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ValidateSessionStreamRequest>): ValidateSessionStreamRequest {
+    const message = createBaseValidateSessionStreamRequest();
+    message.correlationId = object.correlationId ?? 0;
+    message.token = object.token ?? "";
+    message.touch = object.touch ?? false;
+    return message;
+  },
+};
+
+function createBaseValidateSessionStreamResponse(): ValidateSessionStreamResponse {
+  return { correlationId: 0, valid: false, session: undefined, reason: 0, errorCode: 0, errorMessage: "" };
+}
+
+export const ValidateSessionStreamResponse: MessageFns<ValidateSessionStreamResponse> = {
+  encode(message: ValidateSessionStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.correlationId !== 0) {
+      writer.uint32(8).uint64(message.correlationId);
+    }
+    if (message.valid !== false) {
+      writer.uint32(16).bool(message.valid);
+    }
+    if (message.session !== undefined) {
+      Session.encode(message.session, writer.uint32(26).fork()).join();
+    }
+    if (message.reason !== 0) {
+      writer.uint32(32).int32(message.reason);
+    }
+    if (message.errorCode !== 0) {
+      writer.uint32(40).int32(message.errorCode);
+    }
+    if (message.errorMessage !== "") {
+      writer.uint32(50).string(message.errorMessage);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ValidateSessionStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseValidateSessionStreamResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.correlationId = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.valid = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.session = Session.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.reason = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.errorCode = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.errorMessage = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ValidateSessionStreamResponse {
+    return {
+      correlationId: isSet(object.correlationId)
+        ? globalThis.Number(object.correlationId)
+        : isSet(object.correlation_id)
+        ? globalThis.Number(object.correlation_id)
+        : 0,
+      valid: isSet(object.valid) ? globalThis.Boolean(object.valid) : false,
+      session: isSet(object.session) ? Session.fromJSON(object.session) : undefined,
+      reason: isSet(object.reason) ? invalidReasonFromJSON(object.reason) : 0,
+      errorCode: isSet(object.errorCode)
+        ? globalThis.Number(object.errorCode)
+        : isSet(object.error_code)
+        ? globalThis.Number(object.error_code)
+        : 0,
+      errorMessage: isSet(object.errorMessage)
+        ? globalThis.String(object.errorMessage)
+        : isSet(object.error_message)
+        ? globalThis.String(object.error_message)
+        : "",
+    };
+  },
+
+  toJSON(message: ValidateSessionStreamResponse): unknown {
+    const obj: any = {};
+    if (message.correlationId !== 0) {
+      obj.correlationId = Math.round(message.correlationId);
+    }
+    if (message.valid !== false) {
+      obj.valid = message.valid;
+    }
+    if (message.session !== undefined) {
+      obj.session = Session.toJSON(message.session);
+    }
+    if (message.reason !== 0) {
+      obj.reason = invalidReasonToJSON(message.reason);
+    }
+    if (message.errorCode !== 0) {
+      obj.errorCode = Math.round(message.errorCode);
+    }
+    if (message.errorMessage !== "") {
+      obj.errorMessage = message.errorMessage;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ValidateSessionStreamResponse>): ValidateSessionStreamResponse {
+    return ValidateSessionStreamResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ValidateSessionStreamResponse>): ValidateSessionStreamResponse {
+    const message = createBaseValidateSessionStreamResponse();
+    message.correlationId = object.correlationId ?? 0;
+    message.valid = object.valid ?? false;
+    message.session = (object.session !== undefined && object.session !== null)
+      ? Session.fromPartial(object.session)
+      : undefined;
+    message.reason = object.reason ?? 0;
+    message.errorCode = object.errorCode ?? 0;
+    message.errorMessage = object.errorMessage ?? "";
     return message;
   },
 };
@@ -2141,6 +2479,24 @@ export const SessionServiceService = {
     responseDeserialize: (value: Buffer): ValidateSessionResponse => ValidateSessionResponse.decode(value),
   },
   /**
+   * ValidateSession for gateways at high rates: many validations share one
+   * HTTP/2 stream. Each request carries a correlation_id that its answer
+   * repeats; answers may come out of order. A malformed request gets an answer
+   * with error_code set and the stream goes on. The stream ends when the client
+   * half-closes (after every answer is sent) or at server shutdown.
+   */
+  validateSessionStream: {
+    path: "/sessions.v1.SessionService/ValidateSessionStream" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ValidateSessionStreamRequest): Buffer =>
+      Buffer.from(ValidateSessionStreamRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ValidateSessionStreamRequest => ValidateSessionStreamRequest.decode(value),
+    responseSerialize: (value: ValidateSessionStreamResponse): Buffer =>
+      Buffer.from(ValidateSessionStreamResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ValidateSessionStreamResponse => ValidateSessionStreamResponse.decode(value),
+  },
+  /**
    * Extends the idle expiry from now, never past the absolute expiry. Writes
    * are throttled: a touch soon after the last one changes nothing.
    * Errors: NOT_FOUND when the session is not live.
@@ -2255,6 +2611,14 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
    */
   validateSession: handleUnaryCall<ValidateSessionRequest, ValidateSessionResponse>;
   /**
+   * ValidateSession for gateways at high rates: many validations share one
+   * HTTP/2 stream. Each request carries a correlation_id that its answer
+   * repeats; answers may come out of order. A malformed request gets an answer
+   * with error_code set and the stream goes on. The stream ends when the client
+   * half-closes (after every answer is sent) or at server shutdown.
+   */
+  validateSessionStream: handleBidiStreamingCall<ValidateSessionStreamRequest, ValidateSessionStreamResponse>;
+  /**
    * Extends the idle expiry from now, never past the absolute expiry. Writes
    * are throttled: a touch soon after the last one changes nothing.
    * Errors: NOT_FOUND when the session is not live.
@@ -2354,6 +2718,21 @@ export interface SessionServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ValidateSessionResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * ValidateSession for gateways at high rates: many validations share one
+   * HTTP/2 stream. Each request carries a correlation_id that its answer
+   * repeats; answers may come out of order. A malformed request gets an answer
+   * with error_code set and the stream goes on. The stream ends when the client
+   * half-closes (after every answer is sent) or at server shutdown.
+   */
+  validateSessionStream(): ClientDuplexStream<ValidateSessionStreamRequest, ValidateSessionStreamResponse>;
+  validateSessionStream(
+    options: Partial<CallOptions>,
+  ): ClientDuplexStream<ValidateSessionStreamRequest, ValidateSessionStreamResponse>;
+  validateSessionStream(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<ValidateSessionStreamRequest, ValidateSessionStreamResponse>;
   /**
    * Extends the idle expiry from now, never past the absolute expiry. Writes
    * are throttled: a touch soon after the last one changes nothing.

@@ -26,7 +26,8 @@ const MIGRATIONS: readonly string[] = [
      token_rotate_time INTEGER NOT NULL,
      revoke_time       INTEGER,
      version           INTEGER NOT NULL,
-     dead_at           INTEGER NOT NULL
+     dead_at           INTEGER NOT NULL,
+     request_id        TEXT
    ) STRICT;
    -- Secondary indexes carry the rowid (seq), so "filter = ? AND seq > ? ORDER BY seq"
    -- is a single index range scan: keyset pagination without OFFSET or a sort.
@@ -34,6 +35,8 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX sessions_by_subject ON sessions(subject);
    CREATE INDEX sessions_by_server_subject ON sessions(server_id, subject);
    CREATE INDEX sessions_by_dead_at ON sessions(dead_at);
+   -- CreateSession idempotency keys are unique per server; most rows have none.
+   CREATE UNIQUE INDEX sessions_by_request_id ON sessions(server_id, request_id) WHERE request_id IS NOT NULL;
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;`,
 ];
 

@@ -50,22 +50,24 @@ export class SqliteSessionRepository implements SessionRepository {
   private readonly insertStmt: Statement;
   private readonly byId: Statement<[string], Row>;
   private readonly byToken: Statement<[Buffer], Row>;
+  private readonly byRequestId: Statement<[string, string], Row>;
   private readonly updateStmt: Statement;
   private readonly updateWithTokenStmt: Statement;
   private readonly lists: Record<'all' | 'server' | 'subject' | 'both', Statement<unknown[], Row>>;
   private readonly revokes: Record<'server' | 'subject' | 'both', Statement>;
   private readonly purgeStmt: Statement<[number, number]>;
-  private readonly countStmt: Statement<[number], { live: number; dead: number }>;
+  private readonly countStmt: Statement<[{ now: number }], { live: number; dead: number }>;
   private readonly modifyTx: (id: string, change: (current: SessionRecord) => Modification | null) => SessionRecord | undefined;
 
   constructor(db: Database) {
     this.insertStmt = db.prepare(`INSERT INTO sessions (id, token_hash, server_id, subject, attributes, ip, user_agent,
       create_time, update_time, expire_time, idle_expire_time, last_active_time, idle_timeout_ms, token_rotate_time,
-      revoke_time, version, dead_at)
+      revoke_time, version, dead_at, request_id)
       VALUES (@id, @tokenHash, @serverId, @subject, @attributes, @ip, @userAgent, @createTime, @updateTime, @expireTime,
-      @idleExpireTime, @lastActiveTime, @idleTimeoutMs, @tokenRotateTime, @revokeTime, @version, @deadAt)`);
+      @idleExpireTime, @lastActiveTime, @idleTimeoutMs, @tokenRotateTime, @revokeTime, @version, @deadAt, @requestId)`);
     this.byId = db.prepare(`SELECT ${COLUMNS} FROM sessions WHERE id = ?`);
     this.byToken = db.prepare(`SELECT ${COLUMNS} FROM sessions WHERE token_hash = ?`);
+    this.byRequestId = db.prepare(`SELECT ${COLUMNS} FROM sessions WHERE server_id = ? AND request_id = ?`);
     const set = `attributes = @attributes, update_time = @updateTime, idle_expire_time = @idleExpireTime,
       last_active_time = @lastActiveTime, token_rotate_time = @tokenRotateTime, revoke_time = @revokeTime,
       version = @version, dead_at = @deadAt`;
@@ -90,7 +92,8 @@ export class SqliteSessionRepository implements SessionRepository {
       'DELETE FROM sessions WHERE seq IN (SELECT seq FROM sessions WHERE dead_at <= ? ORDER BY dead_at LIMIT ?)',
     );
     this.countStmt = db.prepare(
-      'SELECT coalesce(sum(dead_at > ?1), 0) AS live, coalesce(sum(dead_at <= ?1), 0) AS dead FROM sessions',
+      // Named, not ?1: better-sqlite3 treats ?NNN as named and refuses a positional value.
+      'SELECT coalesce(sum(dead_at > @now), 0) AS live, coalesce(sum(dead_at <= @now), 0) AS dead FROM sessions',
     );
     // IMMEDIATE takes the write lock before the read, so no other connection
     // can change the row between our read and our write (no SQLITE_BUSY_SNAPSHOT).
@@ -108,8 +111,15 @@ export class SqliteSessionRepository implements SessionRepository {
     this.modifyTx = (id, change) => tx.immediate(id, change);
   }
 
-  insert(session: SessionRecord, tokenHash: Buffer): void {
-    guarded(() => this.insertStmt.run({ ...this.params(session), tokenHash }));
+  insert(session: SessionRecord, tokenHash: Buffer, requestId?: string): void {
+    guarded(() => this.insertStmt.run({ ...this.params(session), tokenHash, requestId: requestId ?? null }));
+  }
+
+  findByRequestId(serverId: string, requestId: string): SessionRecord | undefined {
+    return guarded(() => {
+      const row = this.byRequestId.get(serverId, requestId);
+      return row && fromRow(row);
+    });
   }
 
   findById(id: string): SessionRecord | undefined {
@@ -153,7 +163,7 @@ export class SqliteSessionRepository implements SessionRepository {
   }
 
   countSessions(now: number): { live: number; dead: number } {
-    return guarded(() => this.countStmt.get(now)!);
+    return guarded(() => this.countStmt.get({ now })!);
   }
 
   private params(s: SessionRecord) {
