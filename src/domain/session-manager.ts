@@ -6,7 +6,7 @@ import {
   checkAttributes, checkIp, checkString, etagOf, resolveDuration, sessionState, touchedIdleExpiry,
   type SessionPolicy, type SessionRecord, type SessionState,
 } from './session';
-import type { SessionFilter, SessionRepository } from './session-repository';
+import type { SessionFilter, SessionRepository, WriteRunner } from './session-repository';
 import { hashToken, ID_PATTERN, newSessionId, newToken } from './tokens';
 
 export interface CreateSessionInput {
@@ -50,30 +50,35 @@ const MAX_REQUEST_ID_BYTES = 128;
 
 /**
  * The session rules: everything between a request that transport has decoded
- * and the repository. Synchronous, because the repository is; no gRPC, no SQLite.
+ * and the repository; no gRPC, no SQLite. Reads are synchronous; every write
+ * is one unit handed to the WriteRunner, and resolves once committed.
  */
 export class SessionManager {
+  private readonly recentCreates: RecentCreates;
+  /** Creates under way by idempotency key, so that a concurrent retry joins the first. */
+  private readonly creating = new Map<string, Promise<{ session: SessionRecord; token: string }>>();
+
   constructor(
     private readonly repo: SessionRepository,
+    private readonly writes: WriteRunner,
     private readonly clock: Clock,
     readonly policy: SessionPolicy,
   ) {
     this.recentCreates = new RecentCreates(clock);
   }
 
-  private readonly recentCreates: RecentCreates;
-
   /**
    * @throws InvalidArgumentError; AlreadyExistsError when `requestId` was used
    *   before and its answer is no longer cached; storage errors.
    */
-  create(input: CreateSessionInput): { session: SessionRecord; token: string } {
+  async create(input: CreateSessionInput): Promise<{ session: SessionRecord; token: string }> {
     const p = this.policy;
     checkString('server_id', input.serverId, p.maxIdBytes, true);
     const requestId = input.requestId ?? '';
     checkString('request_id', requestId, MAX_REQUEST_ID_BYTES);
+    const key = `${input.serverId}\0${requestId}`;
     if (requestId !== '') {
-      const cached = this.recentCreates.get(input.serverId, requestId);
+      const cached = this.recentCreates.get(input.serverId, requestId) ?? this.creating.get(key);
       if (cached) return cached;
     }
     checkString('subject', input.subject, p.maxIdBytes);
@@ -100,18 +105,28 @@ export class SessionManager {
       revokeTime: null,
       version: 1,
     };
-    if (requestId !== '') {
-      const earlier = this.repo.findByRequestId(input.serverId, requestId);
+    const token = newToken();
+    const tokenHash = hashToken(token);
+    const created = this.writes.run(() => {
+      // Checked inside the write unit, so no other create can slip in between.
+      const earlier = requestId === '' ? undefined : this.repo.findByRequestId(input.serverId, requestId);
       if (earlier) {
         throw new AlreadyExistsError(
           `request_id ${JSON.stringify(requestId)} already created session ${earlier.id}; its token is not kept, so it cannot be returned again`,
         );
       }
+      this.repo.insert(session, tokenHash, requestId || undefined);
+      return { session, token };
+    });
+    if (requestId === '') return created;
+    this.creating.set(key, created);
+    try {
+      const answer = await created;
+      this.recentCreates.put(input.serverId, requestId, answer);
+      return answer;
+    } finally {
+      this.creating.delete(key);
     }
-    const token = newToken();
-    this.repo.insert(session, hashToken(token), requestId || undefined);
-    if (requestId !== '') this.recentCreates.put(input.serverId, requestId, { session, token });
-    return { session, token };
   }
 
   /** @throws InvalidArgumentError for a malformed id, NotFoundError unless live. */
@@ -126,7 +141,7 @@ export class SessionManager {
    * Resolves a token. Unknown and dead tokens are a normal answer, not an error.
    * @throws InvalidArgumentError only for an empty or oversized token.
    */
-  validate(token: string, touch: boolean): ValidateResult {
+  validate(token: string, touch: boolean): ValidateResult | Promise<ValidateResult> {
     if (token.length === 0) throw new InvalidArgumentError('token', 'token is required');
     if (Buffer.byteLength(token) > MAX_TOKEN_BYTES) {
       throw new InvalidArgumentError('token', `token is over ${MAX_TOKEN_BYTES} bytes`);
@@ -137,22 +152,22 @@ export class SessionManager {
     const state = sessionState(found, now);
     if (state !== 'live') return { valid: false, reason: state };
     if (!touch || touchedIdleExpiry(found, now, this.policy) === undefined) return { valid: true, session: found };
-    const touched = this.touchLive(found.id, now);
-    // The session died between the read and the touch (revoked by another call): report it as such.
-    if (!touched) return { valid: false, reason: 'revoked' };
-    return { valid: true, session: touched };
+    return this.touchLive(found.id, now).then((touched) =>
+      // The session died between the read and the touch (revoked by another call): report it as such.
+      touched ? { valid: true, session: touched } : { valid: false, reason: 'revoked' },
+    );
   }
 
   /** @throws InvalidArgumentError, NotFoundError unless live. */
-  touch(id: string): SessionRecord {
+  async touch(id: string): Promise<SessionRecord> {
     checkId(id);
-    const touched = this.touchLive(id, this.clock.now());
+    const touched = await this.touchLive(id, this.clock.now());
     if (!touched) throw notFound(id);
     return touched;
   }
 
   /** @throws InvalidArgumentError, NotFoundError, FailedPreconditionError on a stale etag. */
-  update(input: UpdateSessionInput): SessionRecord {
+  async update(input: UpdateSessionInput): Promise<SessionRecord> {
     checkId(input.id);
     checkAttributes('attributes', input.attributes, this.policy);
     if (!input.merge && input.removeAttributes.length > 0) {
@@ -160,7 +175,7 @@ export class SessionManager {
     }
     for (const key of input.removeAttributes) checkString('remove_attributes', key, this.policy.maxAttributeKeyBytes);
     const now = this.clock.now();
-    const stored = this.repo.modify(input.id, (current) => {
+    const stored = await this.writes.run(() => this.repo.modify(input.id, (current) => {
       if (sessionState(current, now) !== 'live') throw notFound(input.id);
       if (input.etag !== '' && input.etag !== etagOf(current)) {
         throw new FailedPreconditionError(
@@ -171,33 +186,37 @@ export class SessionManager {
       for (const key of input.removeAttributes) delete attributes[key];
       checkAttributes('attributes', attributes, this.policy);
       return { next: { ...current, attributes, updateTime: now, version: current.version + 1 } };
-    });
+    }));
     if (!stored) throw notFound(input.id);
     return stored;
   }
 
   /** @throws InvalidArgumentError, NotFoundError unless live. */
-  rotateToken(id: string): { session: SessionRecord; token: string } {
+  async rotateToken(id: string): Promise<{ session: SessionRecord; token: string }> {
     checkId(id);
     const now = this.clock.now();
     const token = newToken();
-    const stored = this.repo.modify(id, (current) => {
+    const tokenHash = hashToken(token);
+    const stored = await this.writes.run(() => this.repo.modify(id, (current) => {
       if (sessionState(current, now) !== 'live') throw notFound(id);
-      return { next: { ...current, tokenRotateTime: now }, tokenHash: hashToken(token) };
-    });
+      return { next: { ...current, tokenRotateTime: now }, tokenHash };
+    }));
     if (!stored) throw notFound(id);
     return { session: stored, token };
   }
 
   /** @throws InvalidArgumentError, NotFoundError unless live or allowMissing. */
-  delete(id: string, allowMissing: boolean): void {
+  async delete(id: string, allowMissing: boolean): Promise<void> {
     checkId(id);
     const now = this.clock.now();
-    let revoked = false;
-    this.repo.modify(id, (current) => {
-      if (sessionState(current, now) !== 'live') return null;
-      revoked = true;
-      return { next: { ...current, revokeTime: now } };
+    const revoked = await this.writes.run(() => {
+      let live = false;
+      this.repo.modify(id, (current) => {
+        if (sessionState(current, now) !== 'live') return null;
+        live = true;
+        return { next: { ...current, revokeTime: now } };
+      });
+      return live;
     });
     if (!revoked && !allowMissing) throw notFound(id);
   }
@@ -219,13 +238,14 @@ export class SessionManager {
   }
 
   /** @throws InvalidArgumentError when neither filter is set. */
-  revokeMatching(filter: SessionFilter): number {
+  revokeMatching(filter: SessionFilter): Promise<number> {
     if (filter.serverId === '' && filter.subject === '') {
       throw new InvalidArgumentError('server_id', 'set server_id or subject (or both): revoking every session needs a filter');
     }
     checkString('server_id', filter.serverId, this.policy.maxIdBytes);
     checkString('subject', filter.subject, this.policy.maxIdBytes);
-    return this.repo.revokeMatching(filter, this.clock.now());
+    const now = this.clock.now();
+    return this.writes.run(() => this.repo.revokeMatching(filter, now));
   }
 
   /**
@@ -237,7 +257,8 @@ export class SessionManager {
     let purged = 0;
     let batches = 0;
     for (;;) {
-      const n = this.repo.purgeBatch(this.clock.now(), batchSize);
+      const now = this.clock.now();
+      const n = await this.writes.run(() => this.repo.purgeBatch(now, batchSize));
       if (n > 0) batches++;
       purged += n;
       if (n < batchSize || signal?.aborted) return { purged, batches };
@@ -249,16 +270,18 @@ export class SessionManager {
     return this.repo.countSessions(this.clock.now());
   }
 
-  private touchLive(id: string, now: number): SessionRecord | undefined {
-    let live = false;
-    const stored = this.repo.modify(id, (current) => {
-      if (sessionState(current, now) !== 'live') return null;
-      live = true;
-      const idleExpireTime = touchedIdleExpiry(current, now, this.policy);
-      if (idleExpireTime === undefined) return null;
-      return { next: { ...current, idleExpireTime, lastActiveTime: now } };
+  private touchLive(id: string, now: number): Promise<SessionRecord | undefined> {
+    return this.writes.run(() => {
+      let live = false;
+      const stored = this.repo.modify(id, (current) => {
+        if (sessionState(current, now) !== 'live') return null;
+        live = true;
+        const idleExpireTime = touchedIdleExpiry(current, now, this.policy);
+        if (idleExpireTime === undefined) return null;
+        return { next: { ...current, idleExpireTime, lastActiveTime: now } };
+      });
+      return live ? stored : undefined;
     });
-    return live ? stored : undefined;
   }
 }
 

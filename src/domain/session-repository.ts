@@ -84,3 +84,13 @@ export interface ListPage {
   readonly sessions: SessionRecord[];
   readonly nextCursor: number | undefined;
 }
+
+/**
+ * Runs a synchronous unit of repository work atomically and resolves once it
+ * is committed. Implementations may group units from concurrent calls into one
+ * transaction (group commit); a unit that throws is rolled back alone and its
+ * promise rejects with what it threw (or the mapped storage error).
+ */
+export interface WriteRunner {
+  run<T>(work: () => T): Promise<T>;
+}

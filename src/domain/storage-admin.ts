@@ -1,7 +1,7 @@
 /** SQLite's checkpoint modes, https://sqlite.org/pragma.html#pragma_wal_checkpoint */
 export type CheckpointMode = 'PASSIVE' | 'FULL' | 'RESTART' | 'TRUNCATE';
 
-export type CheckpointTrigger = 'admin' | 'shutdown' | 'sweep';
+export type CheckpointTrigger = 'admin' | 'shutdown' | 'auto';
 
 export interface CheckpointResult {
   readonly mode: CheckpointMode;
@@ -51,10 +51,11 @@ export type StorageHealth = { readonly ok: true } | { readonly ok: false; readon
  */
 export interface StorageAdmin {
   /**
-   * Runs `PRAGMA wal_checkpoint(mode)`. A busy result is returned, not thrown.
+   * Runs `PRAGMA wal_checkpoint(mode)` off the main thread. A busy result is
+   * returned, not thrown.
    * @throws FailedPreconditionError when the database is not in WAL mode.
    */
-  checkpoint(mode: CheckpointMode, trigger: CheckpointTrigger): CheckpointResult;
+  checkpoint(mode: CheckpointMode, trigger: CheckpointTrigger): Promise<CheckpointResult>;
 
   /** Pragmas as in force, file sizes and page counts. Never writes. */
   status(): StorageStatus;
@@ -65,6 +66,9 @@ export interface StorageAdmin {
   /** Checks the journal mode and makes a tiny write. Never throws; a busy lock counts as healthy. */
   probe(): StorageHealth;
 
-  /** Closes the connection. Safe to call twice. */
-  close(): void;
+  /**
+   * Stops the checkpoint worker, runs a final TRUNCATE checkpoint (returned;
+   * undefined when not in WAL mode) and closes the connection. Safe to call twice.
+   */
+  close(): Promise<CheckpointResult | undefined>;
 }

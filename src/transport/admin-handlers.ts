@@ -23,8 +23,8 @@ export function adminHandlers(
     });
 
   return {
-    checkpoint: authorized('Checkpoint', (req) => {
-      const result = storage.checkpoint(checkpointModeFromProto(req.mode), 'admin');
+    checkpoint: authorized('Checkpoint', async (req) => {
+      const result = await storage.checkpoint(checkpointModeFromProto(req.mode), 'admin');
       log.info('checkpoint', { checkpoint: result });
       return {
         mode: checkpointModeToProto(result.mode),

@@ -1,15 +1,21 @@
-import { InvalidReason, type SessionServiceServer } from '../../generated/sessions/v1/session_service';
-import type { SessionManager } from '../domain/session-manager';
+import { InvalidReason, type SessionServiceServer, type ValidateSessionResponse } from '../../generated/sessions/v1/session_service';
+import type { SessionManager, ValidateResult } from '../domain/session-manager';
 import type { Logger } from '../log';
 import { durationToMs, reasonToProto, sessionToProto } from './convert';
 import { unary } from './unary';
 import { validateStreamHandler } from './validate-stream';
 
+function validateResponse(r: ValidateResult): ValidateSessionResponse {
+  return r.valid
+    ? { valid: true, session: sessionToProto(r.session), reason: InvalidReason.INVALID_REASON_UNSPECIFIED }
+    : { valid: false, session: undefined, reason: reasonToProto(r.reason) };
+}
+
 /** sessions.v1.SessionService: proto in, domain call, proto out. */
 export function sessionHandlers(sessions: SessionManager, log: Logger): SessionServiceServer {
   return {
-    createSession: unary('CreateSession', log, (req) => {
-      const { session, token } = sessions.create({
+    createSession: unary('CreateSession', log, async (req) => {
+      const { session, token } = await sessions.create({
         serverId: req.serverId,
         subject: req.subject,
         attributes: req.attributes,
@@ -22,17 +28,16 @@ export function sessionHandlers(sessions: SessionManager, log: Logger): SessionS
       return { session: sessionToProto(session), token };
     }),
     getSession: unary('GetSession', log, (req) => ({ session: sessionToProto(sessions.get(req.id)) })),
+    // The hot path stays synchronous unless the call has to write a touch.
     validateSession: unary('ValidateSession', log, (req) => {
       const r = sessions.validate(req.token, req.touch);
-      return r.valid
-        ? { valid: true, session: sessionToProto(r.session), reason: InvalidReason.INVALID_REASON_UNSPECIFIED }
-        : { valid: false, session: undefined, reason: reasonToProto(r.reason) };
+      return r instanceof Promise ? r.then(validateResponse) : validateResponse(r);
     }),
     validateSessionStream: validateStreamHandler(sessions, log),
-    touchSession: unary('TouchSession', log, (req) => ({ session: sessionToProto(sessions.touch(req.id)) })),
-    updateSession: unary('UpdateSession', log, (req) => ({
+    touchSession: unary('TouchSession', log, async (req) => ({ session: sessionToProto(await sessions.touch(req.id)) })),
+    updateSession: unary('UpdateSession', log, async (req) => ({
       session: sessionToProto(
-        sessions.update({
+        await sessions.update({
           id: req.id,
           attributes: req.attributes,
           merge: req.merge,
@@ -41,12 +46,12 @@ export function sessionHandlers(sessions: SessionManager, log: Logger): SessionS
         }),
       ),
     })),
-    rotateSessionToken: unary('RotateSessionToken', log, (req) => {
-      const { session, token } = sessions.rotateToken(req.id);
+    rotateSessionToken: unary('RotateSessionToken', log, async (req) => {
+      const { session, token } = await sessions.rotateToken(req.id);
       return { session: sessionToProto(session), token };
     }),
-    deleteSession: unary('DeleteSession', log, (req) => {
-      sessions.delete(req.id, req.allowMissing);
+    deleteSession: unary('DeleteSession', log, async (req) => {
+      await sessions.delete(req.id, req.allowMissing);
       return {};
     }),
     listSessions: unary('ListSessions', log, (req) => {
@@ -58,8 +63,8 @@ export function sessionHandlers(sessions: SessionManager, log: Logger): SessionS
       });
       return { sessions: page.sessions.map(sessionToProto), nextPageToken: page.nextPageToken };
     }),
-    revokeSessions: unary('RevokeSessions', log, (req) => ({
-      revokedCount: sessions.revokeMatching({ serverId: req.serverId, subject: req.subject }),
+    revokeSessions: unary('RevokeSessions', log, async (req) => ({
+      revokedCount: await sessions.revokeMatching({ serverId: req.serverId, subject: req.subject }),
     })),
   };
 }

@@ -31,6 +31,27 @@ export function synchronousName(value: number): string {
 }
 
 /**
+ * How long SQLite's own busy handler may block the event loop on one attempt
+ * to take the write lock; longer waits happen between attempts, on a timer
+ * (see GroupCommitter).
+ */
+export const BUSY_SLICE_MS = 5;
+
+/**
+ * The values set on the main connection. Two differ from the configuration on
+ * purpose: busy_timeout is one slice of the configured wait, and autocheckpoint
+ * is off in WAL mode because the checkpoint worker runs it at the configured
+ * threshold off the main thread.
+ */
+export function connectionPragmas(o: StorageOptions): StorageOptions {
+  return {
+    ...o,
+    busyTimeoutMs: Math.min(o.busyTimeoutMs, BUSY_SLICE_MS),
+    walAutocheckpoint: o.journalMode === 'wal' ? 0 : o.walAutocheckpoint,
+  };
+}
+
+/**
  * Applies every pragma and reads each one back. SQLite answers a pragma it
  * cannot honour by keeping the old value rather than failing: journal_mode=WAL
  * stays "delete" on some network filesystems and "memory" for :memory:, so a

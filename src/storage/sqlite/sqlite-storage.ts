@@ -6,28 +6,46 @@ import { FailedPreconditionError } from '../../domain/errors';
 import type {
   CheckpointMode, CheckpointResult, CheckpointTrigger, StorageAdmin, StorageHealth, StorageStatus, WalSnapshot,
 } from '../../domain/storage-admin';
+import { Checkpointer, type RawCheckpoint } from './checkpointer';
+import { GroupCommitter } from './group-commit';
 import { migrate } from './migrations';
-import { applyPragmas, synchronousName, type StorageOptions } from './pragmas';
+import { applyPragmas, connectionPragmas, synchronousName, type StorageOptions } from './pragmas';
 import { SqliteSessionRepository } from './sqlite-session-repository';
 import { guarded, toStorageError } from './sqlite-errors';
 import { fileBytes, readWalIndex } from './wal-index';
 
+/** How often the checkpoint worker looks at the WAL size. */
+const CHECKPOINT_POLL_MS = 50;
+
 /**
- * One SQLite database in WAL mode: the session repository plus the operator
- * operations on the file. One connection: better-sqlite3 is synchronous, so
- * statements from concurrent gRPC calls never interleave inside a transaction.
+ * One SQLite database in WAL mode: the session repository, the group-commit
+ * write runner, the checkpoint worker, and the operator operations on the file.
+ * One connection on the main thread: better-sqlite3 is synchronous, so units
+ * from concurrent gRPC calls never interleave inside a transaction.
  */
 export class SqliteStorage implements StorageAdmin {
   readonly sessions: SqliteSessionRepository;
+  readonly writes: GroupCommitter;
   private lastCheckpoint: CheckpointResult | undefined;
+  private closing: Promise<CheckpointResult | undefined> | undefined;
   private closed = false;
   private readonly heartbeat: Database.Statement<[string]>;
+  private readonly checkpointer: Checkpointer | undefined;
 
   private constructor(private readonly db: Database.Database, readonly options: StorageOptions) {
     this.sessions = new SqliteSessionRepository(db);
+    this.writes = new GroupCommitter(db, { busyTimeoutMs: options.busyTimeoutMs });
     this.heartbeat = db.prepare(
       "INSERT INTO meta (key, value) VALUES ('heartbeat', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
+    if (options.journalMode === 'wal') {
+      this.checkpointer = new Checkpointer(
+        { path: options.path, busyTimeoutMs: options.busyTimeoutMs, autocheckpointFrames: options.walAutocheckpoint, pollMs: CHECKPOINT_POLL_MS },
+        (raw) => this.record('PASSIVE', 'auto', raw),
+        // Without the worker, SQLite's own autocheckpoint must come back, or the WAL grows without bound.
+        () => this.db.open && this.db.pragma(`wal_autocheckpoint = ${options.walAutocheckpoint | 0}`),
+      );
+    }
   }
 
   /**
@@ -40,8 +58,8 @@ export class SqliteStorage implements StorageAdmin {
     mkdirSync(dirname(options.path), { recursive: true });
     let db: Database.Database | undefined;
     try {
-      db = new Database(options.path, { timeout: options.busyTimeoutMs });
-      applyPragmas(db, options);
+      db = new Database(options.path);
+      applyPragmas(db, connectionPragmas(options));
       migrate(db);
       return new SqliteStorage(db, options);
     } catch (err) {
@@ -52,25 +70,11 @@ export class SqliteStorage implements StorageAdmin {
     }
   }
 
-  checkpoint(mode: CheckpointMode, trigger: CheckpointTrigger): CheckpointResult {
-    const journalMode = this.journalMode();
-    if (journalMode !== 'wal') {
-      throw new FailedPreconditionError(`checkpoints need journal_mode=wal; this database is in ${journalMode} mode`);
-    }
-    const started = performance.now();
-    const [row] = guarded(() => this.db.pragma(`wal_checkpoint(${mode})`)) as { busy: number; log: number; checkpointed: number }[];
-    const result: CheckpointResult = {
-      mode,
-      busy: row!.busy !== 0,
-      logFrames: row!.log,
-      checkpointedFrames: row!.checkpointed,
-      walBytes: fileBytes(`${this.options.path}-wal`),
-      durationMs: performance.now() - started,
-      time: Date.now(),
-      trigger,
-    };
-    this.lastCheckpoint = result;
-    return result;
+  async checkpoint(mode: CheckpointMode, trigger: CheckpointTrigger): Promise<CheckpointResult> {
+    this.requireWal();
+    if (this.closing) throw new FailedPreconditionError('the database is closing');
+    if (this.checkpointer?.running) return this.record(mode, trigger, await this.checkpointer.checkpoint(mode));
+    return this.checkpointHere(mode, trigger);
   }
 
   status(): StorageStatus {
@@ -83,8 +87,10 @@ export class SqliteStorage implements StorageAdmin {
         path: this.options.path,
         synchronous: synchronousName(p('synchronous')),
         cacheSize: p('cache_size'),
-        busyTimeoutMs: p('busy_timeout'),
-        walAutocheckpoint: p('wal_autocheckpoint'),
+        // The configured totals: the connection itself holds one busy slice, and
+        // autocheckpoint is run by the worker at this threshold.
+        busyTimeoutMs: this.options.busyTimeoutMs,
+        walAutocheckpoint: this.options.journalMode === 'wal' ? this.options.walAutocheckpoint : p('wal_autocheckpoint'),
         journalSizeLimit: p('journal_size_limit'),
         walCheckpointedFrames: wal.journalMode === 'wal' ? index.backfilled : 0,
         databaseBytes: fileBytes(this.options.path),
@@ -119,6 +125,8 @@ export class SqliteStorage implements StorageAdmin {
       if (mode !== this.options.journalMode) {
         return { ok: false, reason: `journal_mode is ${mode}, configured ${this.options.journalMode}` };
       }
+      // Outside the group committer on purpose: a probe must not queue behind
+      // a backlog. Synchronous, so it cannot land inside a batch's transaction.
       this.heartbeat.run(new Date().toISOString());
       return { ok: true };
     } catch (err) {
@@ -129,10 +137,58 @@ export class SqliteStorage implements StorageAdmin {
     }
   }
 
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.db.close();
+  close(): Promise<CheckpointResult | undefined> {
+    this.closing ??= (async () => {
+      await this.writes.close();
+      await this.checkpointer?.close();
+      const final = this.journalMode() === 'wal' ? this.checkpointHere('TRUNCATE', 'shutdown') : undefined;
+      this.closed = true;
+      this.db.close();
+      return final;
+    })();
+    return this.closing;
+  }
+
+  /**
+   * A checkpoint on the main connection, blocking the event loop: only at
+   * shutdown, or when the worker is gone. It may wait for readers up to the
+   * configured busy timeout.
+   */
+  private checkpointHere(mode: CheckpointMode, trigger: CheckpointTrigger): CheckpointResult {
+    return guarded(() => {
+      this.db.pragma(`busy_timeout = ${this.options.busyTimeoutMs | 0}`);
+      try {
+        const started = performance.now();
+        const [row] = this.db.pragma(`wal_checkpoint(${mode})`) as { busy: number; log: number; checkpointed: number }[];
+        return this.record(mode, trigger, {
+          busy: row!.busy !== 0, log: row!.log, checkpointed: row!.checkpointed, durationMs: performance.now() - started,
+        });
+      } finally {
+        this.db.pragma(`busy_timeout = ${connectionPragmas(this.options).busyTimeoutMs | 0}`);
+      }
+    });
+  }
+
+  private record(mode: CheckpointMode, trigger: CheckpointTrigger, raw: RawCheckpoint): CheckpointResult {
+    const result: CheckpointResult = {
+      mode,
+      busy: raw.busy,
+      logFrames: raw.log,
+      checkpointedFrames: raw.checkpointed,
+      walBytes: fileBytes(`${this.options.path}-wal`),
+      durationMs: raw.durationMs,
+      time: Date.now(),
+      trigger,
+    };
+    this.lastCheckpoint = result;
+    return result;
+  }
+
+  private requireWal(): void {
+    const journalMode = this.journalMode();
+    if (journalMode !== 'wal') {
+      throw new FailedPreconditionError(`checkpoints need journal_mode=wal; this database is in ${journalMode} mode`);
+    }
   }
 
   private journalMode(): string {

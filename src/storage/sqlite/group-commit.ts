@@ -1,0 +1,153 @@
+import type { Database } from 'better-sqlite3';
+import { StorageBusyError, StorageError } from '../../domain/errors';
+import type { WriteRunner } from '../../domain/session-repository';
+import { toStorageError } from './sqlite-errors';
+
+interface Job {
+  work: () => unknown;
+  resolve(value: unknown): void;
+  reject(err: unknown): void;
+  /** performance.now() after which a busy database fails the job with UNAVAILABLE. */
+  giveUpAt: number;
+}
+
+export interface GroupCommitOptions {
+  /** How long a write may wait, in total, for a lock held by another connection. */
+  busyTimeoutMs: number;
+  /** Most units in one transaction; bounds the time one flush holds the event loop. */
+  maxBatch?: number;
+}
+
+/**
+ * Group commit: every write unit queued during one event-loop turn runs in one
+ * transaction, each unit inside its own SAVEPOINT so that a unit that throws
+ * (a stale etag, a full disk) is rolled back alone. Callers are resolved only
+ * after COMMIT returns, so an acknowledged write is as durable as the
+ * synchronous setting makes a commit. One commit (and with synchronous=FULL one
+ * fsync) then serves many calls.
+ *
+ * A lock held by another process does not freeze the event loop: SQLite's own
+ * busy handler is given only a few milliseconds (the connection's
+ * busy_timeout), and the retry waits on a timer, so reads, health checks and
+ * other calls keep being served. Units that have waited longer than
+ * busyTimeoutMs fail with StorageBusyError (UNAVAILABLE, retryable).
+ */
+export class GroupCommitter implements WriteRunner {
+  private queue: Job[] = [];
+  private scheduled = false;
+  private retryDelayMs = 0;
+  private readonly maxBatch: number;
+  private closed = false;
+  private idle: (() => void) | undefined;
+
+  constructor(private readonly db: Database, private readonly options: GroupCommitOptions) {
+    this.maxBatch = options.maxBatch ?? 512;
+  }
+
+  run<T>(work: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new StorageError('storage is closing; the write was not applied', undefined));
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ work, resolve: resolve as (v: unknown) => void, reject, giveUpAt: performance.now() + this.options.busyTimeoutMs });
+      this.schedule();
+    });
+  }
+
+  /**
+   * Refuses new units and resolves once every queued unit has committed or
+   * failed (at most the busy timeout when another process holds the lock), so
+   * that the connection can be closed under no pending flush.
+   */
+  close(): Promise<void> {
+    this.closed = true;
+    if (this.queue.length === 0 && !this.scheduled) return Promise.resolve();
+    return new Promise((resolve) => (this.idle = resolve));
+  }
+
+  /** Units waiting to be committed. */
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  private schedule(delayMs = 0): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    // setImmediate runs after the I/O callbacks of this turn, so every call that
+    // arrived in the same poll phase joins the batch.
+    if (delayMs > 0) setTimeout(() => this.flush(), delayMs);
+    else setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    if (this.queue.length === 0) {
+      this.next();
+      return;
+    }
+    const batch = this.queue.splice(0, this.maxBatch);
+    try {
+      this.db.exec('BEGIN IMMEDIATE');
+    } catch (err) {
+      this.onBeginFailed(batch, err);
+      return;
+    }
+    this.retryDelayMs = 0;
+    const results: { ok: boolean; value: unknown }[] = [];
+    for (const job of batch) {
+      try {
+        results.push({ ok: true, value: this.savepoint(job.work) });
+      } catch (err) {
+        results.push({ ok: false, value: toStorageError(err) });
+      }
+    }
+    try {
+      this.db.exec('COMMIT');
+    } catch (err) {
+      // COMMIT failed (I/O error, disk full while spilling): nothing of the batch is kept.
+      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      const mapped = toStorageError(err);
+      for (const job of batch) job.reject(mapped);
+      this.next();
+      return;
+    }
+    batch.forEach((job, i) => (results[i]!.ok ? job.resolve(results[i]!.value) : job.reject(results[i]!.value)));
+    this.next();
+  }
+
+  private savepoint(work: () => unknown): unknown {
+    this.db.exec('SAVEPOINT unit');
+    try {
+      const value = work();
+      this.db.exec('RELEASE unit');
+      return value;
+    } catch (err) {
+      // ROLLBACK TO undoes the unit; RELEASE then drops the savepoint itself.
+      this.db.exec('ROLLBACK TO unit');
+      this.db.exec('RELEASE unit');
+      throw err;
+    }
+  }
+
+  private onBeginFailed(batch: Job[], err: unknown): void {
+    const mapped = toStorageError(err);
+    if (!(mapped instanceof StorageBusyError)) {
+      for (const job of batch) job.reject(mapped);
+      this.next();
+      return;
+    }
+    const now = performance.now();
+    const waiting = batch.filter((job) => {
+      if (job.giveUpAt > now) return true;
+      job.reject(mapped);
+      return false;
+    });
+    this.queue = waiting.concat(this.queue);
+    this.retryDelayMs = Math.min(Math.max(this.retryDelayMs * 2, 2), 50);
+    if (this.queue.length > 0) this.schedule(this.retryDelayMs);
+    else this.next();
+  }
+
+  private next(): void {
+    if (this.queue.length > 0) this.schedule();
+    else if (!this.scheduled) this.idle?.();
+  }
+}
