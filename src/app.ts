@@ -13,6 +13,7 @@ import { Health } from './transport/health';
 import { addReflection } from './transport/reflection';
 import { bind, serverChannelOptions } from './transport/server';
 import { sessionHandlers } from './transport/session-handlers';
+import { OpenStreams } from './transport/validate-stream';
 
 export interface App {
   /** The port bound (useful with a listen port of 0). */
@@ -44,7 +45,8 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
   const sessions = new SessionManager(storage.sessions, storage.writes, clock, config.policy);
   const health = new Health(() => storage.walSnapshot());
   const server = new Server(serverChannelOptions(config.server));
-  server.addService(SessionServiceService, sessionHandlers(sessions, log));
+  const streams = new OpenStreams();
+  server.addService(SessionServiceService, sessionHandlers(sessions, log, streams));
   server.addService(
     AdminServiceService,
     adminHandlers({ sessions, storage, auth: new AdminAuth(config.server.adminToken), sweepBatchSize: config.sweepBatchSize }, log),
@@ -88,6 +90,7 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
       log.info('shutdown: health NOT_SERVING', { reason });
       health.setPhase('stopping');
       health.endWatches();
+      streams.closeAll();
       log.info('shutdown: draining in-flight calls', { deadlineMs: config.server.drainTimeoutMs });
       const drained = await drain(server, config.server.drainTimeoutMs);
       if (!drained) log.warn('shutdown: drain deadline passed; cancelled the calls still running');

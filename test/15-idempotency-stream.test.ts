@@ -87,3 +87,14 @@ test('the TypeScript client multiplexes validations over one stream', async (t) 
   t.false(rx.valid);
   t.is(rx.reason, InvalidReason.INVALID_REASON_NOT_FOUND);
 });
+
+test('shutdown ends an open validation stream promptly instead of waiting out the drain deadline', async (t) => {
+  const s = await startTestServer({ env: { SESSIOND_DRAIN_TIMEOUT: '30s' } });
+  const live = await s.client.createSession({ serverId: 'gw' });
+  const v = s.client.openValidator();
+  t.true((await v.validate(live.token)).valid);
+  const started = Date.now();
+  await s.close();
+  t.true(Date.now() - started < 5000, `shutdown took ${Date.now() - started}ms with a 30s drain deadline`);
+  await t.throwsAsync(v.validate(live.token), undefined, 'the stream is over after shutdown');
+});

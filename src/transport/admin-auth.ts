@@ -35,12 +35,16 @@ function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-/** grpc-js peers look like "127.0.0.1:5000", "[::1]:5000" or "::ffff:127.0.0.1:5000"-style forms. */
+/**
+ * grpc-js peers look like "127.0.0.1:5000", "[::1]:5000" or "::ffff:127.0.0.1:5000"-style forms:
+ * a server call's getPeer() is `${remoteAddress}:${remotePort}` with IPv6 unbracketed ("::1:5000").
+ */
 export function isLoopbackPeer(peer: string): boolean {
   let host = peer.replace(/^(ipv4|ipv6):/, '');
   const bracketed = /^\[(.*)\](?::\d+)?$/.exec(host);
   if (bracketed) host = bracketed[1]!;
-  else if (/^[\d.]+:\d+$/.test(host)) host = host.slice(0, host.lastIndexOf(':'));
+  // Drop the trailing port; a bare "::1" (no port) is kept whole.
+  else if (host !== '::1') host = host.replace(/:\d+$/, '');
   host = host.replace(/^::ffff:/i, '');
   return host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }

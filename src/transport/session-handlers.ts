@@ -3,7 +3,7 @@ import type { SessionManager, ValidateResult } from '../domain/session-manager';
 import type { Logger } from '../log';
 import { durationToMs, reasonToProto, sessionToProto } from './convert';
 import { unary } from './unary';
-import { validateStreamHandler } from './validate-stream';
+import { validateStreamHandler, type OpenStreams } from './validate-stream';
 
 function validateResponse(r: ValidateResult): ValidateSessionResponse {
   return r.valid
@@ -12,7 +12,7 @@ function validateResponse(r: ValidateResult): ValidateSessionResponse {
 }
 
 /** sessions.v1.SessionService: proto in, domain call, proto out. */
-export function sessionHandlers(sessions: SessionManager, log: Logger): SessionServiceServer {
+export function sessionHandlers(sessions: SessionManager, log: Logger, streams: OpenStreams): SessionServiceServer {
   return {
     createSession: unary('CreateSession', log, async (req) => {
       const { session, token } = await sessions.create({
@@ -33,7 +33,7 @@ export function sessionHandlers(sessions: SessionManager, log: Logger): SessionS
       const r = sessions.validate(req.token, req.touch);
       return r instanceof Promise ? r.then(validateResponse) : validateResponse(r);
     }),
-    validateSessionStream: validateStreamHandler(sessions, log),
+    validateSessionStream: validateStreamHandler(sessions, log, streams),
     touchSession: unary('TouchSession', log, async (req) => ({ session: sessionToProto(await sessions.touch(req.id)) })),
     updateSession: unary('UpdateSession', log, async (req) => ({
       session: sessionToProto(

@@ -8,6 +8,25 @@ import { reasonToProto, sessionToProto } from './convert';
 import { toServiceError } from './status';
 
 /**
+ * The open validation streams, so that shutdown can close them: a gateway
+ * keeps one open for good, and it would otherwise hold the drain until its
+ * deadline on every SIGTERM.
+ */
+export class OpenStreams {
+  private readonly closers = new Set<() => void>();
+
+  add(close: () => void): () => void {
+    this.closers.add(close);
+    return () => this.closers.delete(close);
+  }
+
+  /** Stops reading every stream; each ends once its pending answers are written. */
+  closeAll(): void {
+    for (const close of [...this.closers]) close();
+  }
+}
+
+/**
  * ValidateSessionStream: one answer per request, matched by correlation_id.
  * A bad request is answered with an error code and the stream goes on; only
  * the transport can end it. Reading pauses while the socket is backed up, so a
@@ -16,13 +35,25 @@ import { toServiceError } from './status';
 export function validateStreamHandler(
   sessions: SessionManager,
   log: Logger,
+  open: OpenStreams,
 ): handleBidiStreamingCall<ValidateSessionStreamRequest, ValidateSessionStreamResponse> {
   return (call) => {
     let pending = 0;
     let ended = false;
     const finish = () => {
-      if (ended && pending === 0) call.end();
+      if (ended && pending === 0) {
+        forget();
+        call.end();
+      }
     };
+    const forget = open.add(() => {
+      // Requests already read are answered; nothing more is read.
+      call.removeAllListeners('data');
+      call.pause();
+      ended = true;
+      finish();
+    });
+    call.on('cancelled', () => forget());
     const answer = (res: ValidateSessionStreamResponse) => {
       pending--;
       if (call.cancelled || call.destroyed) return;
