@@ -47,9 +47,10 @@ export const SETTINGS = [
   { flag: 'db-path', kind: 'string', default: './data/sessions.db', help: 'SQLite database file (created if missing)' },
   { flag: 'journal-mode', kind: ['wal', 'delete', 'truncate', 'persist'], default: S.journalMode, help: 'PRAGMA journal_mode' },
   { flag: 'synchronous', kind: ['off', 'normal', 'full', 'extra'], default: S.synchronous, help: 'PRAGMA synchronous (see Durability)' },
-  { flag: 'cache-size', kind: 'int', default: String(S.cacheSize), help: 'PRAGMA cache_size (negative: KiB, positive: pages)' },
+  // Bounded to a 32-bit int: the pragma is applied with `| 0`, which would silently wrap (and flip the sign of) larger values.
+  { flag: 'cache-size', kind: 'int', default: String(S.cacheSize), min: -2_147_483_648, max: 2_147_483_647, help: 'PRAGMA cache_size (negative: KiB, positive: pages)' },
   { flag: 'busy-timeout', kind: 'duration', default: `${S.busyTimeoutMs}ms`, max: 600_000, help: 'PRAGMA busy_timeout: how long a write waits for a lock held elsewhere' },
-  { flag: 'wal-autocheckpoint', kind: 'int', default: String(S.walAutocheckpoint), min: 0, help: 'PRAGMA wal_autocheckpoint, in pages (0: off)' },
+  { flag: 'wal-autocheckpoint', kind: 'int', default: String(S.walAutocheckpoint), min: 0, max: 2_147_483_647, help: 'PRAGMA wal_autocheckpoint, in pages (0: off)' },
   { flag: 'journal-size-limit', kind: 'size', default: `${S.journalSizeLimit / 1024 / 1024}MiB`, min: -1, help: 'PRAGMA journal_size_limit: the WAL is cut back to this after a checkpoint (-1: never)' },
   { flag: 'default-ttl', kind: 'duration', default: formatDuration(P.defaultTtlMs), min: 1000, help: 'absolute lifetime when CreateSession sets none' },
   { flag: 'default-idle-timeout', kind: 'duration', default: formatDuration(P.defaultIdleTimeoutMs), min: 1000, help: 'idle window when CreateSession sets none' },
@@ -145,7 +146,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       problems.push(`${given?.from ?? `default of --${s.flag}`}: ${parsed.slice(1)}`);
     } else values.set(s.flag, parsed);
   }
-  if (problems.length === 0) checkCombinations(values, problems);
+  // Always run: a bad listen address must be reported alongside other problems.
+  checkCombinations(values, problems);
   if (problems.length > 0) throw new ConfigError(problems);
 
   const get = <T>(flag: SettingName) => values.get(flag) as T;
@@ -227,19 +229,20 @@ function parseValue(s: Spec, text: string): string | number | boolean {
   return `!unsupported setting kind`;
 }
 
+/** Checks what one value's own parse cannot; a setting that failed to parse is absent from `v` and skipped. */
 function checkCombinations(v: Map<string, unknown>, problems: string[]): void {
   const listen = v.get('listen') as string;
   const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/.exec(listen);
   if (!m || Number(m[2]) > 65535) problems.push(`listen ${JSON.stringify(listen)} is not host:port (e.g. 127.0.0.1:50051, [::1]:50051, 0.0.0.0:50051)`);
   if (v.get('db-path') === '') problems.push('db-path must not be empty');
   if (v.get('db-path') === ':memory:') problems.push('db-path :memory: cannot use WAL and loses every session on exit; give a file path');
-  const maxTtl = v.get('max-ttl') as number;
+  const maxTtl = v.get('max-ttl') as number | undefined;
   for (const flag of ['default-ttl', 'default-idle-timeout']) {
-    if ((v.get(flag) as number) > maxTtl) problems.push(`${flag} (${formatDuration(v.get(flag) as number)}) is above max-ttl (${formatDuration(maxTtl)})`);
+    if (maxTtl !== undefined && v.has(flag) && (v.get(flag) as number) > maxTtl) problems.push(`${flag} (${formatDuration(v.get(flag) as number)}) is above max-ttl (${formatDuration(maxTtl)})`);
   }
   const token = v.get('admin-token') as string;
   if (token !== '' && token.length < 16) problems.push('admin-token must be at least 16 characters (or empty to allow loopback callers only)');
-  if (v.get('keepalive-timeout') as number >= (v.get('keepalive-time') as number)) problems.push('keepalive-timeout must be shorter than keepalive-time');
+  if (v.has('keepalive-timeout') && v.has('keepalive-time') && (v.get('keepalive-timeout') as number) >= (v.get('keepalive-time') as number)) problems.push('keepalive-timeout must be shorter than keepalive-time');
 }
 
 function suggest(name: string, known: Map<string, Spec>): string {

@@ -2,7 +2,7 @@ import type { SessionRecord } from './session';
 
 /**
  * The storage contract. The domain owns it (imports run storage -> domain);
- * every implementation must pass test/repository-contract.ts.
+ * every implementation must pass test/helpers/repository-contract.ts.
  *
  * Errors, for every method that touches storage:
  * - StorageBusyError: another connection held the lock past the busy timeout.
@@ -50,7 +50,7 @@ export interface SessionRepository {
 
   /**
    * Live sessions matching the filter, in insertion order, after the cursor.
-   * `cursor` is an opaque position from a previous page's `nextCursor`.
+   * `cursor` is 0 for the first page, then a previous page's `nextCursor`.
    * @returns up to `limit` sessions and the cursor after the last one, which is
    *   undefined when there are no more live sessions right now.
    */

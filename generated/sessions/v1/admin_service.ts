@@ -115,7 +115,10 @@ export interface CheckpointRecord {
   logFrames: number;
   /** Frames copied back. */
   checkpointedFrames: number;
-  /** What ran it: "admin", "shutdown" or "sweep". */
+  /**
+   * What ran it: "admin" (the Checkpoint RPC), "auto" (the WAL reached
+   * wal_autocheckpoint pages) or "shutdown".
+   */
   trigger: string;
 }
 

@@ -43,14 +43,24 @@ const MIGRATIONS: readonly string[] = [
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
 /**
- * Brings the schema to SCHEMA_VERSION.
+ * Refuses a file written by a newer sessiond. Runs before any pragma is set,
+ * since switching journal_mode already rewrites the file header.
  * @throws Error when the file's schema is newer than this build knows.
  */
-export function migrate(db: Database): void {
+export function checkSchemaVersion(db: Database): number {
   const current = db.pragma('user_version', { simple: true }) as number;
   if (current > SCHEMA_VERSION) {
     throw new Error(`database schema version ${current} is newer than this sessiond supports (${SCHEMA_VERSION}); refusing to touch it`);
   }
+  return current;
+}
+
+/**
+ * Brings the schema to SCHEMA_VERSION.
+ * @throws Error when the file's schema is newer than this build knows.
+ */
+export function migrate(db: Database): void {
+  const current = checkSchemaVersion(db);
   for (let v = current; v < SCHEMA_VERSION; v++) {
     db.transaction(() => {
       db.exec(MIGRATIONS[v]!);

@@ -8,7 +8,7 @@ import type {
 } from '../../domain/storage-admin';
 import { Checkpointer, type RawCheckpoint } from './checkpointer';
 import { GroupCommitter } from './group-commit';
-import { migrate } from './migrations';
+import { checkSchemaVersion, migrate } from './migrations';
 import { applyPragmas, connectionPragmas, synchronousName, type StorageOptions } from './pragmas';
 import { SqliteSessionRepository } from './sqlite-session-repository';
 import { guarded, toStorageError } from './sqlite-errors';
@@ -59,6 +59,7 @@ export class SqliteStorage implements StorageAdmin {
     let db: Database.Database | undefined;
     try {
       db = new Database(options.path);
+      checkSchemaVersion(db);
       applyPragmas(db, connectionPragmas(options));
       migrate(db);
       return new SqliteStorage(db, options);
