@@ -92,11 +92,21 @@ export class GroupCommitter implements WriteRunner {
     }
     this.retryDelayMs = 0;
     const results: { ok: boolean; value: unknown }[] = [];
-    for (const job of batch) {
+    for (let i = 0; i < batch.length; i++) {
       try {
-        results.push({ ok: true, value: this.savepoint(job.work) });
+        results.push({ ok: true, value: this.savepoint(batch[i]!.work) });
       } catch (err) {
-        results.push({ ok: false, value: toStorageError(err) });
+        const mapped = toStorageError(err);
+        if (!this.db.inTransaction) {
+          // SQLite rolled the whole transaction back (it may on SQLITE_FULL,
+          // IOERR, NOMEM): the units before this one are lost as well. Fail
+          // them all; the units not yet run go back to the queue.
+          for (const job of batch.slice(0, i + 1)) job.reject(mapped);
+          this.queue = batch.slice(i + 1).concat(this.queue);
+          this.next();
+          return;
+        }
+        results.push({ ok: false, value: mapped });
       }
     }
     try {
@@ -121,8 +131,11 @@ export class GroupCommitter implements WriteRunner {
       return value;
     } catch (err) {
       // ROLLBACK TO undoes the unit; RELEASE then drops the savepoint itself.
-      this.db.exec('ROLLBACK TO unit');
-      this.db.exec('RELEASE unit');
+      // Neither is possible when SQLite has already rolled everything back.
+      if (this.db.inTransaction) {
+        this.db.exec('ROLLBACK TO unit');
+        this.db.exec('RELEASE unit');
+      }
       throw err;
     }
   }
