@@ -7,7 +7,7 @@ BIN := node_modules/.bin
 DEPS := node_modules/.installed
 ARGS ?=
 
-.PHONY: deps generate check-generated lint build test run clean
+.PHONY: deps generate check-generated lint build test run clean bench bench-smoke clients breaking soak
 
 $(DEPS): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -40,13 +40,43 @@ lint: $(DEPS)
 build: $(DEPS)
 	$(BIN)/tsc -p tsconfig.build.json
 
-## test: generated-code check, lint, then every test under coverage (fails under 90% of lines)
-test: $(DEPS) check-generated lint
+## breaking: buf breaking on proto/ against the previous commit on main (scripts/buf-breaking.sh says which, or why it skips)
+breaking: $(DEPS)
+	bash scripts/buf-breaking.sh
+
+## clients: generate the Python client into $(PY_GEN) with Debian's protoc and grpc_python_plugin
+## (apt-get install protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf)
+PY_GEN ?= clients/python/gen
+clients:
+	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler" >&2; exit 1; }
+	@command -v grpc_python_plugin >/dev/null || { echo "grpc_python_plugin not found: apt-get install protobuf-compiler-grpc" >&2; exit 1; }
+	rm -rf $(PY_GEN) && mkdir -p $(PY_GEN)
+	protoc -I proto --plugin=protoc-gen-grpc_python=$$(command -v grpc_python_plugin) \
+	  --python_out=$(PY_GEN) --grpc_python_out=$(PY_GEN) proto/sessions/v1/*.proto
+	@# grpc.health.v1 is generated flat (health_pb2): as grpc/health/v1/ it would be hidden by grpcio's own "grpc" package.
+	protoc -I proto/grpc/health/v1 --plugin=protoc-gen-grpc_python=$$(command -v grpc_python_plugin) \
+	  --python_out=$(PY_GEN) --grpc_python_out=$(PY_GEN) proto/grpc/health/v1/health.proto
+
+## test: generated-code check, lint, buf breaking, then every test under coverage (fails under 90% of lines)
+test: $(DEPS) check-generated lint breaking
 	bash scripts/test.sh
+
+## soak: the crash test for longer (not part of make test): SOAK_KILLS SIGKILLs (default 200), at least
+## SOAK_SECONDS (default 0), SOAK_SEED to replay, SOAK_SYNCHRONOUS=normal|full|both (default both)
+soak: $(DEPS)
+	node --import tsx test/soak/crash-soak.ts
 
 ## run: start the server on ./data/sessions.db (pass flags with ARGS="--listen 0.0.0.0:50051")
 run: $(DEPS)
 	node --import tsx src/main.ts $(ARGS)
 
+## bench: load benchmark against the server's own empty RPC (README, Performance); tune with BENCH_* (make bench BENCH_SESSIONS=20000)
+bench: $(DEPS)
+	node --import tsx bench/main.ts $(ARGS)
+
+## bench-smoke: the same bench with tiny fills and windows: proves the harness works, figures mean nothing
+bench-smoke: $(DEPS)
+	BENCH_SMOKE=1 BENCH_OUT=bench/results/smoke.json node --import tsx bench/main.ts $(ARGS)
+
 clean:
-	rm -rf dist coverage .test-output .cache
+	rm -rf dist coverage .test-output .cache $(PY_GEN)

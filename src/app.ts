@@ -5,13 +5,19 @@ import type { Config } from './config';
 import { systemClock, type Clock } from './domain/clock';
 import { SessionManager } from './domain/session-manager';
 import type { Logger } from './log';
+import { Metrics } from './metrics/metrics';
+import { startMetricsServer, type MetricsServer } from './metrics/metrics-server';
+import { StorageObserver } from './storage-observer';
 import { SqliteStorage } from './storage/sqlite/sqlite-storage';
 import { Sweeper } from './sweeper';
 import { AdminAuth } from './transport/admin-auth';
 import { adminHandlers } from './transport/admin-handlers';
+import { callObserver } from './transport/call-observer';
+import { addBenchService } from './transport/bench-service';
 import { Health } from './transport/health';
 import { addReflection } from './transport/reflection';
-import { bind, serverChannelOptions } from './transport/server';
+import { SafeDecodingServer } from './transport/request-decoding';
+import { bind, serverChannelOptions, serverCredentials, transportSecurity } from './transport/server';
 import { sessionHandlers } from './transport/session-handlers';
 import { OpenStreams } from './transport/validate-stream';
 
@@ -23,6 +29,10 @@ export interface App {
   readonly storage: SqliteStorage;
   readonly health: Health;
   readonly sweeper: Sweeper;
+  /** This server's Prometheus registry (served over HTTP when metricsListen is set). */
+  readonly metrics: Metrics;
+  /** The port of the /metrics endpoint; undefined when metrics are not served. */
+  readonly metricsPort: number | undefined;
   /** Runs the shutdown sequence once; later calls return the same promise. */
   shutdown(reason: string): Promise<void>;
   /** Cancels in-flight calls at once and skips the drain (a second signal). */
@@ -35,35 +45,56 @@ export interface AppOptions {
 }
 
 /**
- * Start-up in order: storage (open, verify pragmas, migrate) -> domain ->
+ * Start-up in order: TLS files -> storage (open, verify pragmas, migrate) -> domain ->
  * gRPC services -> bind -> health SERVING -> background sweep and probe.
  * @throws Error when storage cannot be opened or the address cannot be bound;
  *   nothing is left open then.
  */
 export async function startApp(config: Config, { clock = systemClock, log }: AppOptions): Promise<App> {
-  const storage = SqliteStorage.open(config.storage);
+  // TLS files first: a bad one fails start-up before the database is opened.
+  const credentials = serverCredentials(config.server.tls);
+  const metrics = new Metrics();
+  const storageObserver = new StorageObserver(metrics, log, config.storage.journalMode === 'wal' ? config.storage.walAutocheckpoint : 0);
+  const storage = SqliteStorage.open(config.storage, { onCheckpoint: (r) => storageObserver.checkpoint(r) });
   const sessions = new SessionManager(storage.sessions, storage.writes, clock, config.policy);
   const health = new Health(() => storage.walSnapshot());
-  const server = new Server(serverChannelOptions(config.server));
+  // Undecodable request bytes get INVALID_ARGUMENT, never INTERNAL (see request-decoding.ts).
+  const server = new SafeDecodingServer({
+    ...serverChannelOptions(config.server),
+    // Every call of every service, unary or streaming, is counted and timed here.
+    interceptors: [callObserver(metrics, log, config.slowCallThresholdMs)],
+  });
   const streams = new OpenStreams();
   server.addService(SessionServiceService, sessionHandlers(sessions, log, streams));
   server.addService(
     AdminServiceService,
-    adminHandlers({ sessions, storage, auth: new AdminAuth(config.server.adminToken), sweepBatchSize: config.sweepBatchSize }, log),
+    adminHandlers({ sessions, storage, auth: new AdminAuth(config.server.adminToken), sweepBatchSize: config.sweepBatchSize, metrics }, log),
   );
   health.addToServer(server);
   if (config.server.reflection) addReflection(server);
+  if (config.benchService) addBenchService(server);
+
+  metrics.watch({
+    storageStatus: () => storage.status(),
+    sessionCounts: () => sessions.counts(),
+    serving: () => health.status === 'SERVING',
+  });
 
   let port: number;
+  let metricsServer: MetricsServer | undefined;
   try {
-    port = await bind(server, config.server.listen);
+    port = await bind(server, config.server.listen, credentials);
+    if (config.metricsListen) {
+      metrics.enableProcessMetrics();
+      metricsServer = await startMetricsServer(config.metricsListen, metrics, log);
+    }
   } catch (err) {
     server.forceShutdown();
     await storage.close();
     throw err;
   }
 
-  const sweeper = new Sweeper(sessions, config.sweepIntervalMs, config.sweepBatchSize, log);
+  const sweeper = new Sweeper(sessions, config.sweepIntervalMs, config.sweepBatchSize, log, metrics);
   let lastProblem: string | undefined;
   const probe = () => {
     const verdict = storage.probe();
@@ -74,6 +105,7 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
     }
     lastProblem = problem;
     health.setStorageProblem(problem);
+    storageObserver.checkWal(storage.walSnapshot());
   };
   probe();
   health.setPhase('serving');
@@ -82,7 +114,7 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
 
   const host = config.server.listen.slice(0, config.server.listen.lastIndexOf(':'));
   const address = `${host}:${port}`;
-  log.info('serving', { address, db: config.storage.path, journalMode: storage.walSnapshot().journalMode });
+  log.info('serving', { address, db: config.storage.path, journalMode: storage.walSnapshot().journalMode, transport: transportSecurity(config.server.tls), metrics: metricsServer && `http://${metricsServer.address}/metrics` });
 
   let shuttingDown: Promise<void> | undefined;
   const shutdown = (reason: string): Promise<void> => {
@@ -96,6 +128,11 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
       if (!drained) log.warn('shutdown: drain deadline passed; cancelled the calls still running');
       clearInterval(probeTimer);
       await sweeper.stop();
+      log.info('shutdown: sweep and health probe stopped');
+      if (metricsServer) {
+        await metricsServer.close();
+        log.info('shutdown: metrics server stopped');
+      }
       // Writes still queued were answered by the drain or cancelled with it; the
       // committer empties before the final checkpoint, which runs inside close().
       const final = await storage.close();
@@ -112,6 +149,8 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
     storage,
     health,
     sweeper,
+    metrics,
+    metricsPort: metricsServer?.port,
     shutdown,
     forceShutdown: () => server.forceShutdown(),
   };

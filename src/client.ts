@@ -1,5 +1,5 @@
 import {
-  credentials as grpcCredentials, Metadata, type CallOptions, type ChannelCredentials, type ChannelOptions,
+  connectivityState, credentials as grpcCredentials, Metadata, type CallOptions, type ChannelCredentials, type ChannelOptions,
   type Client, type ClientDuplexStream, type ClientUnaryCall, type ServiceError,
 } from '@grpc/grpc-js';
 import { HealthCheckResponse_ServingStatus, HealthClient } from '../generated/grpc/health/v1/health';
@@ -15,6 +15,7 @@ import {
   type ValidateSessionResponse, type ValidateSessionStreamRequest, type ValidateSessionStreamResponse,
 } from '../generated/sessions/v1/session_service';
 import type { Session } from '../generated/sessions/v1/session';
+import { readTlsFiles } from './tls';
 
 export type { Session, ServiceError };
 export { HealthCheckResponse_ServingStatus as ServingStatus };
@@ -23,13 +24,40 @@ export { HealthCheckResponse_ServingStatus as ServingStatus };
 type Partial1<T> = { [K in keyof T]?: T[K] };
 
 export interface ClientOptions {
-  /** Defaults to plaintext (insecure) credentials. */
+  /** Defaults to plaintext (insecure) credentials; see tlsCredentials() for TLS and mTLS. */
   credentials?: ChannelCredentials;
   /** Sent as `authorization: Bearer <token>` on admin calls. */
   adminToken?: string;
   /** Deadline applied to every call that sets none, in ms. Default: none. */
   defaultDeadlineMs?: number;
   channelOptions?: ChannelOptions;
+}
+
+/** PEM files for a TLS connection; all optional. */
+export interface TlsFiles {
+  /** CA bundle that signed the server's certificate; default: the system's trusted roots. */
+  caFile?: string | undefined;
+  /** Client certificate chain, for a server that requires one (mTLS); needs keyFile. */
+  certFile?: string | undefined;
+  /** Unencrypted private key of certFile. */
+  keyFile?: string | undefined;
+}
+
+/**
+ * Channel credentials for a TLS server (mTLS with certFile and keyFile), from
+ * PEM files read now. The server's certificate must name the host dialled
+ * (a DNS or IP subject alternative name).
+ * @throws Error listing every problem: a missing or unreadable file (with its
+ *   path), a file that is not PEM, a key that does not match the certificate,
+ *   or only one of certFile and keyFile.
+ */
+export function tlsCredentials(files: TlsFiles = {}): ChannelCredentials {
+  const { material, problems } = readTlsFiles(files, { cert: 'client certificate', key: 'client key', ca: 'CA' });
+  if (Boolean(files.certFile) !== Boolean(files.keyFile)) {
+    problems.unshift('a client certificate and its key go together: give both (mTLS) or neither');
+  }
+  if (problems.length > 0) throw new Error(`cannot use the TLS files:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  return grpcCredentials.createSsl(material.ca ?? null, material.privateKey ?? null, material.certChain ?? null);
 }
 
 export interface PerCall {
@@ -126,6 +154,16 @@ export class SessiondClient {
   }
 
   /** Closes the channels; in-flight calls are cancelled. */
+  /**
+   * Whether a connection to the server is up now. After a call failed with
+   * UNAVAILABLE or DEADLINE_EXCEEDED, false means the server was not reached
+   * (refused, unresolvable, TLS handshake failed, too slow to connect) rather
+   * than that it answered with that status.
+   */
+  connected(): boolean {
+    return [this.sessions, this.admin, this.healthClient].some((c) => c.getChannel().getConnectivityState(false) === connectivityState.READY);
+  }
+
   close(): void {
     this.sessions.close();
     this.admin.close();

@@ -1,5 +1,6 @@
 import { DEFAULT_POLICY, type SessionPolicy } from './domain/session';
 import { DEFAULT_STORAGE_OPTIONS, type JournalMode, type StorageOptions, type Synchronous } from './storage/sqlite/pragmas';
+import { checkServerTlsFiles, type ServerTlsFiles } from './tls';
 import { formatDuration, parseDuration, parseSize } from './units';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
@@ -13,6 +14,8 @@ export interface ServerOptions {
   readonly keepaliveTimeoutMs: number;
   readonly drainTimeoutMs: number;
   readonly reflection: boolean;
+  /** Server TLS (mTLS when clientCaFile is set); undefined: plaintext. */
+  readonly tls: ServerTlsFiles | undefined;
 }
 
 export interface Config {
@@ -23,6 +26,12 @@ export interface Config {
   readonly sweepBatchSize: number;
   readonly healthProbeIntervalMs: number;
   readonly logLevel: LogLevel;
+  /** host:port of the Prometheus /metrics endpoint; undefined: off. */
+  readonly metricsListen: string | undefined;
+  /** Unary calls at least this slow are logged as warnings; 0: never. */
+  readonly slowCallThresholdMs: number;
+  /** Benchmark only: register the bench service (src/transport/bench-service.ts). */
+  readonly benchService: boolean;
 }
 
 type Kind = 'string' | 'duration' | 'size' | 'int' | 'number' | 'bool' | readonly string[];
@@ -52,6 +61,7 @@ export const SETTINGS = [
   { flag: 'busy-timeout', kind: 'duration', default: `${S.busyTimeoutMs}ms`, max: 600_000, help: 'PRAGMA busy_timeout: how long a write waits for a lock held elsewhere' },
   { flag: 'wal-autocheckpoint', kind: 'int', default: String(S.walAutocheckpoint), min: 0, max: 2_147_483_647, help: 'PRAGMA wal_autocheckpoint, in pages (0: off)' },
   { flag: 'journal-size-limit', kind: 'size', default: `${S.journalSizeLimit / 1024 / 1024}MiB`, min: -1, help: 'PRAGMA journal_size_limit: the WAL is cut back to this after a checkpoint (-1: never)' },
+  { flag: 'max-db-size', kind: 'size', default: String(S.maxDbSize), min: 0, help: 'largest the database may grow (PRAGMA max_page_count, in whole pages); past it writes fail with RESOURCE_EXHAUSTED and nothing is written (0: no limit)' },
   { flag: 'default-ttl', kind: 'duration', default: formatDuration(P.defaultTtlMs), min: 1000, help: 'absolute lifetime when CreateSession sets none' },
   { flag: 'default-idle-timeout', kind: 'duration', default: formatDuration(P.defaultIdleTimeoutMs), min: 1000, help: 'idle window when CreateSession sets none' },
   { flag: 'max-ttl', kind: 'duration', default: formatDuration(P.maxTtlMs), min: 1000, help: 'largest ttl or idle_timeout a client may ask for' },
@@ -68,10 +78,25 @@ export const SETTINGS = [
   { flag: 'keepalive-timeout', kind: 'duration', default: '20s', min: 1000, help: 'how long a keepalive ping may go unanswered' },
   { flag: 'drain-timeout', kind: 'duration', default: '10s', min: 0, help: 'on SIGTERM, how long in-flight calls may finish before they are cancelled' },
   { flag: 'reflection', kind: 'bool', default: 'true', help: 'serve gRPC server reflection' },
+  { flag: 'tls-cert', kind: 'string', default: '', help: 'PEM certificate chain to serve TLS with (needs --tls-key); empty: plaintext' },
+  { flag: 'tls-key', kind: 'string', default: '', help: 'PEM private key of --tls-cert (unencrypted)' },
+  { flag: 'tls-client-ca', kind: 'string', default: '', help: 'PEM CA bundle: with it, clients must present a certificate it signed (mTLS)' },
   { flag: 'log-level', kind: ['debug', 'info', 'warn', 'error', 'silent'], default: 'info', help: 'least severe log level written to stderr' },
+  { flag: 'slow-call-threshold', kind: 'duration', default: '500ms', min: 0, help: 'unary calls taking at least this long are logged as warnings (0: off)' },
+  { flag: 'metrics-listen', kind: 'string', default: '', help: 'host:port to serve Prometheus metrics on over HTTP, at /metrics (e.g. 0.0.0.0:9464); empty: off' },
+  // Benchmark only: make bench starts its servers with it; nothing else should.
+  { flag: 'bench-service', kind: 'bool', default: 'false', help: 'benchmark only: serve sessiond.bench.v1.Bench (an empty RPC and event-loop delay figures for make bench); leave off in production' },
 ] as const satisfies readonly Spec[];
 
 export type SettingName = (typeof SETTINGS)[number]['flag'];
+
+/**
+ * Variables read by the CLI's client commands (src/cli/connect.ts), not by the
+ * server: the server accepts them in its environment without complaint, so
+ * that one environment can serve both. SESSIOND_ADMIN_TOKEN is both a server
+ * setting and what the client sends.
+ */
+export const CLIENT_VARIABLES = ['SESSIOND_ADDRESS', 'SESSIOND_TLS_CA', 'SESSIOND_TLS_CLIENT_CERT', 'SESSIOND_TLS_CLIENT_KEY', 'SESSIOND_TLS_SERVER_NAME'] as const;
 
 export function envName(flag: string): string {
   return `SESSIOND_${flag.toUpperCase().replace(/-/g, '_')}`;
@@ -105,7 +130,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     if (v !== undefined) raw.set(s.flag, { value: v, from: envName(s.flag) });
   }
   for (const key of Object.keys(env)) {
-    if (key.startsWith('SESSIOND_') && !SETTINGS.some((s) => envName(s.flag) === key)) {
+    if (key.startsWith('SESSIOND_') && !SETTINGS.some((s) => envName(s.flag) === key) && !(CLIENT_VARIABLES as readonly string[]).includes(key)) {
       problems.push(`unknown variable ${key}${suggest(key.slice(9).toLowerCase().replace(/_/g, '-'), byFlag)}`);
     }
   }
@@ -148,6 +173,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   }
   // Always run: a bad listen address must be reported alongside other problems.
   checkCombinations(values, problems);
+  checkTls(values, problems);
   if (problems.length > 0) throw new ConfigError(problems);
 
   const get = <T>(flag: SettingName) => values.get(flag) as T;
@@ -160,6 +186,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       keepaliveTimeoutMs: get<number>('keepalive-timeout'),
       drainTimeoutMs: get<number>('drain-timeout'),
       reflection: get<boolean>('reflection'),
+      tls: get<string>('tls-cert') ? { certFile: get<string>('tls-cert'), keyFile: get<string>('tls-key'), clientCaFile: get<string>('tls-client-ca') || undefined } : undefined,
     },
     storage: {
       path: get<string>('db-path'),
@@ -169,6 +196,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       busyTimeoutMs: get<number>('busy-timeout'),
       walAutocheckpoint: get<number>('wal-autocheckpoint'),
       journalSizeLimit: get<number>('journal-size-limit'),
+      maxDbSize: get<number>('max-db-size'),
     },
     policy: {
       ...DEFAULT_POLICY,
@@ -184,6 +212,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     sweepBatchSize: get<number>('sweep-batch-size'),
     healthProbeIntervalMs: get<number>('health-probe-interval'),
     logLevel: get<LogLevel>('log-level'),
+    metricsListen: get<string>('metrics-listen') || undefined,
+    slowCallThresholdMs: get<number>('slow-call-threshold'),
+    benchService: get<boolean>('bench-service'),
   };
   return { config: deepFreeze(config), help };
 }
@@ -231,9 +262,15 @@ function parseValue(s: Spec, text: string): string | number | boolean {
 
 /** Checks what one value's own parse cannot; a setting that failed to parse is absent from `v` and skipped. */
 function checkCombinations(v: Map<string, unknown>, problems: string[]): void {
+  const maxDbSize = v.get('max-db-size') as number | undefined;
+  // The empty schema alone takes about a dozen 4 KiB pages.
+  if (maxDbSize !== undefined && maxDbSize > 0 && maxDbSize < 64 * 1024) problems.push(`max-db-size ${maxDbSize} is below 64KiB: the schema alone needs about 50KiB (0: no limit)`);
   const listen = v.get('listen') as string;
   const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/.exec(listen);
   if (!m || Number(m[2]) > 65535) problems.push(`listen ${JSON.stringify(listen)} is not host:port (e.g. 127.0.0.1:50051, [::1]:50051, 0.0.0.0:50051)`);
+  const metricsListen = v.get('metrics-listen') as string;
+  if (metricsListen !== '' && !isHostPort(metricsListen)) problems.push(`metrics-listen ${JSON.stringify(metricsListen)} is not host:port (e.g. 0.0.0.0:9464, 127.0.0.1:9464); leave it empty to serve no metrics`);
+  else if (metricsListen !== '' && metricsListen === listen && !metricsListen.endsWith(':0')) problems.push('metrics-listen must not be the gRPC listen address');
   if (v.get('db-path') === '') problems.push('db-path must not be empty');
   if (v.get('db-path') === ':memory:') problems.push('db-path :memory: cannot use WAL and loses every session on exit; give a file path');
   const maxTtl = v.get('max-ttl') as number | undefined;
@@ -243,6 +280,20 @@ function checkCombinations(v: Map<string, unknown>, problems: string[]): void {
   const token = v.get('admin-token') as string;
   if (token !== '' && token.length < 16) problems.push('admin-token must be at least 16 characters (or empty to allow loopback callers only)');
   if (v.has('keepalive-timeout') && v.has('keepalive-time') && (v.get('keepalive-timeout') as number) >= (v.get('keepalive-time') as number)) problems.push('keepalive-timeout must be shorter than keepalive-time');
+}
+
+/** TLS settings come as a set, and their files are read now so that a bad path fails start-up, naming the path. */
+function checkTls(v: Map<string, unknown>, problems: string[]): void {
+  const [certFile, keyFile, clientCaFile] = (['tls-cert', 'tls-key', 'tls-client-ca'] as const).map((f) => (v.get(f) as string | undefined) || undefined);
+  if (certFile && !keyFile) problems.push('tls-cert is set without tls-key: TLS needs the certificate chain and its private key');
+  if (keyFile && !certFile) problems.push('tls-key is set without tls-cert: TLS needs the certificate chain and its private key');
+  if (clientCaFile && !certFile) problems.push('tls-client-ca (mTLS) needs tls-cert and tls-key: client certificates are only asked for over TLS');
+  problems.push(...checkServerTlsFiles({ certFile, keyFile, clientCaFile }));
+}
+
+function isHostPort(s: string): boolean {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/.exec(s);
+  return m !== null && Number(m[2]) <= 65535;
 }
 
 function suggest(name: string, known: Map<string, Spec>): string {

@@ -1,5 +1,6 @@
 import type { SessionManager } from './domain/session-manager';
 import type { Logger } from './log';
+import type { Metrics } from './metrics/metrics';
 
 /**
  * The background purge of dead sessions. One run at a time: a slow purge is
@@ -16,6 +17,7 @@ export class Sweeper {
     private readonly intervalMs: number,
     private readonly batchSize: number,
     private readonly log: Logger,
+    private readonly metrics?: Metrics,
   ) {}
 
   start(): void {
@@ -25,10 +27,16 @@ export class Sweeper {
   /** Purges now unless a run is under way; never throws (faults are logged). */
   runOnce(): Promise<void> {
     this.running ??= (async () => {
+      const started = performance.now();
       try {
         const r = await this.sessions.purgeExpired(this.batchSize, this.stopping.signal);
-        if (r.purged > 0) this.log.info('sweep', { ...r });
+        const durationMs = performance.now() - started;
+        this.metrics?.purge('sweep', r.purged, durationMs);
+        // Every run is logged; one that found nothing only at debug, as it runs every interval.
+        if (r.purged > 0) this.log.info('sweep', { ...r, durationMs: Math.round(durationMs) });
+        else this.log.debug('sweep: nothing to purge', { durationMs: Math.round(durationMs) });
       } catch (err) {
+        this.metrics?.purge('sweep', undefined, performance.now() - started);
         this.log.warn('sweep failed; will retry at the next interval', { err });
       } finally {
         this.running = undefined;

@@ -10,7 +10,9 @@ test('the README configuration table names every setting, its variable and its d
     const row = readme.split('\n').find((line) => line.startsWith(`| \`--${s.flag}\` |`));
     t.truthy(row, `README has no row for --${s.flag}`);
     t.true(row!.includes(`\`${envName(s.flag)}\``), `row for --${s.flag} names ${envName(s.flag)}`);
-    if (!('secret' in s)) t.true(row!.includes(`\`${s.default}\``), `row for --${s.flag} shows the default ${s.default}`);
+    // An empty default (an optional setting: off unless given) shows as "(none)".
+    if (s.default === '') t.true(row!.includes('(none)'), `row for --${s.flag} shows the default (none)`);
+    else if (!('secret' in s)) t.true(row!.includes(`\`${s.default}\``), `row for --${s.flag} shows the default ${s.default}`);
   }
 });
 

@@ -161,7 +161,13 @@ export class SessionManager {
   /** @throws InvalidArgumentError, NotFoundError unless live. */
   async touch(id: string): Promise<SessionRecord> {
     checkId(id);
-    const touched = await this.touchLive(id, this.clock.now());
+    const now = this.clock.now();
+    // A throttled touch writes nothing, so it is answered from a read and
+    // never waits for the write lock.
+    const current = this.repo.findById(id);
+    if (!current || sessionState(current, now) !== 'live') throw notFound(id);
+    if (touchedIdleExpiry(current, now, this.policy) === undefined) return current;
+    const touched = await this.touchLive(id, now);
     if (!touched) throw notFound(id);
     return touched;
   }

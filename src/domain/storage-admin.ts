@@ -39,6 +39,8 @@ export interface StorageStatus extends WalSnapshot {
   readonly pageSize: number;
   readonly pageCount: number;
   readonly freelistCount: number;
+  /** The most the database may grow to (max_page_count x page_size); 0: no limit. */
+  readonly maxDatabaseBytes: number;
   readonly schemaVersion: number;
   readonly lastCheckpoint: CheckpointResult | undefined;
 }

@@ -4,6 +4,7 @@ import { InvalidArgumentError } from '../domain/errors';
 import type { SessionManager } from '../domain/session-manager';
 import type { CheckpointResult, StorageAdmin } from '../domain/storage-admin';
 import type { Logger } from '../log';
+import type { Metrics } from '../metrics/metrics';
 import type { AdminAuth } from './admin-auth';
 import { checkpointModeFromProto, checkpointModeToProto, msToDuration } from './convert';
 import { unary } from './unary';
@@ -12,7 +13,7 @@ const MAX_PURGE_BATCH = 10_000;
 
 /** sessions.v1.AdminService: every call authorized first, then proto <-> domain. */
 export function adminHandlers(
-  deps: { sessions: SessionManager; storage: StorageAdmin; auth: AdminAuth; sweepBatchSize: number },
+  deps: { sessions: SessionManager; storage: StorageAdmin; auth: AdminAuth; sweepBatchSize: number; metrics?: Metrics },
   log: Logger,
 ): AdminServiceServer {
   const { sessions, storage, auth } = deps;
@@ -24,8 +25,8 @@ export function adminHandlers(
 
   return {
     checkpoint: authorized('Checkpoint', async (req) => {
+      // Logged and counted where storage records every checkpoint (StorageObserver).
       const result = await storage.checkpoint(checkpointModeFromProto(req.mode), 'admin');
-      log.info('checkpoint', { checkpoint: result });
       return {
         mode: checkpointModeToProto(result.mode),
         busy: result.busy,
@@ -53,6 +54,7 @@ export function adminHandlers(
         pageSize: s.pageSize,
         pageCount: s.pageCount,
         freelistCount: s.freelistCount,
+        maxDatabaseBytes: s.maxDatabaseBytes,
         liveSessions: counts.live,
         expiredSessions: counts.dead,
         lastCheckpoint: s.lastCheckpoint && checkpointRecord(s.lastCheckpoint),
@@ -63,8 +65,17 @@ export function adminHandlers(
       if (req.batchSize < 0 || req.batchSize > MAX_PURGE_BATCH) {
         throw new InvalidArgumentError('batch_size', `batch_size must be between 0 and ${MAX_PURGE_BATCH} (0: the server's sweep batch size); got ${req.batchSize}`);
       }
-      const r = await sessions.purgeExpired(req.batchSize || deps.sweepBatchSize);
-      log.info('purge', { trigger: 'admin', ...r });
+      const started = performance.now();
+      let r;
+      try {
+        r = await sessions.purgeExpired(req.batchSize || deps.sweepBatchSize);
+      } catch (err) {
+        deps.metrics?.purge('admin', undefined, performance.now() - started);
+        throw err;
+      }
+      const durationMs = performance.now() - started;
+      deps.metrics?.purge('admin', r.purged, durationMs);
+      log.info('purge', { trigger: 'admin', ...r, durationMs: Math.round(durationMs) });
       return { purgedCount: r.purged, batches: r.batches };
     }),
   };

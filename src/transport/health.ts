@@ -2,10 +2,21 @@ import { Metadata, type Server, type ServerWritableStream, type ServiceDefinitio
 import { HealthImplementation } from 'grpc-health-check';
 import type { WalSnapshot } from '../domain/storage-admin';
 
-/** The names Check and Watch answer for; "" is the whole server. */
+/** The names Check and Watch answer for; "" is the whole server. They follow the lifecycle and the storage probe. */
 export const HEALTH_SERVICES = ['', 'sessions.v1.SessionService', 'sessions.v1.AdminService'] as const;
 
+/**
+ * For liveness probes: SERVING whenever the process can answer at all, whatever
+ * the phase or the storage. A restart cures a wedged process (a Check that
+ * times out), not a busy database, a large WAL or a full disk, which come back
+ * the same after it. Unusable storage turns the names above NOT_SERVING, so
+ * readiness takes the server out of rotation while liveness leaves it running
+ * (a lock held elsewhere and a full database are not unusable: see probe()).
+ */
+export const LIVENESS_SERVICE = 'liveness';
+
 type Phase = 'starting' | 'serving' | 'stopping';
+type HealthCall = { sendMetadata(m: Metadata): void; request?: { service?: string } };
 type ServingStatus = 'SERVING' | 'NOT_SERVING';
 
 /**
@@ -15,7 +26,10 @@ type ServingStatus = 'SERVING' | 'NOT_SERVING';
  * end open Watch streams at shutdown, which would otherwise hold the drain open.
  */
 export class Health {
-  private readonly impl = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
+  private readonly impl = new HealthImplementation({
+    ...Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])),
+    [LIVENESS_SERVICE]: 'SERVING',
+  });
   private readonly watches = new Set<ServerWritableStream<unknown, unknown>>();
   private phase: Phase = 'starting';
   private storageProblem: string | undefined;
@@ -52,16 +66,16 @@ export class Health {
   addToServer(server: Server): void {
     const capture = {
       addService: (definition: ServiceDefinition, handlers: UntypedServiceImplementation) => {
-        const check = handlers['check'] as (call: { sendMetadata(m: Metadata): void }, cb: unknown) => void;
+        const check = handlers['check'] as (call: HealthCall, cb: unknown) => void;
         const watch = handlers['watch'] as (call: ServerWritableStream<unknown, unknown>) => void;
         server.addService(definition, {
           ...handlers,
-          check: (call: { sendMetadata(m: Metadata): void }, callback: unknown) => {
-            call.sendMetadata(this.metadata());
+          check: (call: HealthCall, callback: unknown) => {
+            call.sendMetadata(this.metadata(call.request?.service));
             check(call, callback);
           },
           watch: (call: ServerWritableStream<unknown, unknown>) => {
-            call.sendMetadata(this.metadata());
+            call.sendMetadata(this.metadata((call as unknown as HealthCall).request?.service));
             this.watches.add(call);
             call.on('cancelled', () => this.watches.delete(call));
             watch(call);
@@ -73,14 +87,15 @@ export class Health {
   }
 
   /** Response metadata on every Check: what an operator wants to see with `grpcurl -v`. */
-  metadata(): Metadata {
+  metadata(service?: string): Metadata {
     const wal = this.wal();
     const md = new Metadata();
     md.set('x-sessiond-journal-mode', wal.journalMode);
     md.set('x-sessiond-wal-frames', String(wal.walFrames));
     md.set('x-sessiond-wal-bytes', String(wal.walBytes));
     const reason = this.reason;
-    if (reason) md.set('x-sessiond-not-serving-reason', reason);
+    // The liveness name is SERVING all the same: a reason beside it would contradict the status.
+    if (reason && service !== LIVENESS_SERVICE) md.set('x-sessiond-not-serving-reason', reason);
     return md;
   }
 

@@ -68,13 +68,15 @@ export function validateStreamHandler(
       const base = { correlationId: req.correlationId, valid: false, session: undefined, reason: InvalidReason.INVALID_REASON_UNSPECIFIED, errorCode: 0, errorMessage: '' };
       Promise.resolve()
         .then(() => sessions.validate(req.token, req.touch))
-        .then(
-          (r) => answer(r.valid ? { ...base, valid: true, session: sessionToProto(r.session) } : { ...base, reason: reasonToProto(r.reason) }),
-          (err: unknown) => {
-            const se = toServiceError(err, 'ValidateSessionStream', log);
-            answer({ ...base, errorCode: se.code, errorMessage: se.details });
-          },
-        );
+        // Building the answer is inside the chain too: whatever throws there
+        // becomes an error answer, never an unhandled rejection.
+        .then((r): ValidateSessionStreamResponse => (r.valid ? { ...base, valid: true, session: sessionToProto(r.session) } : { ...base, reason: reasonToProto(r.reason) }))
+        .catch((err: unknown) => {
+          const se = toServiceError(err, 'ValidateSessionStream', log);
+          return { ...base, errorCode: se.code, errorMessage: se.details };
+        })
+        .then(answer)
+        .catch((err: unknown) => log.error('could not write a validation answer', { method: 'ValidateSessionStream', err }));
     });
     call.on('end', () => {
       ended = true;

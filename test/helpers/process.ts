@@ -15,12 +15,18 @@ export interface ServerProcess {
 
 /**
  * Starts `node --import tsx src/main.ts` as one process (so that signals reach
- * the server itself) and waits for its "serving" log line.
+ * the server itself) and waits for its "serving" log line. `entry` replaces
+ * the node arguments before `args` (e.g. ["dist/src/main.js"] with `cwd`).
  * @throws when the process exits or stays silent for `timeoutMs` first.
  */
-export function spawnServer(env: Record<string, string>, args: string[] = [], timeoutMs = 20_000): Promise<ServerProcess> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
-    cwd: ROOT,
+export function spawnServer(
+  env: Record<string, string>,
+  args: string[] = [],
+  timeoutMs = 60_000,
+  { cwd = ROOT, entry = ['--import', 'tsx', 'src/main.ts'] }: { cwd?: string; entry?: string[] } = {},
+): Promise<ServerProcess> {
+  const proc = spawn(process.execPath, [...entry, ...args], {
+    cwd,
     env: { ...process.env, SESSIOND_LISTEN: '127.0.0.1:0', SESSIOND_LOG_LEVEL: 'info', ...env },
   });
   let err = '';
@@ -47,7 +53,7 @@ export function spawnServer(env: Record<string, string>, args: string[] = [], ti
 }
 
 /** Runs the server entry point to completion (for start-up failures); returns its exit code and stderr. */
-export function runServerToExit(env: Record<string, string>, args: string[] = [], timeoutMs = 20_000): Promise<{ code: number | string; stderr: string }> {
+export function runServerToExit(env: Record<string, string>, args: string[] = [], timeoutMs = 60_000): Promise<{ code: number | string; stderr: string }> {
   const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
     cwd: ROOT,
     env: { ...process.env, SESSIOND_LISTEN: '127.0.0.1:0', SESSIOND_LOG_LEVEL: 'info', ...env },

@@ -161,6 +161,12 @@ export interface GetStorageStatusResponse {
     | undefined;
   /** PRAGMA user_version: the schema migration level. */
   schemaVersion: number;
+  /**
+   * The most the database may grow to, in bytes (--max-db-size in whole
+   * pages: PRAGMA max_page_count x page_size); 0 when there is no limit. Past
+   * it, writes fail with RESOURCE_EXHAUSTED. The -wal file is not counted.
+   */
+  maxDatabaseBytes: number;
 }
 
 export interface PurgeExpiredSessionsRequest {
@@ -637,6 +643,7 @@ function createBaseGetStorageStatusResponse(): GetStorageStatusResponse {
     expiredSessions: 0,
     lastCheckpoint: undefined,
     schemaVersion: 0,
+    maxDatabaseBytes: 0,
   };
 }
 
@@ -695,6 +702,9 @@ export const GetStorageStatusResponse: MessageFns<GetStorageStatusResponse> = {
     }
     if (message.schemaVersion !== 0) {
       writer.uint32(144).int64(message.schemaVersion);
+    }
+    if (message.maxDatabaseBytes !== 0) {
+      writer.uint32(152).int64(message.maxDatabaseBytes);
     }
     return writer;
   },
@@ -856,6 +866,14 @@ export const GetStorageStatusResponse: MessageFns<GetStorageStatusResponse> = {
             message.schemaVersion = longToNumber(reader.int64());
             continue;
           }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.maxDatabaseBytes = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -952,6 +970,11 @@ export const GetStorageStatusResponse: MessageFns<GetStorageStatusResponse> = {
         : isSet(object.schema_version)
         ? globalThis.Number(object.schema_version)
         : 0,
+      maxDatabaseBytes: isSet(object.maxDatabaseBytes)
+        ? globalThis.Number(object.maxDatabaseBytes)
+        : isSet(object.max_database_bytes)
+        ? globalThis.Number(object.max_database_bytes)
+        : 0,
     };
   },
 
@@ -1011,6 +1034,9 @@ export const GetStorageStatusResponse: MessageFns<GetStorageStatusResponse> = {
     if (message.schemaVersion !== 0) {
       obj.schemaVersion = Math.round(message.schemaVersion);
     }
+    if (message.maxDatabaseBytes !== 0) {
+      obj.maxDatabaseBytes = Math.round(message.maxDatabaseBytes);
+    }
     return obj;
   },
 
@@ -1039,6 +1065,7 @@ export const GetStorageStatusResponse: MessageFns<GetStorageStatusResponse> = {
       ? CheckpointRecord.fromPartial(object.lastCheckpoint)
       : undefined;
     message.schemaVersion = object.schemaVersion ?? 0;
+    message.maxDatabaseBytes = object.maxDatabaseBytes ?? 0;
     return message;
   },
 };

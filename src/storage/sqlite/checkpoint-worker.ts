@@ -7,10 +7,15 @@
  */
 import Database from 'better-sqlite3';
 import { parentPort, workerData } from 'node:worker_threads';
-import { readWalIndex } from './wal-index';
+import { WalIndex } from './wal-index';
 
 export interface WorkerData {
   path: string;
+  /**
+   * The main thread's descriptor of the -shm file. Borrowed, never closed here:
+   * closing a descriptor drops the process's locks on the file (wal-index.ts).
+   */
+  walIndexFd: number | undefined;
   busyTimeoutMs: number;
   autocheckpointFrames: number;
   pollMs: number;
@@ -39,10 +44,25 @@ function run(id: number, mode: string, auto: boolean): void {
   }
 }
 
+// Without a descriptor to borrow (no -shm when the worker started), one of its
+// own that is never closed: the thread ends long before the process does.
+const walIndex = data.walIndexFd === undefined ? WalIndex.open(data.path) : WalIndex.borrow(data.path, data.walIndexFd);
+
+// A reader pinning an old snapshot stops a checkpoint from copying anything;
+// retrying every poll would only burn I/O and bury the last useful checkpoint
+// in the status. So after a checkpoint that copied nothing, back off (doubling
+// up to 5 s) until one makes progress again.
+const MAX_BACKOFF_MS = 5000;
+let backoffMs = 0;
+let nextTry = 0;
 const timer = data.autocheckpointFrames > 0
   ? setInterval(() => {
-    const { frames, backfilled } = readWalIndex(data.path);
-    if (frames - backfilled >= data.autocheckpointFrames) run(0, 'PASSIVE', true);
+    const { frames, backfilled } = walIndex.read();
+    if (frames - backfilled < data.autocheckpointFrames || performance.now() < nextTry) return;
+    run(0, 'PASSIVE', true);
+    const progressed = walIndex.read().backfilled !== backfilled;
+    backoffMs = progressed ? 0 : Math.min(Math.max(backoffMs * 2, data.pollMs * 2), MAX_BACKOFF_MS);
+    nextTry = performance.now() + backoffMs;
   }, data.pollMs)
   : undefined;
 

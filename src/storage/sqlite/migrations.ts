@@ -56,16 +56,22 @@ export function checkSchemaVersion(db: Database): number {
 }
 
 /**
- * Brings the schema to SCHEMA_VERSION.
+ * Brings the schema to SCHEMA_VERSION. The version is read again inside each
+ * migration's write transaction: another sessiond process on the same file
+ * may have run that migration while this one waited for the lock.
  * @throws Error when the file's schema is newer than this build knows.
  */
 export function migrate(db: Database): void {
-  const current = checkSchemaVersion(db);
-  for (let v = current; v < SCHEMA_VERSION; v++) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[v]!);
-      // PRAGMA cannot take a bound parameter; v is an integer from this file.
-      db.pragma(`user_version = ${v + 1}`);
-    }).immediate();
+  const step = db.transaction((): boolean => {
+    const v = checkSchemaVersion(db);
+    if (v >= SCHEMA_VERSION) return false;
+    db.exec(MIGRATIONS[v]!);
+    // PRAGMA cannot take a bound parameter; v is an integer from this file.
+    db.pragma(`user_version = ${v + 1}`);
+    return true;
+  });
+  if (checkSchemaVersion(db) >= SCHEMA_VERSION) return;
+  while (step.immediate()) {
+    // one migration per transaction, until none is left
   }
 }

@@ -11,6 +11,12 @@ export interface StorageOptions {
   readonly busyTimeoutMs: number;
   readonly walAutocheckpoint: number;
   readonly journalSizeLimit: number;
+  /**
+   * Bytes the database may grow to, applied as PRAGMA max_page_count in whole
+   * pages; past it writes fail with SQLITE_FULL (RESOURCE_EXHAUSTED). 0: no limit.
+   * It bounds the database's pages, not the -wal file beside it.
+   */
+  readonly maxDbSize: number;
 }
 
 export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.freeze({
@@ -22,6 +28,7 @@ export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.free
   // A little over one autocheckpoint's worth of 4 KiB frames, so the WAL is cut
   // back after a checkpoint burst without being truncated on every cycle.
   journalSizeLimit: 8 * 1024 * 1024,
+  maxDbSize: 0,
 });
 
 const SYNCHRONOUS_NAMES = ['OFF', 'NORMAL', 'FULL', 'EXTRA'] as const;
@@ -77,7 +84,27 @@ export function applyPragmas(db: Database, o: StorageOptions): void {
   expect('cache_size', o.cacheSize | 0, db.pragma('cache_size', { simple: true }));
   expect('wal_autocheckpoint', o.walAutocheckpoint | 0, db.pragma('wal_autocheckpoint', { simple: true }));
   expect('journal_size_limit', Math.trunc(o.journalSizeLimit), db.pragma('journal_size_limit', { simple: true }));
+  if (o.maxDbSize > 0) applyMaxPageCount(db, o.maxDbSize, problems);
   if (problems.length > 0) {
-    throw new Error(`${o.path}: ${problems.join('; ')}${o.journalMode === 'wal' ? ' (WAL needs a local filesystem with shared memory)' : ''}`);
+    const walRefused = o.journalMode === 'wal' && problems.some((p) => p.startsWith('journal_mode='));
+    throw new Error(`${o.path}: ${problems.join('; ')}${walRefused ? ' (WAL needs a local filesystem with shared memory)' : ''}`);
+  }
+}
+
+/**
+ * PRAGMA max_page_count from a size in bytes, in the database's own page size.
+ * SQLite never lowers it below the pages the file already has (it answers
+ * with that count instead), so a limit under the current size is reported.
+ */
+function applyMaxPageCount(db: Database, maxBytes: number, problems: string[]): void {
+  const pageSize = db.pragma('page_size', { simple: true }) as number;
+  const want = Math.floor(maxBytes / pageSize);
+  const got = db.pragma(`max_page_count = ${want}`, { simple: true }) as number;
+  if (got !== want) {
+    const pages = db.pragma('page_count', { simple: true }) as number;
+    problems.push(
+      `max_page_count=${want} (max-db-size ${maxBytes} bytes in ${pageSize}-byte pages) did not take effect (SQLite reports ${got}): ` +
+      `the database already has ${pages} pages (${pages * pageSize} bytes); raise max-db-size`,
+    );
   }
 }

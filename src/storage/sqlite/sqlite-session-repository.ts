@@ -1,6 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { deadAt, type SessionRecord } from '../../domain/session';
 import type { ListPage, Modification, SessionFilter, SessionRepository } from '../../domain/session-repository';
+import { StorageError } from '../../domain/errors';
 import { guarded } from './sqlite-errors';
 
 interface Row {
@@ -25,12 +26,42 @@ interface Row {
 const COLUMNS = `seq, id, server_id, subject, attributes, ip, user_agent, create_time, update_time, expire_time,
   idle_expire_time, last_active_time, idle_timeout_ms, token_rotate_time, revoke_time, version`;
 
+/** The largest time a JS Date (and so a protobuf Timestamp from one) can hold: +-100,000,000 days. */
+const MAX_TIME_MS = 8.64e15;
+const TIME_COLUMNS = ['create_time', 'update_time', 'expire_time', 'idle_expire_time', 'last_active_time', 'token_rotate_time'] as const;
+
+function corrupt(r: Row, what: string): StorageError {
+  return new StorageError(`stored session ${r.id} (seq ${r.seq}) is corrupt: ${what}`, undefined);
+}
+
+/**
+ * A row as a SessionRecord, refusing a row no sessiond wrote (edited by hand,
+ * or damaged): attributes that are not a JSON object of strings, or a time no
+ * Date can hold, which would otherwise fail later, in grpc-js's response
+ * serializer, out of reach of the error table and the log, and end the
+ * ValidateSessionStream of every session multiplexed on it.
+ * @throws StorageError (INTERNAL) naming the row and the column.
+ */
 function fromRow(r: Row): SessionRecord {
+  for (const column of TIME_COLUMNS) {
+    if (!(Math.abs(r[column]) <= MAX_TIME_MS)) throw corrupt(r, `${column} ${r[column]} is not a time`);
+  }
+  if (r.revoke_time !== null && !(Math.abs(r.revoke_time) <= MAX_TIME_MS)) throw corrupt(r, `revoke_time ${r.revoke_time} is not a time`);
+  let attributes: unknown;
+  try {
+    attributes = JSON.parse(r.attributes);
+  } catch {
+    throw corrupt(r, 'attributes are not JSON');
+  }
+  if (typeof attributes !== 'object' || attributes === null || Array.isArray(attributes)
+    || Object.values(attributes).some((v) => typeof v !== 'string')) {
+    throw corrupt(r, 'attributes are not an object of strings');
+  }
   return {
     id: r.id,
     serverId: r.server_id,
     subject: r.subject,
-    attributes: JSON.parse(r.attributes) as Record<string, string>,
+    attributes: attributes as Record<string, string>,
     ip: r.ip,
     userAgent: r.user_agent,
     createTime: r.create_time,

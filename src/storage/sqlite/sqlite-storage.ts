@@ -9,13 +9,20 @@ import type {
 import { Checkpointer, type RawCheckpoint } from './checkpointer';
 import { GroupCommitter } from './group-commit';
 import { checkSchemaVersion, migrate } from './migrations';
+import { checkDatabaseContents, checkOwnSchema, createDatabaseFile, inspectDatabaseFile } from './database-file';
 import { applyPragmas, connectionPragmas, synchronousName, type StorageOptions } from './pragmas';
 import { SqliteSessionRepository } from './sqlite-session-repository';
 import { guarded, toStorageError } from './sqlite-errors';
-import { fileBytes, readWalIndex } from './wal-index';
+import { fileBytes, WalIndex } from './wal-index';
 
 /** How often the checkpoint worker looks at the WAL size. */
 const CHECKPOINT_POLL_MS = 50;
+
+/** Observers of what storage does on its own or on request, for metrics and logs. */
+export interface StorageHooks {
+  /** Called with every checkpoint that ran (admin, auto, shutdown); must not throw. */
+  onCheckpoint?(result: CheckpointResult): void;
+}
 
 /**
  * One SQLite database in WAL mode: the session repository, the group-commit
@@ -31,16 +38,19 @@ export class SqliteStorage implements StorageAdmin {
   private closed = false;
   private readonly heartbeat: Database.Statement<[string]>;
   private readonly checkpointer: Checkpointer | undefined;
+  /** The -shm header, read without a lock; its descriptor stays open until the connection is closed (see wal-index.ts). */
+  private readonly walIndex: WalIndex;
 
-  private constructor(private readonly db: Database.Database, readonly options: StorageOptions) {
+  private constructor(private readonly db: Database.Database, readonly options: StorageOptions, private readonly hooks: StorageHooks) {
     this.sessions = new SqliteSessionRepository(db);
     this.writes = new GroupCommitter(db, { busyTimeoutMs: options.busyTimeoutMs });
     this.heartbeat = db.prepare(
       "INSERT INTO meta (key, value) VALUES ('heartbeat', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
+    this.walIndex = WalIndex.open(options.path);
     if (options.journalMode === 'wal') {
       this.checkpointer = new Checkpointer(
-        { path: options.path, busyTimeoutMs: options.busyTimeoutMs, autocheckpointFrames: options.walAutocheckpoint, pollMs: CHECKPOINT_POLL_MS },
+        { path: options.path, walIndexFd: this.walIndex.descriptor, busyTimeoutMs: options.busyTimeoutMs, autocheckpointFrames: options.walAutocheckpoint, pollMs: CHECKPOINT_POLL_MS },
         (raw) => this.record('PASSIVE', 'auto', raw),
         // Without the worker, SQLite's own autocheckpoint must come back, or the WAL grows without bound.
         () => this.db.open && this.db.pragma(`wal_autocheckpoint = ${options.walAutocheckpoint | 0}`),
@@ -49,20 +59,40 @@ export class SqliteStorage implements StorageAdmin {
   }
 
   /**
-   * Opens (creating if needed) the database, applies and verifies the pragmas,
-   * and migrates the schema.
-   * @throws Error naming the file and the problem: it cannot be opened or is
-   *   not a database, a pragma did not take effect, or the schema is too new.
+   * Opens the database, or creates it where no file is; checks the file (see
+   * database-file.ts), applies and verifies the pragmas, and migrates the
+   * schema. Nothing is written to a file that fails a check.
+   * @throws Error naming the file and the problem: its folder cannot be made
+   *   or written, it is empty, truncated, damaged, not SQLite or another
+   *   application's database, a pragma did not take effect, or the schema is
+   *   too new.
    */
-  static open(options: StorageOptions): SqliteStorage {
-    mkdirSync(dirname(options.path), { recursive: true });
+  static open(options: StorageOptions, hooks: StorageHooks = {}): SqliteStorage {
     let db: Database.Database | undefined;
     try {
-      db = new Database(options.path);
-      checkSchemaVersion(db);
-      applyPragmas(db, connectionPragmas(options));
+      const onDisk = options.path !== ':memory:';
+      if (onDisk) {
+        makeFolder(dirname(options.path));
+        const file = inspectDatabaseFile(options.path);
+        if (file.exists) {
+          checkDatabaseContents(options.path, file.bytes, checkSchemaVersion);
+        } else {
+          createDatabaseFile(options.path, (fresh) => {
+            fresh.pragma(`journal_mode = ${options.journalMode}`);
+            migrate(fresh);
+          });
+        }
+      }
+      // fileMustExist: SQLite never creates the file here, whatever happened since the check.
+      // The full busy timeout while opening: another process may be migrating or checkpointing.
+      db = new Database(options.path, { fileMustExist: onDisk, timeout: Math.max(0, options.busyTimeoutMs | 0) });
+      // Again on this connection: the file may have changed hands since (and a hot journal is rolled back now).
+      checkOwnSchema(db, checkSchemaVersion(db));
+      applyPragmas(db, { ...connectionPragmas(options), busyTimeoutMs: options.busyTimeoutMs });
       migrate(db);
-      return new SqliteStorage(db, options);
+      // Then one slice: longer waits for the write lock happen on a timer (GroupCommitter).
+      db.pragma(`busy_timeout = ${connectionPragmas(options).busyTimeoutMs | 0}`);
+      return new SqliteStorage(db, options, hooks);
     } catch (err) {
       db?.close();
       const code = (err as { code?: string }).code;
@@ -82,7 +112,7 @@ export class SqliteStorage implements StorageAdmin {
     return guarded(() => {
       const p = (name: string) => this.db.pragma(name, { simple: true }) as number;
       const wal = this.walSnapshot();
-      const index = readWalIndex(this.options.path);
+      const index = this.walIndex.read();
       return {
         ...wal,
         path: this.options.path,
@@ -98,6 +128,7 @@ export class SqliteStorage implements StorageAdmin {
         pageSize: p('page_size'),
         pageCount: p('page_count'),
         freelistCount: p('freelist_count'),
+        maxDatabaseBytes: this.options.maxDbSize > 0 ? p('max_page_count') * p('page_size') : 0,
         schemaVersion: p('user_version'),
         lastCheckpoint: this.lastCheckpoint,
       };
@@ -114,7 +145,7 @@ export class SqliteStorage implements StorageAdmin {
     const wal = journalMode === 'wal';
     return {
       journalMode,
-      walFrames: wal ? readWalIndex(this.options.path).frames : 0,
+      walFrames: wal ? this.walIndex.read().frames : 0,
       walBytes: fileBytes(`${this.options.path}-wal`),
     };
   }
@@ -132,8 +163,11 @@ export class SqliteStorage implements StorageAdmin {
       return { ok: true };
     } catch (err) {
       const mapped = toStorageError(err) as { kind?: string; message?: string };
-      // Another process holding the lock is contention, not breakage.
-      if (mapped.kind === 'unavailable') return { ok: true };
+      // Another process holding the lock is contention, not breakage. A full
+      // database (max-db-size, or the disk) still serves every read, the
+      // validations included; writes answer RESOURCE_EXHAUSTED by themselves.
+      // Going NOT_SERVING would take every replica out of rotation at once.
+      if (mapped.kind === 'unavailable' || mapped.kind === 'resource-exhausted') return { ok: true };
       return { ok: false, reason: mapped.message ?? String(err) };
     }
   }
@@ -145,6 +179,8 @@ export class SqliteStorage implements StorageAdmin {
       const final = this.journalMode() === 'wal' ? this.checkpointHere('TRUNCATE', 'shutdown') : undefined;
       this.closed = true;
       this.db.close();
+      // Only now: closing the -shm descriptor drops every lock this process holds on it.
+      this.walIndex.close();
       return final;
     })();
     return this.closing;
@@ -182,6 +218,7 @@ export class SqliteStorage implements StorageAdmin {
       trigger,
     };
     this.lastCheckpoint = result;
+    this.hooks.onCheckpoint?.(result);
     return result;
   }
 
@@ -195,5 +232,14 @@ export class SqliteStorage implements StorageAdmin {
   private journalMode(): string {
     // Reading journal_mode takes no lock and never changes the mode.
     return String(this.db.pragma('journal_mode', { simple: true })).toLowerCase();
+  }
+}
+
+/** mkdir -p, with an error that says the folder is the problem (ENOTDIR: a parent is a file; EACCES, EROFS). */
+function makeFolder(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw new Error(`cannot create its folder ${dir}: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -17,22 +17,76 @@ export interface WalIndexCounts {
   backfilled: number;
 }
 
-export function readWalIndex(dbPath: string): WalIndexCounts {
-  let fd: number;
-  try {
-    fd = openSync(`${dbPath}-shm`, 'r');
-  } catch {
-    return { frames: 0, backfilled: 0 };
+/*
+ * The -shm file is opened once and kept open while this process has a
+ * connection to the database. POSIX record locks belong to the process, and
+ * closing any descriptor of a file drops every lock the process holds on it,
+ * SQLite's own WAL locks included
+ * (https://sqlite.org/howtocorrupt.html#_posix_advisory_locks_canceled_by_a_separate_thread_doing_close_).
+ * An open-read-close on every health check let another process (a second
+ * sessiond, the sqlite3 CLI) take the write lock while this one held it, and
+ * commits were lost: found by test/31-two-processes.test.ts.
+ */
+const held = new Map<string, { fd: number | undefined; refs: number }>();
+
+/**
+ * The WAL index header of one database, read through a descriptor that stays
+ * open until close(). Instances for one path share one descriptor, closed when
+ * the last is closed.
+ */
+export class WalIndex {
+  private closed = false;
+
+  private constructor(private readonly dbPath: string, private readonly borrowed: number | undefined) {}
+
+  /** For the thread that owns connections to the database; close() it only after they are closed. */
+  static open(dbPath: string): WalIndex {
+    const entry = held.get(dbPath) ?? { fd: undefined, refs: 0 };
+    entry.refs++;
+    held.set(dbPath, entry);
+    return new WalIndex(dbPath, undefined);
   }
-  try {
+
+  /** A descriptor opened by another thread of this process (threads share descriptors); never closed here. */
+  static borrow(dbPath: string, fd: number): WalIndex {
+    return new WalIndex(dbPath, fd);
+  }
+
+  /** The descriptor (opened now if the -shm exists), to lend to a worker thread. */
+  get descriptor(): number | undefined {
+    if (this.borrowed !== undefined) return this.borrowed;
+    const entry = held.get(this.dbPath);
+    if (!entry || this.closed) return undefined;
+    if (entry.fd === undefined) {
+      try {
+        entry.fd = openSync(`${this.dbPath}-shm`, 'r');
+      } catch {
+        // No -shm yet (not in WAL mode, or no connection has read the file): try again next time.
+      }
+    }
+    return entry.fd;
+  }
+
+  /** mxFrame and nBackfill; zeros when there is no usable -shm. */
+  read(): WalIndexCounts {
+    const fd = this.descriptor;
+    if (fd === undefined) return { frames: 0, backfilled: 0 };
     const buf = Buffer.alloc(HEADER_BYTES);
     if (readSync(fd, buf, 0, HEADER_BYTES, 0) < HEADER_BYTES) return { frames: 0, backfilled: 0 };
     const le = endianness() === 'LE';
     const u32 = (offset: number) => (le ? buf.readUInt32LE(offset) : buf.readUInt32BE(offset));
     if (u32(0) !== WAL_INDEX_VERSION || buf[12] === 0) return { frames: 0, backfilled: 0 };
     return { frames: u32(16), backfilled: u32(96) };
-  } finally {
-    closeSync(fd);
+  }
+
+  /** Call only once this process has no connection to the database left (see above). Safe to call twice. */
+  close(): void {
+    if (this.closed || this.borrowed !== undefined) return;
+    this.closed = true;
+    const entry = held.get(this.dbPath);
+    if (!entry || --entry.refs > 0) return;
+    held.delete(this.dbPath);
+    if (entry.fd !== undefined) closeSync(entry.fd);
   }
 }
 

@@ -1,0 +1,149 @@
+/*
+ * make bench: the server as its own process on fresh, pre-filled databases,
+ * measured against its own empty RPC. In order:
+ *   unary   every call, alternately with the empty RPC, synchronous=NORMAL
+ *   stream  ValidateSessionStream vs Redis GET (same server process)
+ *   full    CreateSession with synchronous=FULL on a second server process
+ *   stalls  purge, sweep and TRUNCATE checkpoint with a million expired sessions; RSS
+ * Prints the tables and writes the same figures as JSON (BENCH_OUT).
+ * Settings: bench/options.ts, or `node --import tsx bench/main.ts --help`.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fillDatabase } from './fill';
+import { BenchOptionsError, helpText, loadBenchOptions, type BenchOptions, type OpName } from './options';
+import { startRedis } from './redis';
+import { checkTargets, formatReport, type BenchResults } from './report';
+import { Channels } from './rpc';
+import { startServer, type ServerProcess } from './server-process';
+import { measureStalls, type StallResults } from './stalls';
+import { measureStreaming, type StreamResults } from './stream';
+import { measureUnary, type UnaryRow } from './unary';
+import { Pools } from './workloads';
+
+const ROOT = join(__dirname, '..');
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+function gitCommit(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
+    return dirty ? `${head}+uncommitted changes` : head;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Measures `ops` on a fresh server process over `dbPath`; the server is stopped afterwards. */
+async function onServer<T>(dbPath: string, env: Record<string, string>, o: BenchOptions, fn: (s: ServerProcess, ch: Channels) => Promise<T>): Promise<T> {
+  const server = await startServer(dbPath, env, o.cpuProfDir);
+  const channels = new Channels(server.address, o.channels);
+  try {
+    await channels.ready();
+    return await fn(server, channels);
+  } finally {
+    channels.close();
+    const code = await server.stop();
+    if (code !== 0) log(`  warning: server ${server.pid} exited with ${code}`);
+  }
+}
+
+async function run(o: BenchOptions): Promise<BenchResults> {
+  const dir = mkdtempSync(join(tmpdir(), 'sessiond-bench-'));
+  const meta: Record<string, unknown> = {
+    startedAt: new Date().toISOString(),
+    commit: gitCommit(),
+    node: process.version,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    loadavgAtStart: loadavg(),
+  };
+  let unary: UnaryRow[] = [];
+  let streaming: StreamResults | null = null;
+  let stalls: StallResults | null = null;
+  try {
+    const wants = (p: BenchOptions['parts'][number]) => o.parts.includes(p);
+    if (wants('unary') || wants('stream') || wants('full')) {
+      const dbPath = join(dir, 'sessions.db');
+      const spare = Math.max(100, Math.floor(o.sessions / 4));
+      log(`filling ${o.sessions} live (+${spare} spare) sessions...`);
+      const fillMs = await fillDatabase(dbPath, { live: o.sessions, spare });
+      meta['fillMs'] = fillMs;
+      log(`  filled in ${(fillMs / 1000).toFixed(1)} s`);
+      const pools = new Pools(o.sessions, spare);
+      if (wants('unary') || wants('stream')) {
+        await onServer(dbPath, {}, o, async (server, channels) => {
+          if (wants('unary')) {
+            log(`unary calls, synchronous=NORMAL (server pid ${server.pid})`);
+            unary = await measureUnary(server, channels, pools, o.ops, 'NORMAL', o, log);
+          }
+          if (wants('stream')) {
+            log('streaming validation vs Redis');
+            const redis = await startRedis();
+            if ('skipped' in redis) log(`  Redis comparison skipped: ${redis.skipped}`);
+            try {
+              streaming = await measureStreaming(server, pools, redis, o, log);
+            } finally {
+              if ('server' in redis) await redis.server.stop();
+            }
+          }
+        });
+      }
+      const fullOps = o.ops.filter((op): op is OpName => op === 'CreateSession');
+      if (wants('full') && fullOps.length > 0) {
+        await onServer(dbPath, { SESSIOND_SYNCHRONOUS: 'full' }, o, async (server, channels) => {
+          log(`CreateSession, synchronous=FULL (server pid ${server.pid})`);
+          unary = unary.concat(await measureUnary(server, channels, pools, fullOps, 'FULL', o, log));
+        });
+      }
+      meta['deleteMisses'] = pools.deleteMisses;
+      if (pools.deleteMisses > 0) log(`  note: ${pools.deleteMisses} DeleteSession calls found no session left to delete (sent with allow_missing)`);
+    }
+    if (wants('stalls')) {
+      log('stalls and memory');
+      stalls = await measureStalls(dir, o, log);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  meta['loadavgAtEnd'] = loadavg();
+  meta['finishedAt'] = new Date().toISOString();
+  return { meta, options: o, unary, streaming, stalls, targets: checkTargets(o, unary, streaming, stalls) };
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv.includes('--help')) {
+    log(helpText());
+    return;
+  }
+  let o: BenchOptions;
+  try {
+    o = loadBenchOptions(argv, process.env);
+  } catch (err) {
+    if (err instanceof BenchOptionsError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  log(`sessiond bench${o.smoke ? ' (smoke run: tiny figures, for checking the harness only)' : ''}: ` +
+    `${o.sessions} sessions, windows of ${o.windowMs} ms x ${o.rounds} rounds, concurrency ${o.concurrency.join(',')}; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  const results = await run(o);
+  log('');
+  log(formatReport(results));
+  const out = resolve(ROOT, o.out);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
+  log(`\nwrote ${out}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

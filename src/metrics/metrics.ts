@@ -1,0 +1,206 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { status } from '@grpc/grpc-js';
+import type { CheckpointResult, StorageStatus } from '../domain/storage-admin';
+
+/** What a scrape reads at collect time: cheap reads of state the app already keeps. */
+export interface MetricSources {
+  /** Storage pragmas and file sizes; may throw once the database is closed. */
+  storageStatus(): Pick<StorageStatus, 'walFrames' | 'walCheckpointedFrames' | 'walBytes' | 'databaseBytes'>;
+  /** Live and dead (expired or revoked, not yet purged) sessions: a table scan, so cached. */
+  sessionCounts(): { live: number; dead: number };
+  /** Whether health answers SERVING. */
+  serving(): boolean;
+}
+
+export type RpcType = 'unary' | 'client_stream' | 'server_stream' | 'bidi_stream';
+export type PurgeTrigger = 'sweep' | 'admin';
+
+/** The metrics of one gRPC method, with the label lookups done once. */
+export interface RpcMetrics {
+  started(): void;
+  handled(code: status, seconds: number): void;
+  received(): void;
+  sent(): void;
+}
+
+/** Session counts scan the table; a scrape every few seconds must not turn into a scan each time. */
+const SESSION_COUNT_CACHE_MS = 5_000;
+/** One scrape reads several storage gauges; they share one status read. */
+const STORAGE_STATUS_CACHE_MS = 1_000;
+
+const RPC_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const CHECKPOINT_SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const SWEEP_SECONDS = [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60];
+
+/**
+ * Every metric sessiond exports, on a Registry of its own (never prom-client's
+ * global one): several servers in one process, as in the tests, keep separate
+ * counts. RPC metrics follow go-grpc-prometheus's names and labels so that
+ * existing gRPC dashboards work; grpc_code is the canonical status name
+ * (OK, INVALID_ARGUMENT, ...).
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly rpcs = new Map<string, RpcMetrics>();
+  private processMetrics = false;
+
+  private readonly rpcStarted = new Counter({
+    name: 'grpc_server_started_total', help: 'RPCs started on the server.',
+    labelNames: ['grpc_type', 'grpc_service', 'grpc_method'] as const, registers: [this.registry],
+  });
+  private readonly rpcHandled = new Counter({
+    name: 'grpc_server_handled_total', help: 'RPCs completed on the server, by status code.',
+    labelNames: ['grpc_type', 'grpc_service', 'grpc_method', 'grpc_code'] as const, registers: [this.registry],
+  });
+  private readonly rpcSeconds = new Histogram({
+    name: 'grpc_server_handling_seconds', help: 'Time from the start of an RPC to its status, by status code.',
+    labelNames: ['grpc_type', 'grpc_service', 'grpc_method', 'grpc_code'] as const, buckets: RPC_SECONDS, registers: [this.registry],
+  });
+  private readonly rpcReceived = new Counter({
+    name: 'grpc_server_msg_received_total', help: 'Request messages received on the server.',
+    labelNames: ['grpc_type', 'grpc_service', 'grpc_method'] as const, registers: [this.registry],
+  });
+  private readonly rpcSent = new Counter({
+    name: 'grpc_server_msg_sent_total', help: 'Response messages sent by the server.',
+    labelNames: ['grpc_type', 'grpc_service', 'grpc_method'] as const, registers: [this.registry],
+  });
+
+  private readonly checkpoints = new Counter({
+    name: 'sessiond_checkpoints_total', help: 'WAL checkpoints run, by mode and trigger (admin, auto, shutdown).',
+    labelNames: ['mode', 'trigger'] as const, registers: [this.registry],
+  });
+  private readonly checkpointsBusy = new Counter({
+    name: 'sessiond_checkpoints_busy_total', help: 'WAL checkpoints that could not complete (SQLite busy = 1), by mode and trigger.',
+    labelNames: ['mode', 'trigger'] as const, registers: [this.registry],
+  });
+  private readonly checkpointSeconds = new Histogram({
+    name: 'sessiond_checkpoint_duration_seconds', help: 'How long WAL checkpoints took, by mode and trigger.',
+    labelNames: ['mode', 'trigger'] as const, buckets: CHECKPOINT_SECONDS, registers: [this.registry],
+  });
+
+  private readonly sweepRuns = new Counter({
+    name: 'sessiond_sweep_runs_total', help: 'Purges of expired and revoked sessions, by trigger (sweep, admin) and result (ok, error).',
+    labelNames: ['trigger', 'result'] as const, registers: [this.registry],
+  });
+  private readonly sweepPurged = new Counter({
+    name: 'sessiond_sweep_purged_sessions_total', help: 'Expired and revoked sessions deleted, by trigger (sweep, admin).',
+    labelNames: ['trigger'] as const, registers: [this.registry],
+  });
+  private readonly sweepSeconds = new Histogram({
+    name: 'sessiond_sweep_duration_seconds', help: 'How long purges took, by trigger (sweep, admin).',
+    labelNames: ['trigger'] as const, buckets: SWEEP_SECONDS, registers: [this.registry],
+  });
+
+  /** The RPC metrics of one method (cached per method path, e.g. "/sessions.v1.SessionService/CreateSession"). */
+  rpc(path: string, type: RpcType): RpcMetrics {
+    let m = this.rpcs.get(path);
+    if (m) return m;
+    const slash = path.lastIndexOf('/');
+    const base = { grpc_type: type, grpc_service: path.slice(1, slash), grpc_method: path.slice(slash + 1) };
+    const started = this.rpcStarted.labels(base);
+    const received = this.rpcReceived.labels(base);
+    const sent = this.rpcSent.labels(base);
+    const byCode = new Map<status, { handled: Counter.Internal; seconds: Histogram.Internal<string> }>();
+    m = {
+      started: () => started.inc(),
+      received: () => received.inc(),
+      sent: () => sent.inc(),
+      handled: (code, seconds) => {
+        let c = byCode.get(code);
+        if (!c) {
+          const labels = { ...base, grpc_code: status[code] ?? String(code) };
+          c = { handled: this.rpcHandled.labels(labels), seconds: this.rpcSeconds.labels(labels) };
+          byCode.set(code, c);
+        }
+        c.handled.inc();
+        c.seconds.observe(seconds);
+      },
+    };
+    this.rpcs.set(path, m);
+    return m;
+  }
+
+  /** Records one checkpoint, whatever ran it (the hook where SqliteStorage records checkpoints). */
+  checkpoint(r: CheckpointResult): void {
+    const labels = { mode: r.mode, trigger: r.trigger };
+    this.checkpoints.inc(labels);
+    if (r.busy) this.checkpointsBusy.inc(labels);
+    this.checkpointSeconds.observe(labels, r.durationMs / 1000);
+  }
+
+  /** Records one purge run; `purged` undefined means it failed. */
+  purge(trigger: PurgeTrigger, purged: number | undefined, durationMs: number): void {
+    this.sweepRuns.inc({ trigger, result: purged === undefined ? 'error' : 'ok' });
+    if (purged !== undefined) this.sweepPurged.inc({ trigger }, purged);
+    this.sweepSeconds.observe({ trigger }, durationMs / 1000);
+  }
+
+  /**
+   * Gauges read at scrape time: sessions, WAL and database sizes, health.
+   * A read that fails (the database is closing) leaves the gauge at its last value.
+   */
+  watch(sources: MetricSources): void {
+    const counts = cached(() => sources.sessionCounts(), SESSION_COUNT_CACHE_MS);
+    const storage = cached(() => sources.storageStatus(), STORAGE_STATUS_CACHE_MS);
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name, help, registers: [this.registry],
+        collect() {
+          const v = attempt(read);
+          if (v !== undefined) this.set(v);
+        },
+      });
+    new Gauge({
+      name: 'sessiond_sessions', help: `Sessions in the database: live, or expired (expired or revoked, not yet purged). Read at most every ${SESSION_COUNT_CACHE_MS / 1000}s.`,
+      labelNames: ['state'] as const, registers: [this.registry],
+      collect() {
+        const c = attempt(counts);
+        if (!c) return;
+        this.set({ state: 'live' }, c.live);
+        this.set({ state: 'expired' }, c.dead);
+      },
+    });
+    gauge('sessiond_wal_frames', 'Frames in the WAL (the WAL index mxFrame); 0 when not in WAL mode.', () => storage().walFrames);
+    gauge('sessiond_wal_checkpointed_frames', 'WAL frames already copied back into the database (nBackfill).', () => storage().walCheckpointedFrames);
+    gauge('sessiond_wal_bytes', 'Size of the -wal file in bytes.', () => storage().walBytes);
+    gauge('sessiond_database_bytes', 'Size of the main database file in bytes.', () => storage().databaseBytes);
+    gauge('sessiond_serving', '1 while health answers SERVING, 0 otherwise.', () => (sources.serving() ? 1 : 0));
+  }
+
+  /**
+   * Adds prom-client's default process and Node.js metrics (CPU, memory, file
+   * descriptors, GC, event-loop lag) to this registry. Once per instance: they
+   * start a GC observer and an event-loop delay monitor that live as long as the process.
+   */
+  enableProcessMetrics(): void {
+    if (this.processMetrics) return;
+    this.processMetrics = true;
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** The exposition text and its content type. */
+  async exposition(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
+
+function cached<T>(read: () => T, ttlMs: number): () => T {
+  let value: T | undefined;
+  let at = -Infinity;
+  return () => {
+    const now = performance.now();
+    if (value === undefined || now - at >= ttlMs) {
+      value = read();
+      at = now;
+    }
+    return value;
+  };
+}
+
+function attempt<T>(read: () => T): T | undefined {
+  try {
+    return read();
+  } catch {
+    return undefined;
+  }
+}

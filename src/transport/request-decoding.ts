@@ -1,0 +1,166 @@
+import {
+  Server, ServerInterceptingCall, status,
+  type ServerInterceptor, type ServerOptions, type ServiceDefinition, type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+import { BinaryReader } from '@bufbuild/protobuf/wire';
+import {
+  AdminServiceService, CheckpointRequest, GetStorageStatusRequest, PurgeExpiredSessionsRequest,
+} from '../../generated/sessions/v1/admin_service';
+import {
+  CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, RevokeSessionsRequest,
+  RotateSessionTokenRequest, SessionServiceService, TouchSessionRequest, UpdateSessionRequest, ValidateSessionRequest,
+  ValidateSessionStreamRequest,
+} from '../../generated/sessions/v1/session_service';
+
+/*
+ * Request bytes that do not decode are the caller's fault, so they get
+ * INVALID_ARGUMENT. grpc-js answers a deserializer that throws with INTERNAL
+ * ("Error deserializing request"), and ts-proto's decoders throw on truncated
+ * or forged bytes and on int64 values beyond 2^53, and quietly turn invalid
+ * UTF-8 into U+FFFD. Here every deserializer returns a MalformedRequest
+ * instead of throwing, our own messages are decoded with a fatal UTF-8 decoder
+ * (proto3 requires string fields to be valid UTF-8: a session must not be
+ * stored under a subject the client never sent), and one server interceptor
+ * answers a MalformedRequest, before any handler runs, with INVALID_ARGUMENT.
+ */
+
+/** What a deserializer returns for bytes that are not the message it expects. */
+export class MalformedRequest {
+  constructor(readonly reason: string) {}
+}
+
+interface Decoder {
+  decode(input: BinaryReader | Uint8Array): unknown;
+}
+
+/** Our request messages, decoded strictly; the other services' (health, reflection) only tolerantly. */
+const STRICT_TYPES: ReadonlyMap<string, Decoder> = new Map<string, Decoder>([
+  [SessionServiceService.createSession.path, CreateSessionRequest],
+  [SessionServiceService.getSession.path, GetSessionRequest],
+  [SessionServiceService.validateSession.path, ValidateSessionRequest],
+  [SessionServiceService.validateSessionStream.path, ValidateSessionStreamRequest],
+  [SessionServiceService.touchSession.path, TouchSessionRequest],
+  [SessionServiceService.updateSession.path, UpdateSessionRequest],
+  [SessionServiceService.rotateSessionToken.path, RotateSessionTokenRequest],
+  [SessionServiceService.deleteSession.path, DeleteSessionRequest],
+  [SessionServiceService.listSessions.path, ListSessionsRequest],
+  [SessionServiceService.revokeSessions.path, RevokeSessionsRequest],
+  [AdminServiceService.checkpoint.path, CheckpointRequest],
+  [AdminServiceService.getStorageStatus.path, GetStorageStatusRequest],
+  [AdminServiceService.purgeExpiredSessions.path, PurgeExpiredSessionsRequest],
+]);
+
+/** The paths decoded strictly (a test checks that every RPC of ours is among them). */
+export function strictlyDecodedPaths(): string[] {
+  return [...STRICT_TYPES.keys()];
+}
+
+// ignoreBOM: a leading U+FEFF in a protobuf string is text, as @bufbuild/protobuf has it.
+const fatalUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+class InvalidUtf8 extends Error {}
+
+function decodeUtf8Fatally(bytes: Uint8Array): string {
+  try {
+    return fatalUtf8.decode(bytes);
+  } catch {
+    throw new InvalidUtf8('a string field is not valid UTF-8');
+  }
+}
+
+/**
+ * Decodes `bytes` as `type`, refusing what ts-proto would let through: a
+ * top-level field number 0 or a stray end-group tag (ts-proto stops there and
+ * returns the fields read so far), bytes left over, and invalid UTF-8.
+ * @throws Error describing the first problem.
+ */
+export function decodeStrictly(type: Decoder, bytes: Uint8Array): unknown {
+  // BinaryReader.tag() refuses field number 0 and wire types 6 and 7; skip()
+  // refuses a length beyond the end and an end-group without its start.
+  const framing = new BinaryReader(bytes);
+  while (framing.pos < framing.len) framing.skip(framing.tag()[1]);
+  const reader = new BinaryReader(bytes, decodeUtf8Fatally);
+  const message = type.decode(reader);
+  if (reader.pos !== reader.len) throw new Error('bytes left over after the message');
+  return message;
+}
+
+function why(err: unknown): string {
+  if (err instanceof InvalidUtf8) return err.message;
+  // The decoders' own words ("premature EOF", "invalid wire type 7", "Value is
+  // larger than Number.MAX_SAFE_INTEGER") describe the caller's bytes, nothing of ours.
+  const text = err instanceof Error ? err.message : String(err);
+  return `it does not decode (${text.slice(0, 120)})`;
+}
+
+/** A copy of `definition` whose deserializers return a MalformedRequest instead of throwing. */
+export function decodeSafely<D extends ServiceDefinition>(definition: D): D {
+  const out: Record<string, unknown> = {};
+  for (const [name, method] of Object.entries(definition)) {
+    const strict = STRICT_TYPES.get(method.path);
+    const decode = strict ? (b: Buffer) => decodeStrictly(strict, b) : method.requestDeserialize;
+    out[name] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return decode(bytes);
+        } catch (err) {
+          return new MalformedRequest(why(err));
+        }
+      },
+    };
+  }
+  return out as D;
+}
+
+/**
+ * Answers INVALID_ARGUMENT, before any handler runs, for a request message
+ * that did not decode, for a unary request stream that ends without a
+ * complete message (a truncated frame; grpc-js would say UNIMPLEMENTED), and
+ * for a second message on a unary call. A bad message on ValidateSessionStream
+ * ends that stream: without its correlation_id it cannot be answered in-stream.
+ */
+export const rejectMalformedRequests: ServerInterceptor = (method, next) => {
+  let received = 0;
+  const reject = (details: string) => call.sendStatus({ code: status.INVALID_ARGUMENT, details });
+  const call: ServerInterceptingCall = new ServerInterceptingCall(next, {
+    start: (go) =>
+      go({
+        onReceiveMessage: (message, pass) => {
+          received++;
+          if (message instanceof MalformedRequest) return reject(`the request is not a valid ${messageName(method.path)} message: ${message.reason}`);
+          if (!method.requestStream && received > 1) return reject(`${method.path} takes exactly one request message`);
+          pass(message);
+        },
+        onReceiveHalfClose: (pass) => {
+          if (!method.requestStream && received === 0) {
+            return reject('the request ended before a complete message arrived (a truncated gRPC frame?)');
+          }
+          pass();
+        },
+      }),
+  });
+  return call;
+};
+
+function messageName(path: string): string {
+  return `${path.slice(1).replace('/', '.')} request`;
+}
+
+/**
+ * A grpc-js Server on which no request bytes can end in INTERNAL: every
+ * service added gets safe deserializers, and the interceptor above answers
+ * what they refuse.
+ */
+export class SafeDecodingServer extends Server {
+  constructor(options: ServerOptions = {}) {
+    // grpc-js wraps the call in the interceptors in array order, so the last is
+    // outermost. Last here: interceptors from options (the call observer) sit
+    // inside it and see the INVALID_ARGUMENT answers it sends, too.
+    super({ ...options, interceptors: [...(options.interceptors ?? []), rejectMalformedRequests] });
+  }
+
+  override addService(service: ServiceDefinition, implementation: UntypedServiceImplementation): void {
+    super.addService(decodeSafely(service), implementation);
+  }
+}

@@ -1,0 +1,142 @@
+import test from 'ava';
+import { Client, credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { OPS, type BenchOptions } from '../bench/options';
+import type { BenchResults } from '../bench/report';
+import type { Summary } from '../bench/load';
+import type { LoopDelayFigures } from '../src/transport/bench-service';
+import { startTestServer, tempDir } from './helpers/server';
+
+/*
+ * `make bench` end to end with tiny fills and windows (BENCH_SMOKE=1): servers
+ * as their own processes, the bench-only service, Redis when installed. It
+ * checks that every figure is there and sane; never how fast anything is.
+ */
+
+const ROOT = join(__dirname, '..');
+
+function runSmokeBench(out: string): Promise<{ code: number | null; output: string }> {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BENCH_') && !k.startsWith('SESSIOND_')));
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'bench/main.ts'], { cwd: ROOT, env: { ...env, BENCH_SMOKE: '1', BENCH_OUT: out } });
+  let output = '';
+  proc.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  proc.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  return new Promise((resolve) => proc.on('exit', (code) => resolve({ code, output })));
+}
+
+const finitePositive = (n: unknown) => typeof n === 'number' && Number.isFinite(n) && n > 0;
+
+function saneSummary(s: Summary, what: string, cpu: boolean): string[] {
+  const problems: string[] = [];
+  if (!(s.calls > 0)) problems.push(`${what}: no calls`);
+  if (s.errors !== 0) problems.push(`${what}: ${s.errors} errors (${s.firstError})`);
+  if (!finitePositive(s.rate)) problems.push(`${what}: rate ${s.rate}`);
+  if (!finitePositive(s.p50Ms)) problems.push(`${what}: p50 ${s.p50Ms}`);
+  if (!(s.p99Ms >= s.p50Ms)) problems.push(`${what}: p99 ${s.p99Ms} < p50 ${s.p50Ms}`);
+  if (cpu && !(typeof s.cpuUsPerCall === 'number' && s.cpuUsPerCall >= 0 && Number.isFinite(s.cpuUsPerCall))) problems.push(`${what}: cpu ${s.cpuUsPerCall}`);
+  return problems;
+}
+
+test('the smoke bench runs end to end and reports every figure with sane values', async (t) => {
+  t.timeout(240_000);
+  const dir = tempDir('sessiond-bench-smoke-');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const out = join(dir, 'smoke.json');
+  const { code, output } = await runSmokeBench(out);
+  t.is(code, 0, output);
+  t.regex(output, /Targets/);
+  const r = JSON.parse(readFileSync(out, 'utf8')) as BenchResults;
+  const o: BenchOptions = r.options;
+  t.true(o.smoke);
+  const problems: string[] = [];
+
+  // Unary: every call at every concurrency on the NORMAL server, CreateSession on the FULL one too.
+  const expected = [...OPS.map((op) => [op, 'NORMAL'] as const), ['CreateSession', 'FULL'] as const];
+  for (const c of o.concurrency) {
+    for (const [op, sync] of expected) {
+      const row = r.unary.find((u) => u.op === op && u.synchronous === sync && u.concurrency === c);
+      const what = `${op} ${sync} c=${c}`;
+      if (!row) {
+        problems.push(`${what}: missing`);
+        continue;
+      }
+      problems.push(...saneSummary(row.call, what, true), ...saneSummary(row.empty, `${what} (empty)`, true));
+      if (row.roundRatios.length !== o.rounds) problems.push(`${what}: ${row.roundRatios.length} round ratios`);
+      if (!finitePositive(row.ratio.rate)) problems.push(`${what}: rate ratio ${row.ratio.rate}`);
+      if (!finitePositive(row.ratio.p99)) problems.push(`${what}: p99 ratio ${row.ratio.p99}`);
+      // CPU comes in clock ticks (10 ms): a tiny window may see none, and then no ratio is claimed.
+      const ticks = row.call.cpuUsPerCall! > 0 && row.empty.cpuUsPerCall! > 0;
+      if (ticks ? !finitePositive(row.ratio.cpu) : row.ratio.cpu !== null) problems.push(`${what}: cpu ratio ${row.ratio.cpu}`);
+      if (op === 'ValidateSession+touch' && !(row.touchWriteShare! >= 0 && row.touchWriteShare! <= 1)) problems.push(`${what}: touch write share ${row.touchWriteShare}`);
+    }
+  }
+
+  // Streaming, and Redis when this machine has it.
+  const hasRedis = !spawnSync('redis-server', ['--version']).error;
+  t.truthy(r.streaming);
+  t.is(r.streaming!.rows.length, o.streamConcurrency.length);
+  for (const s of r.streaming!.rows) {
+    problems.push(...saneSummary(s.stream, `stream c=${s.concurrency}`, true));
+    if (hasRedis) {
+      problems.push(...saneSummary(s.redis!, `redis c=${s.concurrency}`, true));
+      if (!finitePositive(s.ratio)) problems.push(`stream c=${s.concurrency}: ratio ${s.ratio}`);
+    } else if (s.redis !== null || s.ratio !== null) problems.push('Redis figures without redis-server');
+  }
+  t.is('version' in r.streaming!.redis, hasRedis, JSON.stringify(r.streaming!.redis));
+
+  // Stalls and memory.
+  const st = r.stalls!;
+  t.truthy(st);
+  t.is(st.purge.purged, o.stallSessions, 'the purge removed every expired session');
+  t.is(st.sweep.purged, o.stallSessions, 'the sweep removed every expired session');
+  for (const [name, s] of [['baseline', st.baseline], ['purge', st.purge], ['sweep', st.sweep], ['checkpoint', st.checkpoint]] as const) {
+    if (!(s.loop.samples > 0 && Number.isFinite(s.loop.maxMs) && s.loop.maxMs >= s.loop.p50Ms && s.loop.maxMs > 0)) problems.push(`${name}: loop delay ${JSON.stringify(s.loop)}`);
+    problems.push(...saneSummary(s.load, `${name} load`, false));
+    if (!(s.walPeakBytes >= 0)) problems.push(`${name}: WAL peak ${s.walPeakBytes}`);
+  }
+  if (!(st.checkpoint.durationMs >= 0 && st.checkpoint.walFramesBefore >= 0)) problems.push(`checkpoint: ${JSON.stringify(st.checkpoint)}`);
+  for (const [k, v] of Object.entries(st.rss)) if (!(v > 10 && v < 10_000)) problems.push(`rss ${k}: ${v} MB`);
+
+  // Targets: each one judged, except what needs Redis when it is absent.
+  t.true(r.targets.length >= 15, `${r.targets.length} targets`);
+  for (const target of r.targets) {
+    const mayBeUnjudged = !hasRedis && target.name.includes('Redis');
+    if (target.met === null && !mayBeUnjudged) problems.push(`target not judged: ${target.name}`);
+    if (target.met !== null && !Number.isFinite(target.value)) problems.push(`target without a value: ${target.name}`);
+  }
+  t.deepEqual(problems, [], output);
+  t.truthy(r.meta['commit']);
+});
+
+function benchCall(address: string, method: string): Promise<Buffer> {
+  const client = new Client(address, credentials.createInsecure());
+  const identity = (b: Buffer) => b;
+  return new Promise<Buffer>((resolve, reject) =>
+    client.makeUnaryRequest(`/sessiond.bench.v1.Bench/${method}`, identity, identity, Buffer.alloc(0), (err: ServiceError | null, res?: Buffer) =>
+      err ? reject(err) : resolve(res!))).finally(() => client.close());
+}
+
+test('the bench service is served only with --bench-service: an empty RPC and the event-loop delay figures', async (t) => {
+  const off = await startTestServer();
+  t.teardown(() => off.close());
+  const refused = await t.throwsAsync<ServiceError>(benchCall(off.address, 'Empty'));
+  t.is(refused?.code, status.UNIMPLEMENTED);
+
+  const on = await startTestServer({ env: { SESSIOND_BENCH_SERVICE: 'true' } });
+  t.teardown(() => on.close());
+  t.is((await benchCall(on.address, 'Empty')).length, 0);
+  const never = JSON.parse((await benchCall(on.address, 'LoopDelayStop')).toString()) as LoopDelayFigures;
+  t.is(never.samples, 0, 'Stop without Start reports nothing');
+  await benchCall(on.address, 'LoopDelayStart');
+  const started = Date.now();
+  while (Date.now() - started < 25); // a 25 ms block of this process's loop, where the server runs too
+  await new Promise((r) => setTimeout(r, 20));
+  const figures = JSON.parse((await benchCall(on.address, 'LoopDelayStop')).toString()) as LoopDelayFigures;
+  t.true(figures.samples > 0);
+  t.true(figures.maxMs >= 15, `the 25 ms block shows: max ${figures.maxMs} ms`);
+  t.true(figures.maxMs >= figures.p99Ms && figures.p99Ms >= figures.p50Ms && figures.durationMs > 0);
+  t.true(on.config.benchService);
+  t.false(off.config.benchService, 'off by default');
+});
