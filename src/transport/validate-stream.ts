@@ -2,7 +2,7 @@ import type { handleBidiStreamingCall } from '@grpc/grpc-js';
 import {
   InvalidReason, type ValidateSessionStreamRequest, type ValidateSessionStreamResponse,
 } from '../../generated/sessions/v1/session_service';
-import type { SessionManager } from '../domain/session-manager';
+import type { SessionManager, ValidateResult } from '../domain/session-manager';
 import type { Logger } from '../log';
 import { reasonToProto, sessionToProto } from './convert';
 import { toServiceError } from './status';
@@ -66,17 +66,34 @@ export function validateStreamHandler(
     call.on('data', (req: ValidateSessionStreamRequest) => {
       pending++;
       const base = { correlationId: req.correlationId, valid: false, session: undefined, reason: InvalidReason.INVALID_REASON_UNSPECIFIED, errorCode: 0, errorMessage: '' };
-      Promise.resolve()
-        .then(() => sessions.validate(req.token, req.touch))
-        // Building the answer is inside the chain too: whatever throws there
-        // becomes an error answer, never an unhandled rejection.
-        .then((r): ValidateSessionStreamResponse => (r.valid ? { ...base, valid: true, session: sessionToProto(r.session) } : { ...base, reason: reasonToProto(r.reason) }))
-        .catch((err: unknown) => {
-          const se = toServiceError(err, 'ValidateSessionStream', log);
-          return { ...base, errorCode: se.code, errorMessage: se.details };
-        })
-        .then(answer)
-        .catch((err: unknown) => log.error('could not write a validation answer', { method: 'ValidateSessionStream', err }));
+      const build = (r: ValidateResult): ValidateSessionStreamResponse =>
+        r.valid ? { ...base, valid: true, session: sessionToProto(r.session) } : { ...base, reason: reasonToProto(r.reason) };
+      const failed = (err: unknown): ValidateSessionStreamResponse => {
+        const se = toServiceError(err, 'ValidateSessionStream', log);
+        return { ...base, errorCode: se.code, errorMessage: se.details };
+      };
+      const send = (res: ValidateSessionStreamResponse) => {
+        try {
+          answer(res);
+        } catch (err) {
+          log.error('could not write a validation answer', { method: 'ValidateSessionStream', err });
+        }
+      };
+      // Most validations are reads answered synchronously: no promise hop per
+      // message. Only a touch that writes goes through the group committer.
+      let result: ValidateResult | Promise<ValidateResult>;
+      let res: ValidateSessionStreamResponse;
+      try {
+        result = sessions.validate(req.token, req.touch);
+        if (result instanceof Promise) {
+          result.then(build).catch(failed).then(send);
+          return;
+        }
+        res = build(result);
+      } catch (err) {
+        res = failed(err);
+      }
+      send(res);
     });
     call.on('end', () => {
       ended = true;

@@ -16,7 +16,20 @@ export interface GroupCommitOptions {
   busyTimeoutMs: number;
   /** Most units in one transaction; bounds the time one flush holds the event loop. */
   maxBatch?: number;
+  /**
+   * True while the WAL holds far more uncheckpointed frames than the
+   * checkpointer's threshold. The next batch then waits (on a timer, at most
+   * MAX_PRESSURE_WAIT_MS) so that the checkpoint can catch up: a WAL is only
+   * rewound when a write starts after everything was copied back, and writes
+   * that never pause (a bulk purge) otherwise grow it without bound. Writes
+   * wait at most once per episode of pressure, so a WAL pinned by a reader
+   * slows one batch, not every batch.
+   */
+  walPressure?: () => boolean;
 }
+
+const PRESSURE_POLL_MS = 5;
+const MAX_PRESSURE_WAIT_MS = 200;
 
 /**
  * Group commit: every write unit queued during one event-loop turn runs in one
@@ -39,6 +52,7 @@ export class GroupCommitter implements WriteRunner {
   private readonly maxBatch: number;
   private closed = false;
   private idle: (() => void) | undefined;
+  private pressureSince: number | undefined;
 
   constructor(private readonly db: Database, private readonly options: GroupCommitOptions) {
     this.maxBatch = options.maxBatch ?? 512;
@@ -82,6 +96,17 @@ export class GroupCommitter implements WriteRunner {
     if (this.queue.length === 0) {
       this.next();
       return;
+    }
+    // One wait per episode of pressure: when waiting does not help (a reader
+    // pins the WAL, so no checkpoint can finish) writes go on after it.
+    if (!this.options.walPressure?.()) this.pressureSince = undefined;
+    else {
+      const now = performance.now();
+      this.pressureSince ??= now;
+      if (now - this.pressureSince < MAX_PRESSURE_WAIT_MS) {
+        this.schedule(PRESSURE_POLL_MS);
+        return;
+      }
     }
     const batch = this.queue.splice(0, this.maxBatch);
     try {

@@ -15,6 +15,9 @@ import { SqliteSessionRepository } from './sqlite-session-repository';
 import { guarded, toStorageError } from './sqlite-errors';
 import { fileBytes, WalIndex } from './wal-index';
 
+/** Uncheckpointed frames, in multiples of wal_autocheckpoint, past which writes wait for the checkpointer. */
+const WAL_PRESSURE_FACTOR = 4;
+
 /** How often the checkpoint worker looks at the WAL size. */
 const CHECKPOINT_POLL_MS = 50;
 
@@ -43,11 +46,20 @@ export class SqliteStorage implements StorageAdmin {
 
   private constructor(private readonly db: Database.Database, readonly options: StorageOptions, private readonly hooks: StorageHooks) {
     this.sessions = new SqliteSessionRepository(db);
-    this.writes = new GroupCommitter(db, { busyTimeoutMs: options.busyTimeoutMs });
+    this.walIndex = WalIndex.open(options.path);
+    const pressureFrames = options.journalMode === 'wal' && options.walAutocheckpoint > 0 ? options.walAutocheckpoint * WAL_PRESSURE_FACTOR : 0;
+    this.writes = new GroupCommitter(db, {
+      busyTimeoutMs: options.busyTimeoutMs,
+      walPressure: pressureFrames > 0
+        ? () => {
+          const { frames, backfilled } = this.walIndex.read();
+          return frames - backfilled > pressureFrames && this.checkpointer?.running === true;
+        }
+        : undefined,
+    });
     this.heartbeat = db.prepare(
       "INSERT INTO meta (key, value) VALUES ('heartbeat', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
-    this.walIndex = WalIndex.open(options.path);
     if (options.journalMode === 'wal') {
       this.checkpointer = new Checkpointer(
         { path: options.path, walIndexFd: this.walIndex.descriptor, busyTimeoutMs: options.busyTimeoutMs, autocheckpointFrames: options.walAutocheckpoint, pollMs: CHECKPOINT_POLL_MS },
