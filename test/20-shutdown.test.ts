@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { HealthCheckResponse_ServingStatus as S, HealthClient, type HealthCheckResponse } from '../generated/grpc/health/v1/health';
 import { SessiondClient } from '../src/client';
 import { spawnServer, type ServerProcess } from './helpers/process';
+import { waitFor } from './helpers/wait';
 
 /*
  * The shutdown sequence of a real server process (src/main.ts), driven by
@@ -53,17 +54,6 @@ function walBytes(dbPath: string): number {
   return existsSync(`${dbPath}-wal`) ? statSync(`${dbPath}-wal`).size : 0;
 }
 
-function waitFor(pred: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const until = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const tick = () => {
-      if (pred()) resolve();
-      else if (Date.now() > until) reject(new Error(`timed out waiting for ${what}`));
-      else setTimeout(tick, 10);
-    };
-    tick();
-  });
-}
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} took more than ${ms} ms`)), ms))]);

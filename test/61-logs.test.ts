@@ -12,6 +12,7 @@ import { StorageObserver, WAL_WARN_REPEAT_MS } from '../src/storage-observer';
 import { rejectsWithCode } from './helpers/grpc';
 import { spawnServer } from './helpers/process';
 import { startTestServer, tempDir, type TestServer } from './helpers/server';
+import { waitFor } from './helpers/wait';
 
 /*
  * Structured logs (pino): JSON lines with level, time and msg; the start-up
@@ -29,17 +30,6 @@ async function server(t: ExecutionContext, env: Record<string, string> = {}): Pr
   return s;
 }
 
-function waitFor(pred: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const until = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const tick = () => {
-      if (pred()) resolve();
-      else if (Date.now() > until) reject(new Error(`timed out waiting for ${what}`));
-      else setTimeout(tick, 20);
-    };
-    tick();
-  });
-}
 
 const withMsg = (logs: Line[], msg: string | RegExp) => logs.filter((l) => (typeof msg === 'string' ? l['msg'] === msg : msg.test(String(l['msg']))));
 

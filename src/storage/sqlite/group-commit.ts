@@ -17,19 +17,14 @@ export interface GroupCommitOptions {
   /** Most units in one transaction; bounds the time one flush holds the event loop. */
   maxBatch?: number;
   /**
-   * True while the WAL holds far more uncheckpointed frames than the
-   * checkpointer's threshold. The next batch then waits (on a timer, at most
-   * MAX_PRESSURE_WAIT_MS) so that the checkpoint can catch up: a WAL is only
-   * rewound when a write starts after everything was copied back, and writes
-   * that never pause (a bulk purge) otherwise grow it without bound. Writes
-   * wait at most once per episode of pressure, so a WAL pinned by a reader
-   * slows one batch, not every batch.
+   * Asked before each batch: true holds the batch back for a few milliseconds
+   * (on a timer, the event loop stays free) and asks again. The SQLite storage
+   * uses it to let the checkpointer catch up (see wal-pressure.ts).
    */
-  walPressure?: () => boolean;
+  shouldWait?: () => boolean;
 }
 
-const PRESSURE_POLL_MS = 5;
-const MAX_PRESSURE_WAIT_MS = 200;
+const WAIT_POLL_MS = 5;
 
 /**
  * Group commit: every write unit queued during one event-loop turn runs in one
@@ -52,7 +47,6 @@ export class GroupCommitter implements WriteRunner {
   private readonly maxBatch: number;
   private closed = false;
   private idle: (() => void) | undefined;
-  private pressureSince: number | undefined;
 
   constructor(private readonly db: Database, private readonly options: GroupCommitOptions) {
     this.maxBatch = options.maxBatch ?? 512;
@@ -97,16 +91,9 @@ export class GroupCommitter implements WriteRunner {
       this.next();
       return;
     }
-    // One wait per episode of pressure: when waiting does not help (a reader
-    // pins the WAL, so no checkpoint can finish) writes go on after it.
-    if (!this.options.walPressure?.()) this.pressureSince = undefined;
-    else {
-      const now = performance.now();
-      this.pressureSince ??= now;
-      if (now - this.pressureSince < MAX_PRESSURE_WAIT_MS) {
-        this.schedule(PRESSURE_POLL_MS);
-        return;
-      }
+    if (this.options.shouldWait?.()) {
+      this.schedule(WAIT_POLL_MS);
+      return;
     }
     const batch = this.queue.splice(0, this.maxBatch);
     try {

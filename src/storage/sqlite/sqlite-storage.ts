@@ -14,6 +14,7 @@ import { applyPragmas, connectionPragmas, synchronousName, type StorageOptions }
 import { SqliteSessionRepository } from './sqlite-session-repository';
 import { guarded, toStorageError } from './sqlite-errors';
 import { fileBytes, WalIndex } from './wal-index';
+import { WalPressure } from './wal-pressure';
 
 /** Uncheckpointed frames, in multiples of wal_autocheckpoint, past which writes wait for the checkpointer. */
 const WAL_PRESSURE_FACTOR = 4;
@@ -48,15 +49,10 @@ export class SqliteStorage implements StorageAdmin {
     this.sessions = new SqliteSessionRepository(db);
     this.walIndex = WalIndex.open(options.path);
     const pressureFrames = options.journalMode === 'wal' && options.walAutocheckpoint > 0 ? options.walAutocheckpoint * WAL_PRESSURE_FACTOR : 0;
-    this.writes = new GroupCommitter(db, {
-      busyTimeoutMs: options.busyTimeoutMs,
-      walPressure: pressureFrames > 0
-        ? () => {
-          const { frames, backfilled } = this.walIndex.read();
-          return frames - backfilled > pressureFrames && this.checkpointer?.running === true;
-        }
-        : undefined,
-    });
+    const pressure = pressureFrames > 0
+      ? new WalPressure(pressureFrames, () => this.walIndex.read(), () => this.checkpointer?.running === true)
+      : undefined;
+    this.writes = new GroupCommitter(db, { busyTimeoutMs: options.busyTimeoutMs, shouldWait: pressure && (() => pressure.shouldWait()) });
     this.heartbeat = db.prepare(
       "INSERT INTO meta (key, value) VALUES ('heartbeat', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
