@@ -16,6 +16,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY generated ./generated
+COPY descriptors ./descriptors
 COPY src ./src
 # tsconfig.build.json: rootDir "." and outDir "dist", so src/main.ts -> dist/src/main.js.
 RUN node_modules/.bin/tsc -p tsconfig.build.json \
@@ -30,8 +31,8 @@ WORKDIR /app
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
-# Server reflection reads the descriptor set from generated/ (next to dist/).
-COPY --from=build /app/generated/descriptors.binpb ./generated/descriptors.binpb
+# Server reflection reads the descriptor set from descriptors/ (next to dist/).
+COPY --from=build /app/descriptors/sessiond.binpb ./descriptors/sessiond.binpb
 # The `sessiond` command (admin, health, sessions) for kubectl exec and exec
 # probes: with no src/ beside it, bin/sessiond.js runs dist/src/cli/main.js.
 COPY bin/sessiond.js ./bin/sessiond.js

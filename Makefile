@@ -15,21 +15,26 @@ $(DEPS): package.json package-lock.json
 
 deps: $(DEPS)
 
-## generate: regenerate generated/ (TypeScript and the descriptor set for reflection) from proto/
+## generate: regenerate generated/ (ts-proto, exactly what `buf generate` writes) and
+## descriptors/sessiond.binpb (`buf build`: the descriptor set for reflection and --json) from proto/
 generate: $(DEPS)
-	rm -rf generated
+	rm -rf generated descriptors
 	$(BIN)/buf generate
-	$(BIN)/buf build -o generated/descriptors.binpb
+	mkdir -p descriptors
+	$(BIN)/buf build -o descriptors/sessiond.binpb
 
-## check-generated: fail when generated/ is not what proto/ generates
+## check-generated: fail when generated/ or descriptors/ is not what proto/ generates
 check-generated: $(DEPS)
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(BIN)/buf generate -o "$$tmp"; \
-	$(BIN)/buf build -o "$$tmp/generated/descriptors.binpb"; \
-	if ! diff -r "$$tmp/generated" generated >/dev/null; then \
-	  diff -r "$$tmp/generated" generated | head -20; \
-	  echo "generated/ differs from what proto/ generates: run 'make generate' and commit" >&2; exit 1; \
-	fi; echo "generated/ matches proto/"
+	mkdir -p "$$tmp/descriptors"; \
+	$(BIN)/buf build -o "$$tmp/descriptors/sessiond.binpb"; \
+	for d in generated descriptors; do \
+	  if ! diff -r "$$tmp/$$d" "$$d" >/dev/null; then \
+	    diff -r "$$tmp/$$d" "$$d" | head -20; \
+	    echo "$$d/ differs from what proto/ generates: run 'make generate' and commit" >&2; exit 1; \
+	  fi; \
+	done; echo "generated/ and descriptors/ match proto/"
 
 ## lint: buf lint on proto/, tsc type-check on everything
 lint: $(DEPS)

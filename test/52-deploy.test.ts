@@ -169,7 +169,7 @@ test('the Dockerfile builds in one stage from an official node image and runs wh
   t.deepEqual(cmd, ['node', posix.join(outDir, 'src', 'main.js')]);
   t.true(existsSync(join(ROOT, 'src', 'main.ts')), 'the entry point the CMD is compiled from');
   const copies = finalStage().filter((i) => i.op === 'COPY').map((i) => i.args);
-  for (const needed of [`/app/${outDir} `, '/app/node_modules ', '/app/generated/descriptors.binpb ', 'bin/sessiond.js ']) {
+  for (const needed of [`/app/${outDir} `, '/app/node_modules ', '/app/descriptors/sessiond.binpb ', 'bin/sessiond.js ']) {
     t.true(copies.some((c) => c.includes(needed)), `the runtime stage copies ${needed.trim()}`);
   }
 });

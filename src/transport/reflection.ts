@@ -6,19 +6,19 @@ import { join } from 'node:path';
 
 /**
  * Server reflection fed with the FileDescriptorSet that `buf build` writes
- * (generated/descriptors.binpb, imports included). proto-loader's package
+ * (descriptors/sessiond.binpb, imports included). proto-loader's package
  * definitions lose imported files such as google/protobuf/timestamp.proto,
  * and grpcurl then cannot resolve the messages; the buf image has them all.
  */
-export const DESCRIPTOR_SET_FILE = 'descriptors.binpb';
+export const DESCRIPTOR_SET_FILE = 'sessiond.binpb';
 
 export function descriptorSetPath(): string {
-  // src/transport under tsx, dist/src/transport when compiled: both reach generated/.
+  // src/transport under tsx, dist/src/transport when compiled: both reach descriptors/.
   for (const up of ['../..', '../../..']) {
-    const candidate = join(__dirname, up, 'generated', DESCRIPTOR_SET_FILE);
+    const candidate = join(__dirname, up, 'descriptors', DESCRIPTOR_SET_FILE);
     if (existsSync(candidate)) return candidate;
   }
-  throw new Error(`generated/${DESCRIPTOR_SET_FILE} not found: run make generate`);
+  throw new Error(`descriptors/${DESCRIPTOR_SET_FILE} not found: run make generate`);
 }
 
 /** Splits a serialized FileDescriptorSet into its serialized FileDescriptorProtos (field 1). */

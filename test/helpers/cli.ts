@@ -1,5 +1,6 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { spawnServer, type ServerProcess } from './process';
 
 export const BIN = join(__dirname, '..', '..', 'bin', 'sessiond.js');
 
@@ -57,35 +58,11 @@ function runNow(args: string[], env: Record<string, string>, timeoutMs: number):
   });
 }
 
-export interface CliServer {
-  proc: ChildProcessWithoutNullStreams;
-  address: string;
-  stderr(): string;
-  exited: Promise<number | string>;
-}
-
-/** Starts `node bin/sessiond.js ...args` as a server and waits for its "serving" line. */
-export function spawnCliServer(args: string[], env: Record<string, string>, timeoutMs = 60_000): Promise<CliServer> {
-  const proc = spawn(process.execPath, [BIN, ...args], { env: cleanEnv(env) });
-  let err = '';
-  const exited = new Promise<number | string>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`server did not start within ${timeoutMs}ms:\n${err}`));
-    }, timeoutMs);
-    proc.stdout.resume();
-    proc.stderr.on('data', (chunk: Buffer) => {
-      err += chunk.toString();
-      const m = /"msg":"serving","address":"[^"]+:(\d+)"/.exec(err);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ proc, address: `127.0.0.1:${m[1]}`, stderr: () => err, exited });
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited with ${code} before serving:\n${err}`));
-    });
-  });
+/**
+ * Starts `node bin/sessiond.js ...args` as a server and waits for its "serving"
+ * line: spawnServer with the CLI as the entry point, and only the given
+ * SESSIOND_* variables.
+ */
+export function spawnCliServer(args: string[], env: Record<string, string>, timeoutMs = 60_000): Promise<ServerProcess> {
+  return spawnServer({}, args, timeoutMs, { entry: [BIN], env: cleanEnv(env) });
 }

@@ -16,19 +16,21 @@ export interface ServerProcess {
 /**
  * Starts `node --import tsx src/main.ts` as one process (so that signals reach
  * the server itself) and waits for its "serving" log line. `entry` replaces
- * the node arguments before `args` (e.g. ["dist/src/main.js"] with `cwd`).
+ * the node arguments before `args` (e.g. ["dist/src/main.js"] with `cwd`);
+ * `env` replaces the inherited environment and its defaults.
  * @throws when the process exits or stays silent for `timeoutMs` first.
  */
 export function spawnServer(
   env: Record<string, string>,
   args: string[] = [],
   timeoutMs = 60_000,
-  { cwd = ROOT, entry = ['--import', 'tsx', 'src/main.ts'] }: { cwd?: string; entry?: string[] } = {},
+  {
+    cwd = ROOT,
+    entry = ['--import', 'tsx', 'src/main.ts'],
+    env: base = { ...process.env, SESSIOND_LISTEN: '127.0.0.1:0', SESSIOND_LOG_LEVEL: 'info' },
+  }: { cwd?: string; entry?: string[]; env?: NodeJS.ProcessEnv } = {},
 ): Promise<ServerProcess> {
-  const proc = spawn(process.execPath, [...entry, ...args], {
-    cwd,
-    env: { ...process.env, SESSIOND_LISTEN: '127.0.0.1:0', SESSIOND_LOG_LEVEL: 'info', ...env },
-  });
+  const proc = spawn(process.execPath, [...entry, ...args], { cwd, env: { ...base, ...env } });
   let err = '';
   const exited = new Promise<number | string>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
   return new Promise((resolve, reject) => {
