@@ -1,9 +1,12 @@
 /*
  * make bench: the server as its own process on fresh, pre-filled databases,
  * measured against its own empty RPC. In order:
+ *   micro   the hot-path changes, old and new way alternately, in-process
  *   unary   every call, alternately with the empty RPC, synchronous=NORMAL
  *   stream  ValidateSessionStream vs Redis GET (same server process)
  *   full    CreateSession with synchronous=FULL on a second server process
+ *   ablation CreateSession on servers with group commit and/or the checkpoint
+ *           worker switched off, each against its own empty RPC: what each buys
  *   stalls  purge, sweep and TRUNCATE checkpoint with a million expired sessions; RSS
  * Prints the tables and writes the same figures as JSON (BENCH_OUT).
  * Settings: bench/options.ts, or `node --import tsx bench/main.ts --help`.
@@ -17,9 +20,10 @@ import { BenchOptionsError, helpText, loadBenchOptions, type BenchOptions, type 
 import { startRedis } from './redis';
 import { checkTargets, formatReport, type BenchResults } from './report';
 import { Channels } from './rpc';
-import { startServer, type ServerProcess } from './server-process';
+import { startServer, useServerSettings, type ServerProcess } from './server-process';
 import { measureStalls, type StallResults } from './stalls';
 import { measureStreaming, type StreamResults } from './stream';
+import { measureMicro, type MicroRow } from './micro';
 import { measureUnary, type UnaryRow } from './unary';
 import { Pools } from './workloads';
 
@@ -50,7 +54,20 @@ async function onServer<T>(dbPath: string, env: Record<string, string>, o: Bench
   }
 }
 
+/**
+ * Servers without one or both of the write-path optimisations (the README's
+ * settings --group-commit and --checkpoint-worker), to measure what each buys;
+ * the rows with both on come from the unary and full parts.
+ */
+const ABLATIONS: { name: string; synchronous: UnaryRow['synchronous']; env: Record<string, string> }[] = [
+  { name: 'no group commit, checkpoints in commits', synchronous: 'NORMAL', env: { SESSIOND_GROUP_COMMIT: 'false', SESSIOND_CHECKPOINT_WORKER: 'false' } },
+  { name: 'no group commit', synchronous: 'NORMAL', env: { SESSIOND_GROUP_COMMIT: 'false' } },
+  { name: 'checkpoints in commits', synchronous: 'NORMAL', env: { SESSIOND_CHECKPOINT_WORKER: 'false' } },
+  { name: 'no group commit', synchronous: 'FULL', env: { SESSIOND_SYNCHRONOUS: 'full', SESSIOND_GROUP_COMMIT: 'false' } },
+];
+
 async function run(o: BenchOptions): Promise<BenchResults> {
+  useServerSettings(o.serverSettings);
   const dir = mkdtempSync(join(tmpdir(), 'sessiond-bench-'));
   const meta: Record<string, unknown> = {
     startedAt: new Date().toISOString(),
@@ -61,11 +78,12 @@ async function run(o: BenchOptions): Promise<BenchResults> {
     loadavgAtStart: loadavg(),
   };
   let unary: UnaryRow[] = [];
+  let micro: MicroRow[] = [];
   let streaming: StreamResults | null = null;
   let stalls: StallResults | null = null;
   try {
     const wants = (p: BenchOptions['parts'][number]) => o.parts.includes(p);
-    if (wants('unary') || wants('stream') || wants('full')) {
+    if (wants('micro') || wants('unary') || wants('stream') || wants('full') || wants('ablation')) {
       const dbPath = join(dir, 'sessions.db');
       const spare = Math.max(100, Math.floor(o.sessions / 4));
       log(`filling ${o.sessions} live (+${spare} spare) sessions...`);
@@ -73,6 +91,10 @@ async function run(o: BenchOptions): Promise<BenchResults> {
       meta['fillMs'] = fillMs;
       log(`  filled in ${(fillMs / 1000).toFixed(1)} s`);
       const pools = new Pools(o.sessions, spare);
+      if (wants('micro')) {
+        log('hot-path changes, before and after (in-process)');
+        micro = await measureMicro(dbPath, o.sessions, o.smoke, log);
+      }
       if (wants('unary') || wants('stream')) {
         await onServer(dbPath, {}, o, async (server, channels) => {
           if (wants('unary')) {
@@ -98,6 +120,15 @@ async function run(o: BenchOptions): Promise<BenchResults> {
           unary = unary.concat(await measureUnary(server, channels, pools, fullOps, 'FULL', o, log));
         });
       }
+      if (wants('ablation') && o.ops.includes('CreateSession')) {
+        const top = [Math.max(...o.concurrency)];
+        for (const v of ABLATIONS) {
+          await onServer(dbPath, v.env, o, async (server, channels) => {
+            log(`CreateSession, synchronous=${v.synchronous}, ${v.name} (server pid ${server.pid})`);
+            unary = unary.concat(await measureUnary(server, channels, pools, ['CreateSession'], v.synchronous, o, log, { name: v.name, concurrency: top }));
+          });
+        }
+      }
       meta['deleteMisses'] = pools.deleteMisses;
       if (pools.deleteMisses > 0) log(`  note: ${pools.deleteMisses} DeleteSession calls found no session left to delete (sent with allow_missing)`);
     }
@@ -110,7 +141,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
   }
   meta['loadavgAtEnd'] = loadavg();
   meta['finishedAt'] = new Date().toISOString();
-  return { meta, options: o, unary, streaming, stalls, targets: checkTargets(o, unary, streaming, stalls) };
+  return { meta, options: o, unary, micro, streaming, stalls, targets: checkTargets(o, unary, streaming, stalls) };
 }
 
 async function main(): Promise<void> {

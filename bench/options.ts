@@ -10,7 +10,7 @@ export const OPS = [
 ] as const;
 export type OpName = (typeof OPS)[number];
 
-export const PARTS = ['unary', 'full', 'stream', 'stalls'] as const;
+export const PARTS = ['micro', 'unary', 'full', 'ablation', 'stream', 'stalls'] as const;
 export type Part = (typeof PARTS)[number];
 
 export interface BenchOptions {
@@ -40,6 +40,8 @@ export interface BenchOptions {
   out: string;
   /** When set, servers run with --cpu-prof into this folder. */
   cpuProfDir: string | undefined;
+  /** Server settings for every server the bench starts, as SESSIOND_* variables (e.g. cache-size=-65536 gives SESSIOND_CACHE_SIZE). */
+  serverSettings: Record<string, string>;
   smoke: boolean;
 }
 
@@ -67,8 +69,20 @@ const SPECS: Spec[] = [
   { name: 'ops', kind: 'ops', default: OPS.join(','), help: `calls to measure: ${OPS.join(', ')}` },
   { name: 'parts', kind: 'parts', default: PARTS.join(','), help: `parts to run: ${PARTS.join(', ')}` },
   { name: 'out', kind: 'string', default: 'bench/results/latest.json', help: 'where the JSON results go' },
+  { name: 'server-settings', kind: 'string', default: '', help: 'settings for every server the bench starts, flag=value[,flag=value...] (e.g. cache-size=-65536): to measure a setting' },
   { name: 'cpu-prof', kind: 'string', default: '', help: 'folder: run the servers with node --cpu-prof, profiles written there at exit' },
 ];
+
+/** "cache-size=-65536,group-commit=false" as SESSIOND_* variables. */
+function parseServerSettings(text: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of text.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    const m = /^([a-z][a-z0-9-]*)=(.*)$/.exec(pair);
+    if (!m) throw new BenchOptionsError(`BENCH_SERVER_SETTINGS: "${pair}" is not flag=value (e.g. cache-size=-65536)`);
+    env[`SESSIOND_${m[1]!.toUpperCase().replace(/-/g, '_')}`] = m[2]!;
+  }
+  return env;
+}
 
 export function envName(name: string): string {
   return `BENCH_${name.toUpperCase().replace(/-/g, '_')}`;
@@ -123,6 +137,7 @@ export function loadBenchOptions(argv: readonly string[], env: NodeJS.ProcessEnv
     parts: get('parts'),
     out: get('out'),
     cpuProfDir: get<string>('cpu-prof') || undefined,
+    serverSettings: parseServerSettings(get<string>('server-settings')),
     smoke,
   };
 }

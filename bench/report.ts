@@ -2,6 +2,7 @@
  * The issue's targets checked against the figures, the printed tables, and
  * the JSON (the same figures) for bench/results/latest.json.
  */
+import type { MicroRow } from './micro';
 import type { BenchOptions, OpName } from './options';
 import type { StallResults } from './stalls';
 import type { StreamResults } from './stream';
@@ -20,6 +21,8 @@ export interface BenchResults {
   meta: Record<string, unknown>;
   options: BenchOptions;
   unary: UnaryRow[];
+  /** In-process before/after of the hot-path changes (bench/micro.ts). */
+  micro: MicroRow[];
   streaming: StreamResults | null;
   stalls: StallResults | null;
   targets: TargetCheck[];
@@ -32,7 +35,7 @@ const RSS_LIMIT_MB = 200;
 export function checkTargets(o: BenchOptions, unary: UnaryRow[], streaming: StreamResults | null, stalls: StallResults | null): TargetCheck[] {
   const c = Math.max(...o.concurrency);
   const at = ` at ${c} in flight`;
-  const row = (op: OpName, sync: UnaryRow['synchronous']) => unary.find((r) => r.op === op && r.synchronous === sync && r.concurrency === c);
+  const row = (op: OpName, sync: UnaryRow['synchronous']) => unary.find((r) => r.op === op && r.synchronous === sync && r.concurrency === c && !r.variant);
   const checks: TargetCheck[] = [];
   const atLeast = (name: string, target: number, value: number | null | undefined, unit = 'x empty') =>
     checks.push({ name, target: `>= ${target}${unit === 'x empty' ? 'x' : ` ${unit}`}`, value: value ?? null, met: value == null ? null : value >= target });
@@ -81,22 +84,22 @@ export function formatReport(r: BenchResults): string {
     const rows: string[][] = [];
     const seen = new Set<string>();
     for (const u of r.unary) {
-      const key = `${u.synchronous}/${u.concurrency}`;
+      const key = `${u.synchronous}/${u.variant ?? ''}/${u.concurrency}`;
       if (!seen.has(key)) {
         seen.add(key);
-        const empties = r.unary.filter((x) => x.synchronous === u.synchronous && x.concurrency === u.concurrency);
+        const empties = r.unary.filter((x) => x.synchronous === u.synchronous && x.variant === u.variant && x.concurrency === u.concurrency);
         const rate = empties.reduce((n, x) => n + x.empty.rate, 0) / empties.length;
         const p99 = empties.reduce((n, x) => n + x.empty.p99Ms, 0) / empties.length;
         const cpu = empties.reduce((n, x) => n + (x.empty.cpuUsPerCall ?? 0), 0) / empties.length;
         const client = empties.reduce((n, x) => n + x.empty.clientCpuUsPerCall, 0) / empties.length;
-        rows.push([`Empty RPC (mean of its windows)`, u.synchronous, String(u.concurrency), num(rate), '', num(p99, 2), num(cpu), num(client), '1.00', '1.00', '1.00', '', '']);
+        rows.push([`Empty RPC (mean of its windows)${u.variant ? ` [${u.variant}]` : ''}`, u.synchronous, String(u.concurrency), num(rate), '', num(p99, 2), num(cpu), num(client), '1.00', '1.00', '1.00', '', '']);
       }
       const label = u.op === 'CreateSession' ? `CreateSession ${u.synchronous}` : u.op;
-      const checks = u.concurrency === c ? [targetOf(`${label} rate at ${c} in flight`), targetOf(`${label} p99 at ${c} in flight`),
+      const checks = u.concurrency === c && !u.variant ? [targetOf(`${label} rate at ${c} in flight`), targetOf(`${label} p99 at ${c} in flight`),
         u.op === 'ValidateSession' ? targetOf(`ValidateSession server CPU per call at ${c} in flight`) : undefined].filter((t) => t !== undefined) : [];
       const extra = u.touchWriteShare !== undefined ? ` (${Math.round(u.touchWriteShare * 100)}% wrote)` : '';
       rows.push([
-        `${u.op}${extra}`, u.synchronous, String(u.concurrency), num(u.call.rate), num(u.call.p50Ms, 2), num(u.call.p99Ms, 2), num(u.call.cpuUsPerCall), num(u.call.clientCpuUsPerCall),
+        `${u.op}${extra}${u.variant ? ` [${u.variant}]` : ''}`, u.synchronous, String(u.concurrency), num(u.call.rate), num(u.call.p50Ms, 2), num(u.call.p99Ms, 2), num(u.call.cpuUsPerCall), num(u.call.clientCpuUsPerCall),
         num(u.ratio.rate, 2), num(u.ratio.p99, 2), num(u.ratio.cpu, 2),
         checks.map((t) => t!.target.replace('x the empty RPC p99', 'x p99').replace('x the empty RPC', 'x CPU')).join(', '),
         checks.map((t) => verdict(t!.met)).join(','),
@@ -105,15 +108,21 @@ export function formatReport(r: BenchResults): string {
     }
     out.push(table(['call', 'sync', 'conc', 'calls/s', 'p50 ms', 'p99 ms', 'CPU us/call', 'client us/call', 'x rate', 'x p99', 'x CPU', 'target', 'met'], rows), '');
   }
+  if (r.micro.length > 0) {
+    out.push('Hot-path changes, before and after, in-process on the filled database (CPU us per operation, median of the rounds):', '');
+    out.push(table(['change', 'before', 'after', 'before us', 'after us', 'saved us'], r.micro.map((m) => [
+      m.change, m.before, m.after, num(m.beforeUs, 1), num(m.afterUs, 1), num(m.beforeUs - m.afterUs, 1),
+    ])), '');
+  }
   if (r.streaming) {
     const s = r.streaming;
     out.push(`Streaming validation (openValidator(), ${r.options.streams} streams) vs Redis GET through ioredis (${r.options.streams} connections) ` +
       ('skipped' in s.redis ? `- Redis SKIPPED: ${s.redis.skipped}` : `- redis-server ${s.redis.version}`), '');
-    out.push(table(['in flight', 'stream calls/s', 'p50 ms', 'p99 ms', 'server CPU us/call', 'client us/call', 'Redis GET/s', 'Redis p99 ms', 'redis-server us/GET', 'client us/GET', 'ratio', 'target', 'met'],
+    out.push(table(['in flight', 'stream calls/s', 'per message', 'p50 ms', 'p99 ms', 'server CPU us/call', 'client us/call', 'Redis GET/s', 'Redis p99 ms', 'redis-server us/GET', 'client us/GET', 'ratio', 'target', 'met'],
       s.rows.map((row) => {
         const rate = targetOf(`ValidateSessionStream at ${row.concurrency} in flight`);
         const ratio = targetOf(`ValidateSessionStream / Redis GET at ${row.concurrency} in flight`);
-        return [String(row.concurrency), num(row.stream.rate), num(row.stream.p50Ms, 2), num(row.stream.p99Ms, 2), num(row.stream.cpuUsPerCall), num(row.stream.clientCpuUsPerCall),
+        return [String(row.concurrency), num(row.stream.rate), num(row.perMessage, 1), num(row.stream.p50Ms, 2), num(row.stream.p99Ms, 2), num(row.stream.cpuUsPerCall), num(row.stream.clientCpuUsPerCall),
           num(row.redis?.rate), num(row.redis?.p99Ms, 2), num(row.redis?.cpuUsPerCall), num(row.redis?.clientCpuUsPerCall), num(row.ratio, 2), '>= 50000/s, >= 0.4x', `${verdict(rate?.met ?? null)},${verdict(ratio?.met ?? null)}`];
       })), '');
   }

@@ -49,6 +49,13 @@ export interface ServerProcess {
  * port, and waits for its "serving" line. SESSIOND_* variables of the calling
  * shell are not passed on: the bench sets what it measures.
  */
+let settings: Record<string, string> = {};
+
+/** Settings (SESSIOND_* variables) every server started from now on gets, under what a part sets itself. */
+export function useServerSettings(env: Record<string, string>): void {
+  settings = { ...env };
+}
+
 export async function startServer(dbPath: string, env: Record<string, string>, cpuProfDir?: string): Promise<ServerProcess> {
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SESSIOND_') && !k.startsWith('BENCH_')));
   const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
@@ -60,6 +67,7 @@ export async function startServer(dbPath: string, env: Record<string, string>, c
       SESSIOND_LISTEN: '127.0.0.1:0',
       SESSIOND_LOG_LEVEL: 'info',
       SESSIOND_BENCH_SERVICE: 'true',
+      ...settings,
       ...env,
     },
   });

@@ -20,6 +20,8 @@ export interface StreamRow {
   /** Redis GETs; cpuUsPerCall is redis-server's. Null when Redis was skipped. */
   redis: Summary | null;
   roundRatios: number[];
+  /** Validations per request message over the measured windows: how well the client's batching works. */
+  perMessage: number;
   /** Median of the per-round stream/Redis rate ratios; null when Redis was skipped. */
   ratio: number | null;
 }
@@ -73,8 +75,12 @@ export async function measureStreaming(
       const s: Window[] = [];
       const r: Window[] = [];
       const roundRatios: number[] = [];
+      let messages = 0;
+      const sent = () => validators.reduce((n, v) => n + v.messagesSent, 0);
       for (let round = 0; round < o.rounds; round++) {
+        const before = sent();
         const ws = await runWindow(streamIssue, concurrency, o.windowMs, server.pid);
+        messages += sent() - before;
         s.push(ws);
         if (!redis) continue;
         const wr = await runWindow(redisIssue, concurrency, o.windowMs, redis.pid);
@@ -88,9 +94,10 @@ export async function measureStreaming(
         redis: redis ? summarize(r) : null,
         roundRatios,
         ratio: redis ? median(roundRatios) : null,
+        perMessage: s.reduce((n, w) => n + w.calls, 0) / Math.max(1, messages),
       };
       rows.push(row);
-      log(`  ValidateSessionStream c=${concurrency} over ${o.streams} streams: ${row.stream.rate.toFixed(0)}/s`
+      log(`  ValidateSessionStream c=${concurrency} over ${o.streams} streams: ${row.stream.rate.toFixed(0)}/s, ${row.perMessage.toFixed(1)} per message`
         + (row.redis ? `; Redis GET ${row.redis.rate.toFixed(0)}/s; ratio ${row.ratio!.toFixed(2)}x` : '; Redis skipped'));
     }
     return { rows, redis: redis ? { version: redis.version } : { skipped: (redisStart as { skipped: string }).skipped } };

@@ -14,6 +14,8 @@ import { issuer, workload, type Pools } from './workloads';
 export interface UnaryRow {
   op: OpName;
   synchronous: 'NORMAL' | 'FULL';
+  /** Set on the on/off rows (the ablation part): which optimisations that server ran without. */
+  variant?: string;
   concurrency: number;
   call: Summary;
   empty: Summary;
@@ -39,10 +41,11 @@ export async function measureUnary(
   synchronous: UnaryRow['synchronous'],
   o: BenchOptions,
   log: (line: string) => void,
+  variant?: { name: string; concurrency: number[] },
 ): Promise<UnaryRow[]> {
   const rows: UnaryRow[] = [];
   const empty = issuer(workload('Empty', pools), channels);
-  for (const concurrency of o.concurrency) {
+  for (const concurrency of variant?.concurrency ?? o.concurrency) {
     for (const op of ops) {
       const call = issuer(workload(op, pools), channels);
       await runWindow(empty, concurrency, o.warmupMs);
@@ -70,6 +73,7 @@ export async function measureUnary(
       const row: UnaryRow = {
         op,
         synchronous,
+        ...(variant ? { variant: variant.name } : {}),
         concurrency,
         call: cs,
         empty: es,
@@ -95,7 +99,7 @@ const f = (n: number | null, digits = 0) => (n === null || !Number.isFinite(n) ?
 
 function describe(r: UnaryRow): string {
   const errors = r.call.errors + r.empty.errors;
-  return `  ${r.op}${r.synchronous === 'FULL' ? ' (FULL)' : ''} c=${r.concurrency}: ${f(r.call.rate)}/s = ${f(r.ratio.rate, 2)}x empty (${f(r.empty.rate)}/s)`
+  return `  ${r.op}${r.synchronous === 'FULL' ? ' (FULL)' : ''}${r.variant ? ` [${r.variant}]` : ''} c=${r.concurrency}: ${f(r.call.rate)}/s = ${f(r.ratio.rate, 2)}x empty (${f(r.empty.rate)}/s)`
     + `, p99 ${f(r.call.p99Ms, 2)} ms, cpu ${f(r.call.cpuUsPerCall)} us/call`
     + (errors > 0 ? `, ${errors} ERRORS (${r.call.firstError ?? r.empty.firstError})` : '');
 }

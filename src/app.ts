@@ -1,6 +1,5 @@
 import { Server } from '@grpc/grpc-js';
 import { AdminServiceService } from '../generated/sessions/v1/admin_service';
-import { SessionServiceService } from '../generated/sessions/v1/session_service';
 import type { Config } from './config';
 import { systemClock, type Clock } from './domain/clock';
 import { SessionManager } from './domain/session-manager';
@@ -18,7 +17,7 @@ import { Health } from './transport/health';
 import { addReflection } from './transport/reflection';
 import { SafeDecodingServer } from './transport/request-decoding';
 import { bind, serverChannelOptions, serverCredentials, transportSecurity } from './transport/server';
-import { sessionHandlers } from './transport/session-handlers';
+import { sessionHandlers, sessionService } from './transport/session-handlers';
 import { OpenStreams } from './transport/validate-stream';
 
 export interface App {
@@ -56,7 +55,8 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
   const metrics = new Metrics();
   const storageObserver = new StorageObserver(metrics, log, config.storage.journalMode === 'wal' ? config.storage.walAutocheckpoint : 0);
   const storage = SqliteStorage.open(config.storage, { onCheckpoint: (r) => storageObserver.checkpoint(r) });
-  const sessions = new SessionManager(storage.sessions, storage.writes, clock, config.policy);
+  // Purges run on the checkpoint worker's connection, off the event loop (checkpoint-worker.ts).
+  const sessions = new SessionManager(storage.sessions, storage.writes, clock, config.policy, storage);
   const health = new Health(() => storage.walSnapshot());
   // Undecodable request bytes get INVALID_ARGUMENT, never INTERNAL (see request-decoding.ts).
   const server = new SafeDecodingServer({
@@ -64,8 +64,8 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
     // Every call of every service, unary or streaming, is counted and timed here.
     interceptors: [callObserver(metrics, log, config.slowCallThresholdMs)],
   });
-  const streams = new OpenStreams();
-  server.addService(SessionServiceService, sessionHandlers(sessions, log, streams));
+  const streams = new OpenStreams(config.server.maxMessageBytes);
+  server.addService(sessionService, sessionHandlers(sessions, log, streams));
   server.addService(
     AdminServiceService,
     adminHandlers({ sessions, storage, auth: new AdminAuth(config.server.adminToken), sweepBatchSize: config.sweepBatchSize, metrics }, log),

@@ -271,10 +271,94 @@ test('wal_autocheckpoint=0 turns automatic checkpoints off', async (t) => {
   t.is(st.walFrames, before.walFrames);
 });
 
-test('journal_size_limit takes effect: after a checkpoint the next write cuts the -wal file back to the limit', async (t) => {
+test('with group commit, concurrent writes share one commit; switched off (--group-commit=false), each commits alone', async (t) => {
+  // Every commit appends the pages it dirtied to the WAL. On a fresh file the
+  // table and each index are one page, so 20 inserts in one transaction add a
+  // handful of frames, and 20 transactions add at least 20.
+  const frames = async (groupCommit: boolean) => {
+    const { storage } = openStorage(t, { groupCommit });
+    const before = storage.walSnapshot().walFrames;
+    await Promise.all(Array.from({ length: 20 }, (_, i) => storage.writes.run(() => storage.sessions.insert(record(), hashOf(`gc-${groupCommit}-${i}`)))));
+    return storage.walSnapshot().walFrames - before;
+  };
+  const grouped = await frames(true);
+  const alone = await frames(false);
+  t.true(grouped < 20, `grouped: ${grouped} frames`);
+  t.true(alone >= 20, `one commit each: ${alone} frames`);
+});
+
+test('with --checkpoint-worker=false, SQLite checkpoints inside commits at wal_autocheckpoint, and no worker reports one', async (t) => {
+  const seen: string[] = [];
+  const dir = tempDir('sessiond-wal-');
+  const storage = SqliteStorage.open({ ...DEFAULT_STORAGE_OPTIONS, path: join(dir, 'sessions.db'), walAutocheckpoint: 10, checkpointWorker: false }, {
+    onCheckpoint: (r) => seen.push(r.trigger),
+  });
+  t.teardown(async () => {
+    await storage.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  let written = 0;
+  for (let i = 0; i < 40; i++) {
+    const before = storage.walSnapshot().walFrames;
+    await storage.writes.run(() => storage.sessions.insert(record(), hashOf(`inline-${i}`)));
+    written += Math.max(0, storage.walSnapshot().walFrames - before);
+  }
+  // The commit that crossed 10 frames checkpointed them back before returning,
+  // so a later commit rewound the WAL: it never holds all that was written.
+  const st = storage.status();
+  t.true(st.walCheckpointedFrames > 0 || st.walFrames < written, `frames ${st.walFrames}, written ${written}`);
+  t.true(st.walFrames < 40 * 3, `the WAL stayed bounded: ${st.walFrames} frames`);
+  // Well over the worker's polling interval: nothing runs in the background.
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.deepEqual(seen, []);
+});
+
+test('snapshot reads through one read transaction: a commit by another connection meanwhile is not seen inside it', async (t) => {
+  const { storage, path } = openStorage(t);
+  const s = record({ attributes: { v: '1' } });
+  await storage.writes.run(() => storage.sessions.insert(s, hashOf(s.id)));
+  const other = new Database(path);
+  t.teardown(() => other.close());
+  const seen = storage.sessions.snapshot(() => {
+    const first = storage.sessions.findById(s.id)!.attributes.v;
+    other.prepare("UPDATE sessions SET attributes = '{\"v\":\"2\"}' WHERE id = ?").run(s.id);
+    return [first, storage.sessions.findById(s.id)!.attributes.v];
+  });
+  t.deepEqual(seen, ['1', '1'], 'both reads saw the snapshot the first one started');
+  t.is(storage.sessions.findById(s.id)!.attributes.v, '2', 'the next read sees the commit');
+  // Outside a snapshot every statement reads afresh.
+  other.prepare("UPDATE sessions SET attributes = '{\"v\":\"3\"}' WHERE id = ?").run(s.id);
+  t.is(storage.sessions.findById(s.id)!.attributes.v, '3');
+  // And a write right after a snapshot takes the lock as usual.
+  await storage.writes.run(() => storage.sessions.insert(record(), hashOf('after-snapshot')));
+  t.truthy(storage.sessions.findByTokenHash(hashOf('after-snapshot')));
+});
+
+test('journal_size_limit takes effect: once a checkpoint has copied the WAL back, the worker cuts the -wal file back to the limit', async (t) => {
   const limit = 64 * 1024;
   // Autocheckpoint off, so the WAL grows well past the limit first.
   const s = await server(t, { SESSIOND_JOURNAL_SIZE_LIMIT: '64KiB', SESSIOND_WAL_AUTOCHECKPOINT: '0' });
+  t.is((await s.client.getStorageStatus()).journalSizeLimit, limit);
+  await createSome(s, 40);
+  const grown = size(`${s.dbPath}-wal`);
+  t.true(grown > limit, `the WAL grew to ${grown} bytes`);
+  // Several worker polls: frames not yet copied back are never cut.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.is(size(`${s.dbPath}-wal`), grown, 'a WAL that is not copied back keeps its size');
+  const c = await s.client.checkpoint({ mode: CheckpointMode.CHECKPOINT_MODE_PASSIVE });
+  t.is(c.checkpointedFrames, c.logFrames);
+  // No write needed: the worker cuts the file, so the main thread's commits never do (a large WAL took seconds).
+  t.true(await eventually(async () => size(`${s.dbPath}-wal`) <= limit, 5000), `the WAL is back to ${size(`${s.dbPath}-wal`)} bytes`);
+  const last = (await s.client.getStorageStatus()).lastCheckpoint;
+  t.is(last?.mode, CheckpointMode.CHECKPOINT_MODE_TRUNCATE);
+  t.is(last?.trigger, 'auto');
+  await createSome(s, 1);
+  t.true(size(`${s.dbPath}-wal`) <= limit);
+});
+
+test('journal_size_limit without the worker (--checkpoint-worker=false): the first commit after a checkpoint cuts the -wal file back', async (t) => {
+  const limit = 64 * 1024;
+  const s = await server(t, { SESSIOND_JOURNAL_SIZE_LIMIT: '64KiB', SESSIOND_WAL_AUTOCHECKPOINT: '0', SESSIOND_CHECKPOINT_WORKER: 'false' });
   t.is((await s.client.getStorageStatus()).journalSizeLimit, limit);
   await createSome(s, 40);
   const grown = size(`${s.dbPath}-wal`);

@@ -51,7 +51,7 @@ test('ValidateSessionStream answers every request with its correlation id, error
   const n = 300;
   for (let i = 1; i <= n; i++) {
     const token = i % 3 === 0 ? live.token : i % 3 === 1 ? `unknown-${i}` : '';
-    call.write({ correlationId: i, token, touch: false });
+    call.write({ correlationId: i, token, touch: false, items: [] });
   }
   call.end();
   await done;

@@ -56,7 +56,7 @@ test('the smoke bench runs end to end and reports every figure with sane values'
   const expected = [...OPS.map((op) => [op, 'NORMAL'] as const), ['CreateSession', 'FULL'] as const];
   for (const c of o.concurrency) {
     for (const [op, sync] of expected) {
-      const row = r.unary.find((u) => u.op === op && u.synchronous === sync && u.concurrency === c);
+      const row = r.unary.find((u) => u.op === op && u.synchronous === sync && u.concurrency === c && u.variant === undefined);
       const what = `${op} ${sync} c=${c}`;
       if (!row) {
         problems.push(`${what}: missing`);
@@ -72,6 +72,31 @@ test('the smoke bench runs end to end and reports every figure with sane values'
       if (op === 'ValidateSession+touch' && !(row.touchWriteShare! >= 0 && row.touchWriteShare! <= 1)) problems.push(`${what}: touch write share ${row.touchWriteShare}`);
     }
   }
+
+  // The hot-path changes, old and new way in-process: both figures for each, and the whole validation for scale.
+  t.deepEqual(r.micro.map((m) => m.change), [
+    'session row read by token hash', 'token hash (SHA-256)', 'ValidateSession answer encoding', 'token lookups of a stream batch', 'new token and id (CSPRNG)',
+    'ValidateSession in-process, all of it (for scale)',
+  ]);
+  for (const m of r.micro.slice(0, -1)) {
+    if (!(m.beforeUs > 0 && m.afterUs > 0 && Number.isFinite(m.beforeUs) && Number.isFinite(m.afterUs))) problems.push(`micro ${m.change}: ${m.beforeUs} -> ${m.afterUs}`);
+  }
+  if (!(r.micro.at(-1)!.afterUs > 0)) problems.push(`micro validation: ${r.micro.at(-1)!.afterUs}`);
+  t.regex(output, /Hot-path changes, before and after/);
+
+  // The on/off rows: CreateSession without group commit and/or the checkpoint
+  // worker, at the largest concurrency only, each against its own empty RPC.
+  const variants = r.unary.filter((u) => u.variant !== undefined);
+  t.deepEqual(
+    variants.map((u) => `${u.synchronous} ${u.variant}`).sort(),
+    ['FULL no group commit', 'NORMAL checkpoints in commits', 'NORMAL no group commit', 'NORMAL no group commit, checkpoints in commits'],
+  );
+  for (const u of variants) {
+    const what = `CreateSession ${u.synchronous} [${u.variant}]`;
+    if (u.op !== 'CreateSession' || u.concurrency !== Math.max(...o.concurrency)) problems.push(`${what}: ${u.op} at ${u.concurrency}`);
+    problems.push(...saneSummary(u.call, what, true), ...saneSummary(u.empty, `${what} (empty)`, true));
+  }
+  t.regex(output, /CreateSession \[no group commit, checkpoints in commits\]/);
 
   // Streaming, and Redis when this machine has it.
   const hasRedis = !spawnSync('redis-server', ['--version']).error;

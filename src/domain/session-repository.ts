@@ -66,6 +66,14 @@ export interface SessionRepository {
 
   /** How many sessions are live, and how many are dead but not purged. */
   countSessions(now: number): { live: number; dead: number };
+
+  /**
+   * Runs `reads` (synchronous reads of this repository) against one consistent
+   * snapshot, so that they see the same state and share the cost of starting a
+   * read; inside a write already under way, simply runs them. Nothing may be
+   * written from `reads`.
+   */
+  snapshot<T>(reads: () => T): T;
 }
 
 export interface Modification {
@@ -83,6 +91,21 @@ export interface SessionFilter {
 export interface ListPage {
   readonly sessions: SessionRecord[];
   readonly nextCursor: number | undefined;
+}
+
+/**
+ * Runs purge batches somewhere other than the WriteRunner's connection. A
+ * purge dirties a page or more per deleted row in every index, so an
+ * implementation that runs it off the event loop (SQLite: on the checkpoint
+ * worker's connection, paced by its checkpoints) keeps a purge of millions of
+ * rows from stalling every other call.
+ */
+export interface PurgeRunner {
+  /**
+   * SessionRepository.purgeBatch in a transaction of its own.
+   * @returns how many rows were deleted, once committed.
+   */
+  purgeBatch(now: number, limit: number): Promise<number>;
 }
 
 /**

@@ -8,6 +8,9 @@ import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
  *
  *   /sessiond.bench.v1.Bench/Empty           empty in, empty out: the transport's
  *                                            own ceiling, the bench's baseline
+ *   /sessiond.bench.v1.Bench/Sized           answers as many zero bytes as the request
+ *                                            asks for (decimal text, at most 64 KiB):
+ *                                            the transport's cost of an answer's size
  *   /sessiond.bench.v1.Bench/LoopDelayStart  starts a fresh event-loop delay histogram
  *   /sessiond.bench.v1.Bench/LoopDelayStop   stops it; answers its figures as JSON
  *
@@ -33,6 +36,7 @@ export interface LoopDelayFigures {
 const RESOLUTION_MS = 1;
 
 const identity = (b: Buffer) => b;
+const MAX_SIZED_BYTES = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
 
 function method(name: string) {
@@ -50,6 +54,7 @@ function method(name: string) {
 
 const definition: ServiceDefinition = {
   Empty: method('Empty'),
+  Sized: method('Sized'),
   LoopDelayStart: method('LoopDelayStart'),
   LoopDelayStop: method('LoopDelayStop'),
 };
@@ -61,6 +66,13 @@ export function addBenchService(server: Server): void {
   let histogram: IntervalHistogram | undefined;
   let started = 0;
   const empty: handleUnaryCall<Buffer, Buffer> = (_call, callback) => callback(null, EMPTY);
+  const answers = new Map<number, Buffer>();
+  const sized: handleUnaryCall<Buffer, Buffer> = (call, callback) => {
+    const n = Math.min(Math.max(Number(call.request.toString('latin1')) || 0, 0), MAX_SIZED_BYTES);
+    let answer = answers.get(n);
+    if (!answer) answers.set(n, (answer = Buffer.alloc(n)));
+    callback(null, answer);
+  };
   const start: handleUnaryCall<Buffer, Buffer> = (_call, callback) => {
     histogram?.disable();
     histogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
@@ -78,6 +90,6 @@ export function addBenchService(server: Server): void {
       : { maxMs: 0, p50Ms: 0, p99Ms: 0, meanMs: 0, samples: 0, durationMs: h ? performance.now() - started : 0 };
     callback(null, Buffer.from(JSON.stringify(figures)));
   };
-  const handlers: UntypedServiceImplementation = { Empty: empty, LoopDelayStart: start, LoopDelayStop: stop };
+  const handlers: UntypedServiceImplementation = { Empty: empty, Sized: sized, LoopDelayStart: start, LoopDelayStop: stop };
   server.addService(definition, handlers);
 }

@@ -9,8 +9,8 @@ import {
 import {
   CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, RevokeSessionsRequest,
   RotateSessionTokenRequest, SessionServiceService, TouchSessionRequest, UpdateSessionRequest, ValidateSessionRequest,
-  ValidateSessionStreamRequest,
 } from '../../generated/sessions/v1/session_service';
+import { StrictValidateSessionStreamRequest } from './validate-stream';
 
 /*
  * Request bytes that do not decode are the caller's fault, so they get
@@ -38,7 +38,8 @@ const STRICT_TYPES: ReadonlyMap<string, Decoder> = new Map<string, Decoder>([
   [SessionServiceService.createSession.path, CreateSessionRequest],
   [SessionServiceService.getSession.path, GetSessionRequest],
   [SessionServiceService.validateSession.path, ValidateSessionRequest],
-  [SessionServiceService.validateSessionStream.path, ValidateSessionStreamRequest],
+  // Its batch items are checked for framing too (see validate-stream.ts).
+  [SessionServiceService.validateSessionStream.path, StrictValidateSessionStreamRequest],
   [SessionServiceService.touchSession.path, TouchSessionRequest],
   [SessionServiceService.updateSession.path, UpdateSessionRequest],
   [SessionServiceService.rotateSessionToken.path, RotateSessionTokenRequest],

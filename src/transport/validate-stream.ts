@@ -1,19 +1,37 @@
-import type { handleBidiStreamingCall } from '@grpc/grpc-js';
+import { Metadata, status, type handleBidiStreamingCall, type ServerDuplexStream } from '@grpc/grpc-js';
+import { BinaryReader } from '@bufbuild/protobuf/wire';
 import {
-  InvalidReason, type ValidateSessionStreamRequest, type ValidateSessionStreamResponse,
+  InvalidReason, ValidateSessionStreamAnswer, ValidateSessionStreamRequest,
+  type ValidateSessionStreamItem, type ValidateSessionStreamResponse,
 } from '../../generated/sessions/v1/session_service';
 import type { SessionManager, ValidateResult } from '../domain/session-manager';
 import type { Logger } from '../log';
 import { reasonToProto, sessionToProto } from './convert';
-import { toServiceError } from './status';
+import { encodeStreamAnswer, encodeStreamAnswers, preEncoded } from './session-wire';
+import { statusError, toServiceError } from './status';
+import { BATCH_MAX_HEADER, MAX_BATCH_ITEMS } from './stream-protocol';
+
+/**
+ * A batched response is written once its answers may reach this many bytes,
+ * so that it stays far below the receiving client's message limit (4 MiB by
+ * default in grpc-js) and the server's own --max-message-bytes.
+ */
+const DEFAULT_RESPONSE_BUDGET_BYTES = 64 * 1024;
 
 /**
  * The open validation streams, so that shutdown can close them: a gateway
  * keeps one open for good, and it would otherwise hold the drain until its
- * deadline on every SIGTERM.
+ * deadline on every SIGTERM. Also the settings they share.
  */
 export class OpenStreams {
   private readonly closers = new Set<() => void>();
+  /** Bytes of answers per batched response message (see DEFAULT_RESPONSE_BUDGET_BYTES). */
+  readonly responseBudgetBytes: number;
+
+  /** @param maxMessageBytes the server's --max-message-bytes: batched responses stay well below it. */
+  constructor(maxMessageBytes = Infinity) {
+    this.responseBudgetBytes = Math.max(1, Math.min(DEFAULT_RESPONSE_BUDGET_BYTES, Math.floor(maxMessageBytes / 4)));
+  }
 
   add(close: () => void): () => void {
     this.closers.add(close);
@@ -26,80 +44,270 @@ export class OpenStreams {
   }
 }
 
+/*
+ * Strict decoding (request-decoding.ts) checks the framing of a message's own
+ * fields, but the generated decoder stops at a field number 0 or a stray
+ * end-group inside a nested message and goes on reading the rest as fields of
+ * the outer one: a damaged item could turn into a different validation. The
+ * framing of each item is checked the same way first.
+ */
+const ITEMS_FIELD = 4;
+const LENGTH_DELIMITED = 2;
+
+function checkItemFraming(reader: BinaryReader): void {
+  let index = 0;
+  while (reader.pos < reader.len) {
+    const [field, wireType] = reader.tag();
+    if (field !== ITEMS_FIELD || wireType !== LENGTH_DELIMITED) {
+      reader.skip(wireType, field);
+      continue;
+    }
+    const end = reader.uint32() + reader.pos;
+    try {
+      while (reader.pos < end) {
+        const [f, w] = reader.tag();
+        reader.skip(w, f);
+      }
+      if (reader.pos !== end) throw new Error('a field runs past the end of the item');
+    } catch (err) {
+      throw new Error(`item ${index} of items: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    index++;
+  }
+}
+
+/** ValidateSessionStreamRequest's decoder with the item check above; request-decoding.ts uses it. */
+export const StrictValidateSessionStreamRequest = {
+  decode(input: BinaryReader | Uint8Array): ValidateSessionStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const start = reader.pos;
+    checkItemFraming(reader);
+    reader.pos = start;
+    return ValidateSessionStreamRequest.decode(reader);
+  },
+};
+
+/** An answer the fast path (session-wire.ts) does not cover, through the generated encoder. */
+const encodeAnswer = (a: ValidateSessionStreamAnswer) => Buffer.from(ValidateSessionStreamAnswer.encode(a).finish());
+
+type Call = ServerDuplexStream<ValidateSessionStreamRequest, ValidateSessionStreamResponse>;
+
 /**
- * ValidateSessionStream: one answer per request, matched by correlation_id.
- * A bad request is answered with an error code and the stream goes on; only
- * the transport can end it. Reading pauses while the socket is backed up, so a
- * fast client cannot make the server buffer answers without bound.
+ * One stream's state. Answers to batched items are encoded as they come and
+ * collect in `out`; they go out as one response per event-loop turn (or
+ * sooner, once `outBytes` reaches the budget), so that the messages read in
+ * one turn cost one write.
+ */
+class ValidationStream {
+  private pending = 0;
+  private ended = false;
+  private closed = false;
+  private backedUp = false;
+  private out: Buffer[] = [];
+  private outBytes = 0;
+  private flushScheduled = false;
+  private readonly forget: () => void;
+  private readonly flushSoon = () => {
+    this.flushScheduled = false;
+    this.flush();
+    this.finish();
+  };
+  private readonly onDrain = () => {
+    this.backedUp = false;
+    if (!this.ended) this.call.resume();
+  };
+
+  constructor(
+    private readonly call: Call,
+    private readonly sessions: SessionManager,
+    private readonly log: Logger,
+    private readonly budget: number,
+    open: OpenStreams,
+  ) {
+    this.forget = open.add(() => this.stopReading());
+    const md = new Metadata();
+    md.set(BATCH_MAX_HEADER, String(MAX_BATCH_ITEMS));
+    call.sendMetadata(md);
+    call.on('data', (req: ValidateSessionStreamRequest) => this.read(req));
+    call.on('end', () => {
+      this.ended = true;
+      this.finish();
+    });
+    call.on('cancelled', () => this.forget());
+    // A cancelled stream emits 'error' on some grpc-js paths; nothing to answer then.
+    call.on('error', () => undefined);
+  }
+
+  private read(req: ValidateSessionStreamRequest): void {
+    if (req.items.length === 0) return this.readOne(req);
+    if (req.items.length > MAX_BATCH_ITEMS) {
+      return this.fail(`items: ${req.items.length} in one message; the limit is ${MAX_BATCH_ITEMS} (response header ${BATCH_MAX_HEADER})`);
+    }
+    if (req.correlationId !== 0 || req.token !== '' || req.touch) {
+      return this.fail('a message carries either one validation (correlation_id, token, touch) or items, not both');
+    }
+    const items = req.items;
+    let next = 0;
+    try {
+      // One read transaction for the whole batch (SessionManager.inSnapshot).
+      this.sessions.inSnapshot(() => {
+        for (; next < items.length; next++) this.validateItem(items[next]!);
+      });
+    } catch (err) {
+      // The snapshot itself failed to begin (validateItem answers its own
+      // faults): every item not yet answered gets the error.
+      for (; next < items.length; next++) this.push(encodeAnswer(this.failedAnswer(items[next]!.correlationId, err)));
+    }
+    this.scheduleFlush();
+  }
+
+  /** The original form: one validation, answered in its own message. */
+  private readOne(req: ValidateSessionStreamRequest): void {
+    this.pending++;
+    const id = req.correlationId;
+    let answer: ValidateSessionStreamAnswer;
+    try {
+      const result = this.sessions.validate(req.token, req.touch);
+      // Most validations are reads answered synchronously: no promise hop.
+      if (result instanceof Promise) {
+        result.then((r) => this.answerOf(id, r)).catch((err: unknown) => this.failedAnswer(id, err)).then((a) => this.sendOne(a))
+          .catch((err: unknown) => this.log.error('could not write a validation answer', { method: 'ValidateSessionStream', err }));
+        return;
+      }
+      answer = this.answerOf(id, result);
+    } catch (err) {
+      answer = this.failedAnswer(id, err);
+    }
+    this.sendOne(answer);
+  }
+
+  private validateItem(item: ValidateSessionStreamItem): void {
+    let result: ValidateResult | Promise<ValidateResult>;
+    try {
+      result = this.sessions.validate(item.token, item.touch);
+    } catch (err) {
+      this.push(encodeAnswer(this.failedAnswer(item.correlationId, err)));
+      return;
+    }
+    if (!(result instanceof Promise)) {
+      this.pushResult(item.correlationId, result);
+      return;
+    }
+    // Only a touch that writes waits, for the group commit.
+    this.pending++;
+    const id = item.correlationId;
+    result.then(
+      (r) => this.pushResult(id, r),
+      (err: unknown) => this.push(encodeAnswer(this.failedAnswer(id, err))),
+    ).finally(() => {
+      this.pending--;
+      this.scheduleFlush();
+      this.finish();
+    }).catch((err: unknown) => this.log.error('could not write a validation answer', { method: 'ValidateSessionStream', err }));
+  }
+
+  private pushResult(id: number, r: ValidateResult): void {
+    let bytes: Buffer;
+    try {
+      bytes = encodeStreamAnswer(id, r) ?? encodeAnswer(this.answerOf(id, r));
+    } catch (err) {
+      bytes = encodeAnswer(this.failedAnswer(id, err));
+    }
+    this.push(bytes);
+  }
+
+  private answerOf(correlationId: number, r: ValidateResult): ValidateSessionStreamAnswer {
+    return r.valid
+      ? { correlationId, valid: true, session: sessionToProto(r.session), reason: InvalidReason.INVALID_REASON_UNSPECIFIED, errorCode: 0, errorMessage: '' }
+      : { correlationId, valid: false, session: undefined, reason: reasonToProto(r.reason), errorCode: 0, errorMessage: '' };
+  }
+
+  private failedAnswer(correlationId: number, err: unknown): ValidateSessionStreamAnswer {
+    const se = toServiceError(err, 'ValidateSessionStream', this.log);
+    return { correlationId, valid: false, session: undefined, reason: InvalidReason.INVALID_REASON_UNSPECIFIED, errorCode: se.code, errorMessage: se.details };
+  }
+
+  private push(answer: Buffer): void {
+    this.out.push(answer);
+    // The answer, its tag and its length.
+    this.outBytes += answer.length + 4;
+    if (this.outBytes >= this.budget) this.flush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.out.length === 0) return;
+    this.flushScheduled = true;
+    setImmediate(this.flushSoon);
+  }
+
+  private flush(): void {
+    if (this.out.length > 0) {
+      const answers = this.out;
+      this.out = [];
+      this.outBytes = 0;
+      this.write(preEncoded(encodeStreamAnswers(answers)));
+    }
+  }
+
+  private sendOne(a: ValidateSessionStreamAnswer): void {
+    this.pending--;
+    this.write({ ...a, answers: [] });
+    this.finish();
+  }
+
+  private write(res: ValidateSessionStreamResponse): void {
+    if (this.closed || this.call.cancelled || this.call.destroyed) return;
+    try {
+      // Reading pauses while the socket is backed up, so a fast client cannot
+      // make the server buffer answers without bound.
+      if (!this.call.write(res) && !this.backedUp) {
+        this.backedUp = true;
+        this.call.pause();
+        this.call.once('drain', this.onDrain);
+      }
+    } catch (err) {
+      this.log.error('could not write a validation answer', { method: 'ValidateSessionStream', err });
+    }
+  }
+
+  private finish(): void {
+    if (!this.ended || this.pending > 0 || this.closed) return;
+    this.flush();
+    this.closed = true;
+    this.forget();
+    this.call.end();
+  }
+
+  /** Answers the requests already read; reads nothing more. */
+  private stopReading(): void {
+    this.call.removeAllListeners('data');
+    this.call.pause();
+    this.ended = true;
+    this.finish();
+  }
+
+  /** Ends the stream with INVALID_ARGUMENT for a message that cannot be answered item by item. */
+  private fail(details: string): void {
+    this.call.removeAllListeners('data');
+    this.call.pause();
+    // Answers already due for earlier messages go out before the status.
+    if (this.out.length > 0) this.flush();
+    this.closed = true;
+    this.forget();
+    this.call.emit('error', statusError(status.INVALID_ARGUMENT, details));
+  }
+}
+
+/**
+ * ValidateSessionStream: every validation answered on its own, matched by
+ * correlation_id; a message of one validation gets a message of one answer, a
+ * batch gets batched answers. A bad item or a storage fault is answered with
+ * an error code and the stream goes on.
  */
 export function validateStreamHandler(
   sessions: SessionManager,
   log: Logger,
   open: OpenStreams,
 ): handleBidiStreamingCall<ValidateSessionStreamRequest, ValidateSessionStreamResponse> {
-  return (call) => {
-    let pending = 0;
-    let ended = false;
-    const finish = () => {
-      if (ended && pending === 0) {
-        forget();
-        call.end();
-      }
-    };
-    const forget = open.add(() => {
-      // Requests already read are answered; nothing more is read.
-      call.removeAllListeners('data');
-      call.pause();
-      ended = true;
-      finish();
-    });
-    call.on('cancelled', () => forget());
-    const answer = (res: ValidateSessionStreamResponse) => {
-      pending--;
-      if (call.cancelled || call.destroyed) return;
-      if (!call.write(res)) {
-        call.pause();
-        call.once('drain', () => call.resume());
-      }
-      finish();
-    };
-    call.on('data', (req: ValidateSessionStreamRequest) => {
-      pending++;
-      const base = { correlationId: req.correlationId, valid: false, session: undefined, reason: InvalidReason.INVALID_REASON_UNSPECIFIED, errorCode: 0, errorMessage: '' };
-      const build = (r: ValidateResult): ValidateSessionStreamResponse =>
-        r.valid ? { ...base, valid: true, session: sessionToProto(r.session) } : { ...base, reason: reasonToProto(r.reason) };
-      const failed = (err: unknown): ValidateSessionStreamResponse => {
-        const se = toServiceError(err, 'ValidateSessionStream', log);
-        return { ...base, errorCode: se.code, errorMessage: se.details };
-      };
-      const send = (res: ValidateSessionStreamResponse) => {
-        try {
-          answer(res);
-        } catch (err) {
-          log.error('could not write a validation answer', { method: 'ValidateSessionStream', err });
-        }
-      };
-      // Most validations are reads answered synchronously: no promise hop per
-      // message. Only a touch that writes goes through the group committer.
-      let result: ValidateResult | Promise<ValidateResult>;
-      let res: ValidateSessionStreamResponse;
-      try {
-        result = sessions.validate(req.token, req.touch);
-        if (result instanceof Promise) {
-          result.then(build).catch(failed).then(send);
-          return;
-        }
-        res = build(result);
-      } catch (err) {
-        res = failed(err);
-      }
-      send(res);
-    });
-    call.on('end', () => {
-      ended = true;
-      finish();
-    });
-    // A cancelled stream emits 'error' on some grpc-js paths; nothing to answer then.
-    call.on('error', () => undefined);
-  };
+  return (call) => void new ValidationStream(call, sessions, log, open.responseBudgetBytes, open);
 }

@@ -130,7 +130,11 @@ function corpus(f: Fixture): { path: string; bytes: Buffer }[] {
     }))) },
     { path: `${S}ListSessions`, bytes: enc(ListSessionsRequest.encode({ serverId: 'web-1', subject: '', pageSize: 2, pageToken: f.pageToken })) },
     { path: `${S}RevokeSessions`, bytes: enc(RevokeSessionsRequest.encode({ serverId: 'nobody', subject: 'nobody' })) },
-    { path: `${S}ValidateSessionStream`, bytes: enc(ValidateSessionStreamRequest.encode({ correlationId: 42, token: f.token, touch: false })) },
+    { path: `${S}ValidateSessionStream`, bytes: enc(ValidateSessionStreamRequest.encode({ correlationId: 42, token: f.token, touch: false, items: [] })) },
+    { path: `${S}ValidateSessionStream`, bytes: enc(ValidateSessionStreamRequest.encode({
+      correlationId: 0, token: '', touch: false,
+      items: [{ correlationId: 7, token: f.token, touch: true }, { correlationId: 8, token: 'unknown', touch: false }, { correlationId: 9, token: f.tokens[1]!, touch: false }],
+    })) },
     { path: `${A}Checkpoint`, bytes: enc(CheckpointRequest.encode({ mode: 1 })) },
     { path: `${A}PurgeExpiredSessions`, bytes: enc(PurgeExpiredSessionsRequest.encode({ batchSize: 10 })) },
   ];

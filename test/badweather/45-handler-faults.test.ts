@@ -3,13 +3,13 @@ import { credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js'
 import Database from 'better-sqlite3';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { SessionServiceClient, SessionServiceService, type ValidateSessionStreamResponse } from '../../generated/sessions/v1/session_service';
+import { SessionServiceClient, type ValidateSessionStreamResponse } from '../../generated/sessions/v1/session_service';
 import { ServingStatus, SessiondClient } from '../../src/client';
 import type { SessionManager } from '../../src/domain/session-manager';
 import { createLogger } from '../../src/log';
 import { SafeDecodingServer } from '../../src/transport/request-decoding';
 import { bind } from '../../src/transport/server';
-import { sessionHandlers } from '../../src/transport/session-handlers';
+import { sessionHandlers, sessionService } from '../../src/transport/session-handlers';
 import { OpenStreams } from '../../src/transport/validate-stream';
 import { childServer, quietServer } from '../helpers/badweather';
 
@@ -170,10 +170,11 @@ test('a domain object that throws anything, anywhere, still answers every call w
     delete: () => Promise.reject(new Error('SQLITE_IOERR: disk I/O error at /var/lib/secret/path')),
     list: () => ({ sessions: [undefined], nextPageToken: '' }),
     revokeMatching: () => Promise.resolve(undefined),
+    inSnapshot: (reads: () => unknown) => reads(),
   } as unknown as SessionManager;
   const logs: string[] = [];
   const server = new SafeDecodingServer();
-  server.addService(SessionServiceService, sessionHandlers(stub, createLogger('debug', (l) => void logs.push(l)), new OpenStreams()));
+  server.addService(sessionService, sessionHandlers(stub, createLogger('debug', (l) => void logs.push(l)), new OpenStreams()));
   const port = await bind(server, '127.0.0.1:0');
   t.teardown(() => server.forceShutdown());
   const client = new SessiondClient(`127.0.0.1:${port}`, { defaultDeadlineMs: 5000 });
@@ -206,12 +207,19 @@ test('a domain object that throws anything, anywhere, still answers every call w
       call.on('end', resolve);
       call.on('error', reject);
     });
-    ['sync', 'reject', 'valid-but-empty'].forEach((token, i) => call.write({ correlationId: i + 1, token, touch: false }));
+    ['sync', 'reject', 'valid-but-empty'].forEach((token, i) => call.write({ correlationId: i + 1, token, touch: false, items: [] }));
+    // The same three as one batch, then a second batch: each item answered on its own.
+    const items = ['sync', 'reject', 'valid-but-empty'].map((token, i) => ({ correlationId: i + 11, token, touch: false }));
+    call.write({ correlationId: 0, token: '', touch: false, items });
+    call.write({ correlationId: 0, token: '', touch: false, items: [{ correlationId: 21, token: 'sync', touch: true }] });
     call.end();
     await done;
     raw.close();
-    t.is(answers.length, 3, 'every request answered, the stream ended normally');
-    for (const a of answers) {
+    const singles = answers.filter((a) => a.answers.length === 0);
+    const batched = answers.flatMap((a) => a.answers);
+    t.is(singles.length, 3, 'every request answered, the stream ended normally');
+    t.deepEqual(batched.map((a) => a.correlationId).sort(), [11, 12, 13, 21]);
+    for (const a of [...singles, ...batched]) {
       t.is(a.errorCode, status.INTERNAL);
       t.is(a.errorMessage, GENERIC);
     }

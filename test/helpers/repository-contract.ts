@@ -535,4 +535,20 @@ export function repositoryContract(name: string, open: () => OpenedRepository): 
     t.is(repo.purgeBatch(T0, 100), 6);
     t.deepEqual(repo.countSessions(T0), { live: 0, dead: 0 });
   });
+
+  // ---------------------------------------------------------------- snapshot
+
+  it('snapshot runs the reads and returns their value; a throw leaves the repository usable', (t, repo) => {
+    const [a, b] = [record(), record()];
+    insertAll(repo, [a, b]);
+    t.deepEqual(repo.snapshot(() => [repo.findById(a.id), repo.findByTokenHash(hashOf(b.id)), repo.findById('nope')]), [a, b, undefined]);
+    t.throws(() => repo.snapshot(() => {
+      repo.findById(a.id);
+      throw new Error('boom');
+    }), { message: 'boom' });
+    // Writes and nested snapshots work afterwards: nothing was left open.
+    const c = record();
+    repo.insert(c, hashOf(c.id));
+    t.deepEqual(repo.snapshot(() => repo.snapshot(() => repo.findById(c.id))), c);
+  });
 }

@@ -160,7 +160,31 @@ export interface ValidateSessionResponse {
   reason: InvalidReason;
 }
 
+/**
+ * One message of ValidateSessionStream: one validation in fields 1-3 (the
+ * original form), or a batch of them in items. Not both: a message with items
+ * and any of fields 1-3 set ends the stream with INVALID_ARGUMENT.
+ */
 export interface ValidateSessionStreamRequest {
+  /** Chosen by the client and repeated in the answer. */
+  correlationId: number;
+  /** As in ValidateSessionRequest. */
+  token: string;
+  /** As in ValidateSessionRequest. */
+  touch: boolean;
+  /**
+   * A batch of validations, answered in ValidateSessionStreamResponse.answers
+   * (not necessarily in one message, nor in this order). At most the number
+   * in the server's response header `x-sessiond-validate-batch-max` (sent as
+   * the stream opens; 1000 today); more ends the stream with INVALID_ARGUMENT.
+   * A server without that header predates batches: it would ignore items and
+   * answer as if for one empty request, so send it one validation per message.
+   */
+  items: ValidateSessionStreamItem[];
+}
+
+/** One validation of a batch. */
+export interface ValidateSessionStreamItem {
   /** Chosen by the client and repeated in the answer. */
   correlationId: number;
   /** As in ValidateSessionRequest. */
@@ -169,6 +193,10 @@ export interface ValidateSessionStreamRequest {
   touch: boolean;
 }
 
+/**
+ * The answer to one request message of the original form (fields 1-6), or
+ * answers to items of batched request messages (answers; fields 1-6 unset).
+ */
 export interface ValidateSessionStreamResponse {
   /** The correlation_id of the request this answers. */
   correlationId: number;
@@ -183,6 +211,33 @@ export interface ValidateSessionStreamResponse {
   /**
    * 0 (OK) when the request was well-formed; otherwise the google.rpc.Code
    * that ValidateSession would have failed with (INVALID_ARGUMENT, UNAVAILABLE...).
+   */
+  errorCode: number;
+  /** What was wrong, when error_code is set. */
+  errorMessage: string;
+  /**
+   * Answers to items, from one or more request messages; each item is
+   * answered exactly once, matched by its correlation_id.
+   */
+  answers: ValidateSessionStreamAnswer[];
+}
+
+/** The answer to one ValidateSessionStreamItem. */
+export interface ValidateSessionStreamAnswer {
+  /** The correlation_id of the item this answers. */
+  correlationId: number;
+  /** As in ValidateSessionResponse. */
+  valid: boolean;
+  /** As in ValidateSessionResponse: the live session, only when valid. */
+  session:
+    | Session
+    | undefined;
+  /** As in ValidateSessionResponse. */
+  reason: InvalidReason;
+  /**
+   * 0 (OK) when the item was well-formed and could be answered; otherwise the
+   * google.rpc.Code that ValidateSession would have failed with
+   * (INVALID_ARGUMENT for an empty or oversized token, UNAVAILABLE, INTERNAL...).
    */
   errorCode: number;
   /** What was wrong, when error_code is set. */
@@ -1020,7 +1075,7 @@ export const ValidateSessionResponse: MessageFns<ValidateSessionResponse> = {
 };
 
 function createBaseValidateSessionStreamRequest(): ValidateSessionStreamRequest {
-  return { correlationId: 0, token: "", touch: false };
+  return { correlationId: 0, token: "", touch: false, items: [] };
 }
 
 export const ValidateSessionStreamRequest: MessageFns<ValidateSessionStreamRequest> = {
@@ -1033,6 +1088,9 @@ export const ValidateSessionStreamRequest: MessageFns<ValidateSessionStreamReque
     }
     if (message.touch !== false) {
       writer.uint32(24).bool(message.touch);
+    }
+    for (const v of message.items) {
+      ValidateSessionStreamItem.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -1074,6 +1132,14 @@ export const ValidateSessionStreamRequest: MessageFns<ValidateSessionStreamReque
             message.touch = reader.bool();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.items.push(ValidateSessionStreamItem.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1095,6 +1161,9 @@ export const ValidateSessionStreamRequest: MessageFns<ValidateSessionStreamReque
         : 0,
       token: isSet(object.token) ? globalThis.String(object.token) : "",
       touch: isSet(object.touch) ? globalThis.Boolean(object.touch) : false,
+      items: globalThis.Array.isArray(object?.items)
+        ? object.items.map((e: any) => ValidateSessionStreamItem.fromJSON(e))
+        : [],
     };
   },
 
@@ -1109,6 +1178,9 @@ export const ValidateSessionStreamRequest: MessageFns<ValidateSessionStreamReque
     if (message.touch !== false) {
       obj.touch = message.touch;
     }
+    if (message.items?.length) {
+      obj.items = message.items.map((e) => ValidateSessionStreamItem.toJSON(e));
+    }
     return obj;
   },
 
@@ -1120,12 +1192,118 @@ export const ValidateSessionStreamRequest: MessageFns<ValidateSessionStreamReque
     message.correlationId = object.correlationId ?? 0;
     message.token = object.token ?? "";
     message.touch = object.touch ?? false;
+    message.items = object.items?.map((e) => ValidateSessionStreamItem.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseValidateSessionStreamItem(): ValidateSessionStreamItem {
+  return { correlationId: 0, token: "", touch: false };
+}
+
+export const ValidateSessionStreamItem: MessageFns<ValidateSessionStreamItem> = {
+  encode(message: ValidateSessionStreamItem, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.correlationId !== 0) {
+      writer.uint32(8).uint64(message.correlationId);
+    }
+    if (message.token !== "") {
+      writer.uint32(18).string(message.token);
+    }
+    if (message.touch !== false) {
+      writer.uint32(24).bool(message.touch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ValidateSessionStreamItem {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseValidateSessionStreamItem();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.correlationId = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.token = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.touch = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ValidateSessionStreamItem {
+    return {
+      correlationId: isSet(object.correlationId)
+        ? globalThis.Number(object.correlationId)
+        : isSet(object.correlation_id)
+        ? globalThis.Number(object.correlation_id)
+        : 0,
+      token: isSet(object.token) ? globalThis.String(object.token) : "",
+      touch: isSet(object.touch) ? globalThis.Boolean(object.touch) : false,
+    };
+  },
+
+  toJSON(message: ValidateSessionStreamItem): unknown {
+    const obj: any = {};
+    if (message.correlationId !== 0) {
+      obj.correlationId = Math.round(message.correlationId);
+    }
+    if (message.token !== "") {
+      obj.token = message.token;
+    }
+    if (message.touch !== false) {
+      obj.touch = message.touch;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ValidateSessionStreamItem>): ValidateSessionStreamItem {
+    return ValidateSessionStreamItem.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ValidateSessionStreamItem>): ValidateSessionStreamItem {
+    const message = createBaseValidateSessionStreamItem();
+    message.correlationId = object.correlationId ?? 0;
+    message.token = object.token ?? "";
+    message.touch = object.touch ?? false;
     return message;
   },
 };
 
 function createBaseValidateSessionStreamResponse(): ValidateSessionStreamResponse {
-  return { correlationId: 0, valid: false, session: undefined, reason: 0, errorCode: 0, errorMessage: "" };
+  return { correlationId: 0, valid: false, session: undefined, reason: 0, errorCode: 0, errorMessage: "", answers: [] };
 }
 
 export const ValidateSessionStreamResponse: MessageFns<ValidateSessionStreamResponse> = {
@@ -1147,6 +1325,9 @@ export const ValidateSessionStreamResponse: MessageFns<ValidateSessionStreamResp
     }
     if (message.errorMessage !== "") {
       writer.uint32(50).string(message.errorMessage);
+    }
+    for (const v of message.answers) {
+      ValidateSessionStreamAnswer.encode(v!, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -1212,6 +1393,14 @@ export const ValidateSessionStreamResponse: MessageFns<ValidateSessionStreamResp
             message.errorMessage = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.answers.push(ValidateSessionStreamAnswer.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1244,6 +1433,9 @@ export const ValidateSessionStreamResponse: MessageFns<ValidateSessionStreamResp
         : isSet(object.error_message)
         ? globalThis.String(object.error_message)
         : "",
+      answers: globalThis.Array.isArray(object?.answers)
+        ? object.answers.map((e: any) => ValidateSessionStreamAnswer.fromJSON(e))
+        : [],
     };
   },
 
@@ -1267,6 +1459,9 @@ export const ValidateSessionStreamResponse: MessageFns<ValidateSessionStreamResp
     if (message.errorMessage !== "") {
       obj.errorMessage = message.errorMessage;
     }
+    if (message.answers?.length) {
+      obj.answers = message.answers.map((e) => ValidateSessionStreamAnswer.toJSON(e));
+    }
     return obj;
   },
 
@@ -1275,6 +1470,170 @@ export const ValidateSessionStreamResponse: MessageFns<ValidateSessionStreamResp
   },
   fromPartial(object: DeepPartial<ValidateSessionStreamResponse>): ValidateSessionStreamResponse {
     const message = createBaseValidateSessionStreamResponse();
+    message.correlationId = object.correlationId ?? 0;
+    message.valid = object.valid ?? false;
+    message.session = (object.session !== undefined && object.session !== null)
+      ? Session.fromPartial(object.session)
+      : undefined;
+    message.reason = object.reason ?? 0;
+    message.errorCode = object.errorCode ?? 0;
+    message.errorMessage = object.errorMessage ?? "";
+    message.answers = object.answers?.map((e) => ValidateSessionStreamAnswer.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseValidateSessionStreamAnswer(): ValidateSessionStreamAnswer {
+  return { correlationId: 0, valid: false, session: undefined, reason: 0, errorCode: 0, errorMessage: "" };
+}
+
+export const ValidateSessionStreamAnswer: MessageFns<ValidateSessionStreamAnswer> = {
+  encode(message: ValidateSessionStreamAnswer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.correlationId !== 0) {
+      writer.uint32(8).uint64(message.correlationId);
+    }
+    if (message.valid !== false) {
+      writer.uint32(16).bool(message.valid);
+    }
+    if (message.session !== undefined) {
+      Session.encode(message.session, writer.uint32(26).fork()).join();
+    }
+    if (message.reason !== 0) {
+      writer.uint32(32).int32(message.reason);
+    }
+    if (message.errorCode !== 0) {
+      writer.uint32(40).int32(message.errorCode);
+    }
+    if (message.errorMessage !== "") {
+      writer.uint32(50).string(message.errorMessage);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ValidateSessionStreamAnswer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseValidateSessionStreamAnswer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.correlationId = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.valid = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.session = Session.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.reason = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.errorCode = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.errorMessage = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ValidateSessionStreamAnswer {
+    return {
+      correlationId: isSet(object.correlationId)
+        ? globalThis.Number(object.correlationId)
+        : isSet(object.correlation_id)
+        ? globalThis.Number(object.correlation_id)
+        : 0,
+      valid: isSet(object.valid) ? globalThis.Boolean(object.valid) : false,
+      session: isSet(object.session) ? Session.fromJSON(object.session) : undefined,
+      reason: isSet(object.reason) ? invalidReasonFromJSON(object.reason) : 0,
+      errorCode: isSet(object.errorCode)
+        ? globalThis.Number(object.errorCode)
+        : isSet(object.error_code)
+        ? globalThis.Number(object.error_code)
+        : 0,
+      errorMessage: isSet(object.errorMessage)
+        ? globalThis.String(object.errorMessage)
+        : isSet(object.error_message)
+        ? globalThis.String(object.error_message)
+        : "",
+    };
+  },
+
+  toJSON(message: ValidateSessionStreamAnswer): unknown {
+    const obj: any = {};
+    if (message.correlationId !== 0) {
+      obj.correlationId = Math.round(message.correlationId);
+    }
+    if (message.valid !== false) {
+      obj.valid = message.valid;
+    }
+    if (message.session !== undefined) {
+      obj.session = Session.toJSON(message.session);
+    }
+    if (message.reason !== 0) {
+      obj.reason = invalidReasonToJSON(message.reason);
+    }
+    if (message.errorCode !== 0) {
+      obj.errorCode = Math.round(message.errorCode);
+    }
+    if (message.errorMessage !== "") {
+      obj.errorMessage = message.errorMessage;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ValidateSessionStreamAnswer>): ValidateSessionStreamAnswer {
+    return ValidateSessionStreamAnswer.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ValidateSessionStreamAnswer>): ValidateSessionStreamAnswer {
+    const message = createBaseValidateSessionStreamAnswer();
     message.correlationId = object.correlationId ?? 0;
     message.valid = object.valid ?? false;
     message.session = (object.session !== undefined && object.session !== null)
@@ -2480,9 +2839,18 @@ export const SessionServiceService = {
   },
   /**
    * ValidateSession for gateways at high rates: many validations share one
-   * HTTP/2 stream. Each request carries a correlation_id that its answer
-   * repeats; answers may come out of order. A malformed request gets an answer
-   * with error_code set and the stream goes on. The stream ends when the client
+   * HTTP/2 stream. Each validation carries a correlation_id that its answer
+   * repeats; answers may come out of order. A request message carries either
+   * one validation (correlation_id, token, touch) or a batch of them (items);
+   * batches are answered in batches (answers), and are what makes a stream
+   * fast: every message costs the same, whatever it carries. A server that
+   * reads batches says so in its response headers (see
+   * ValidateSessionStreamRequest.items); a client that does not send batches
+   * needs no change. Every validation is answered on its own: a bad token or a
+   * storage fault gets an answer with error_code set, and the stream goes on.
+   * The stream ends with INVALID_ARGUMENT only for a message that cannot be
+   * answered item by item: bytes that do not decode, a batch over the limit, or
+   * a message that mixes both forms. It ends with OK when the client
    * half-closes (after every answer is sent) or at server shutdown.
    */
   validateSessionStream: {
@@ -2612,9 +2980,18 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
   validateSession: handleUnaryCall<ValidateSessionRequest, ValidateSessionResponse>;
   /**
    * ValidateSession for gateways at high rates: many validations share one
-   * HTTP/2 stream. Each request carries a correlation_id that its answer
-   * repeats; answers may come out of order. A malformed request gets an answer
-   * with error_code set and the stream goes on. The stream ends when the client
+   * HTTP/2 stream. Each validation carries a correlation_id that its answer
+   * repeats; answers may come out of order. A request message carries either
+   * one validation (correlation_id, token, touch) or a batch of them (items);
+   * batches are answered in batches (answers), and are what makes a stream
+   * fast: every message costs the same, whatever it carries. A server that
+   * reads batches says so in its response headers (see
+   * ValidateSessionStreamRequest.items); a client that does not send batches
+   * needs no change. Every validation is answered on its own: a bad token or a
+   * storage fault gets an answer with error_code set, and the stream goes on.
+   * The stream ends with INVALID_ARGUMENT only for a message that cannot be
+   * answered item by item: bytes that do not decode, a batch over the limit, or
+   * a message that mixes both forms. It ends with OK when the client
    * half-closes (after every answer is sent) or at server shutdown.
    */
   validateSessionStream: handleBidiStreamingCall<ValidateSessionStreamRequest, ValidateSessionStreamResponse>;
@@ -2720,9 +3097,18 @@ export interface SessionServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * ValidateSession for gateways at high rates: many validations share one
-   * HTTP/2 stream. Each request carries a correlation_id that its answer
-   * repeats; answers may come out of order. A malformed request gets an answer
-   * with error_code set and the stream goes on. The stream ends when the client
+   * HTTP/2 stream. Each validation carries a correlation_id that its answer
+   * repeats; answers may come out of order. A request message carries either
+   * one validation (correlation_id, token, touch) or a batch of them (items);
+   * batches are answered in batches (answers), and are what makes a stream
+   * fast: every message costs the same, whatever it carries. A server that
+   * reads batches says so in its response headers (see
+   * ValidateSessionStreamRequest.items); a client that does not send batches
+   * needs no change. Every validation is answered on its own: a bad token or a
+   * storage fault gets an answer with error_code set, and the stream goes on.
+   * The stream ends with INVALID_ARGUMENT only for a message that cannot be
+   * answered item by item: bytes that do not decode, a batch over the limit, or
+   * a message that mixes both forms. It ends with OK when the client
    * half-closes (after every answer is sent) or at server shutdown.
    */
   validateSessionStream(): ClientDuplexStream<ValidateSessionStreamRequest, ValidateSessionStreamResponse>;

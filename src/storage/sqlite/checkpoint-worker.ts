@@ -4,10 +4,23 @@
  * main thread, where they stalled every call for 10-17 ms. It polls the WAL
  * index for the frame count and checkpoints PASSIVE at the autocheckpoint
  * threshold, as SQLite itself would, and runs operators' checkpoints on demand.
+ *
+ * It also runs the purges of expired sessions (the sweep and
+ * PurgeExpiredSessions). A batch deletes a row from the table and from every
+ * index; the id and token-hash indexes are random, so a batch of 250 dirties
+ * some 600 pages: 60-300 ms of page reads, cache spills and WAL writes per
+ * batch on the main thread, and a WAL growing faster than the worker could
+ * copy it back (1-2 GB for a million rows), which the first commit after the
+ * WAL rewound then cut back to journal_size_limit with an ftruncate that took
+ * the main thread 1.3-2.3 s. Here the batches cost the event loop nothing, and
+ * each batch that takes the WAL past the threshold is followed by a PASSIVE
+ * checkpoint before the next batch runs, so the WAL stays near one
+ * threshold's worth and is never large when it rewinds or is truncated.
  */
 import Database from 'better-sqlite3';
 import { parentPort, workerData } from 'node:worker_threads';
-import { WalIndex } from './wal-index';
+import { PURGE_BATCH_SQL } from './sqlite-session-repository';
+import { fileBytes, WalIndex } from './wal-index';
 
 export interface WorkerData {
   path: string;
@@ -19,29 +32,79 @@ export interface WorkerData {
   busyTimeoutMs: number;
   autocheckpointFrames: number;
   pollMs: number;
+  /** The configured pragmas, for the purges' commits on this connection. */
+  synchronous: string;
+  cacheSize: number;
+  journalSizeLimit: number;
 }
 
-export type WorkerRequest = { id: number; mode: string } | { id: number; close: true };
+export type WorkerRequest =
+  | { id: number; mode: string }
+  | { id: number; purge: { now: number; limit: number } }
+  | { id: number; close: true };
 
 export type WorkerReply =
-  | { id: number; busy: number; log: number; checkpointed: number; durationMs: number; auto: boolean }
+  | { id: number; busy: number; log: number; checkpointed: number; durationMs: number; auto: boolean; mode?: string }
+  | { id: number; purged: number }
   | { id: number; error: { message: string; code?: string } };
 
 const data = workerData as WorkerData;
 const port = parentPort!;
 const db = new Database(data.path, { timeout: data.busyTimeoutMs });
-// This connection never writes rows; its own autocheckpoint stays off.
+// Its own autocheckpoint stays off: this thread checkpoints at the threshold itself.
 db.pragma('wal_autocheckpoint = 0');
+// Purge commits happen here: the same durability as the main connection's, a
+// cache no larger than the operator allowed it (RSS), and journal_size_limit,
+// which SQLite applies in whichever connection commits first after the WAL
+// rewinds. The main connection has none (see connectionPragmas): cutting a
+// large -wal file back is slow, and only this thread may wait for it.
+db.pragma(`synchronous = ${data.synchronous}`);
+db.pragma(`cache_size = ${data.cacheSize | 0}`);
+db.pragma(`journal_size_limit = ${Math.trunc(data.journalSizeLimit)}`);
+const walPath = `${data.path}-wal`;
+const purgeStmt = db.prepare<[number, number]>(PURGE_BATCH_SQL);
+const purgeTx = db.transaction((now: number, limit: number) => purgeStmt.run(now, limit).changes);
+
+type Counts = { busy: number; log: number; checkpointed: number };
+
+function replyError(id: number, err: unknown): void {
+  const e = err as { message?: string; code?: string };
+  port.postMessage({ id, error: { message: String(e.message), code: e.code } } satisfies WorkerReply);
+}
 
 function run(id: number, mode: string, auto: boolean): void {
   const started = performance.now();
   try {
-    const [row] = db.pragma(`wal_checkpoint(${mode})`) as { busy: number; log: number; checkpointed: number }[];
-    port.postMessage({ id, ...row!, durationMs: performance.now() - started, auto } satisfies WorkerReply);
+    // FULL, RESTART and TRUNCATE hold the write lock while they copy, and
+    // TRUNCATE also while it cuts the file: copy what can be copied without
+    // the lock first, so that writers are held back only for the last frames.
+    if (mode !== 'PASSIVE' && !auto) catchUp();
+    const [row] = db.pragma(`wal_checkpoint(${mode})`) as Counts[];
+    port.postMessage({ id, ...row!, durationMs: performance.now() - started, auto, mode } satisfies WorkerReply);
   } catch (err) {
-    const e = err as { message?: string; code?: string };
-    port.postMessage({ id, error: { message: String(e.message), code: e.code } } satisfies WorkerReply);
+    replyError(id, err);
   }
+}
+
+/** PASSIVE passes while they make progress (writers may go on meanwhile): at most a few. */
+function catchUp(): void {
+  for (let pass = 0; pass < 8; pass++) {
+    const before = walIndex.read();
+    if (before.backfilled >= before.frames) return;
+    db.pragma('wal_checkpoint(PASSIVE)');
+    if (walIndex.read().backfilled === before.backfilled) return;
+  }
+}
+
+function purge(id: number, now: number, limit: number): void {
+  try {
+    port.postMessage({ id, purged: purgeTx.immediate(now, limit) } satisfies WorkerReply);
+  } catch (err) {
+    replyError(id, err);
+    return;
+  }
+  // Before the next message (the next batch): the caller's pacing is this thread's own.
+  poll();
 }
 
 // Without a descriptor to borrow (no -shm when the worker started), one of its
@@ -55,16 +118,55 @@ const walIndex = data.walIndexFd === undefined ? WalIndex.open(data.path) : WalI
 const MAX_BACKOFF_MS = 5000;
 let backoffMs = 0;
 let nextTry = 0;
-const timer = data.autocheckpointFrames > 0
-  ? setInterval(() => {
-    const { frames, backfilled } = walIndex.read();
-    if (frames - backfilled < data.autocheckpointFrames || performance.now() < nextTry) return;
+
+/** A PASSIVE checkpoint once the WAL holds the threshold's worth of uncopied frames. */
+function autoCheckpoint(): void {
+  if (data.autocheckpointFrames <= 0) return;
+  const { frames, backfilled } = walIndex.read();
+  if (frames - backfilled < data.autocheckpointFrames || performance.now() < nextTry) return;
+  run(0, 'PASSIVE', true);
+  const progressed = walIndex.read().backfilled !== backfilled;
+  backoffMs = progressed ? 0 : Math.min(Math.max(backoffMs * 2, data.pollMs * 2), MAX_BACKOFF_MS);
+  nextTry = performance.now() + backoffMs;
+}
+
+/**
+ * journal_size_limit, applied here rather than in a commit on the main thread:
+ * once (nearly) every frame of a -wal file over the limit is copied back,
+ * TRUNCATE copies the rest and empties it. Without a busy handler, so that it
+ * never holds the write lock while it waits: a writer or a reader in the way
+ * makes it give up until a later poll.
+ */
+function trimWal(): void {
+  if (data.journalSizeLimit < 0 || performance.now() < trimNextTry || fileBytes(walPath) <= data.journalSizeLimit) return;
+  let { frames, backfilled } = walIndex.read();
+  // Less than the threshold left to copy: copy it now, without the write lock.
+  if (backfilled < frames && frames - backfilled < data.autocheckpointFrames) {
     run(0, 'PASSIVE', true);
-    const progressed = walIndex.read().backfilled !== backfilled;
-    backoffMs = progressed ? 0 : Math.min(Math.max(backoffMs * 2, data.pollMs * 2), MAX_BACKOFF_MS);
-    nextTry = performance.now() + backoffMs;
-  }, data.pollMs)
-  : undefined;
+    ({ frames, backfilled } = walIndex.read());
+  }
+  // More left (a reader pins the WAL, or automatic checkpoints are off and the operator has not run one).
+  if (backfilled < frames) {
+    trimNextTry = performance.now() + TRIM_RETRY_MS;
+    return;
+  }
+  db.pragma('busy_timeout = 0');
+  try {
+    run(0, 'TRUNCATE', true);
+  } finally {
+    db.pragma(`busy_timeout = ${data.busyTimeoutMs | 0}`);
+  }
+  // Still over the limit: something was in the way; do not retry on every poll.
+  trimNextTry = fileBytes(walPath) > data.journalSizeLimit ? performance.now() + TRIM_RETRY_MS : 0;
+}
+const TRIM_RETRY_MS = 500;
+let trimNextTry = 0;
+
+const poll = (): void => {
+  autoCheckpoint();
+  trimWal();
+};
+const timer = data.autocheckpointFrames > 0 || data.journalSizeLimit >= 0 ? setInterval(poll, data.pollMs) : undefined;
 
 port.on('message', (msg: WorkerRequest) => {
   if ('close' in msg) {
@@ -74,5 +176,6 @@ port.on('message', (msg: WorkerRequest) => {
     port.close();
     return;
   }
-  run(msg.id, msg.mode, false);
+  if ('purge' in msg) purge(msg.id, msg.purge.now, msg.purge.limit);
+  else run(msg.id, msg.mode, false);
 });

@@ -1,9 +1,12 @@
 import { Worker } from 'node:worker_threads';
 import { extname, join } from 'node:path';
 import { toStorageError } from './sqlite-errors';
-import type { WorkerData, WorkerReply } from './checkpoint-worker';
+import type { CheckpointMode } from '../../domain/storage-admin';
+import type { WorkerData, WorkerReply, WorkerRequest } from './checkpoint-worker';
 
 export interface RawCheckpoint {
+  /** Set on the worker's own checkpoints: PASSIVE at the threshold, TRUNCATE to apply journal_size_limit. */
+  mode?: CheckpointMode;
   busy: boolean;
   log: number;
   checkpointed: number;
@@ -12,12 +15,13 @@ export interface RawCheckpoint {
 
 /**
  * The main-thread side of the checkpoint worker. Requests are answered in
- * order (the worker runs one checkpoint at a time on its own connection).
+ * order (the worker runs one checkpoint or purge batch at a time on its own
+ * connection).
  */
 export class Checkpointer {
   private readonly worker: Worker;
   private nextId = 1;
-  private readonly waiting = new Map<number, { resolve(r: RawCheckpoint): void; reject(e: unknown): void }>();
+  private readonly waiting = new Map<number, { resolve(r: RawCheckpoint | number): void; reject(e: unknown): void }>();
   private closed: Promise<void> | undefined;
   private exited = false;
 
@@ -50,11 +54,25 @@ export class Checkpointer {
 
   /** Runs `PRAGMA wal_checkpoint(mode)` on the worker's connection. */
   checkpoint(mode: string): Promise<RawCheckpoint> {
+    return this.request<RawCheckpoint>((id) => ({ id, mode }));
+  }
+
+  /**
+   * Deletes up to `limit` sessions dead at `now` in one transaction on the
+   * worker's connection, which checkpoints before it runs anything else once
+   * the batch takes the WAL past the threshold.
+   * @returns how many were deleted.
+   */
+  purge(now: number, limit: number): Promise<number> {
+    return this.request<number>((id) => ({ id, purge: { now, limit } }));
+  }
+
+  private request<T extends RawCheckpoint | number>(message: (id: number) => WorkerRequest): Promise<T> {
     if (this.closed || this.exited) return Promise.reject(new Error('checkpoint worker is not running'));
     const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
-      this.worker.postMessage({ id, mode });
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (r: RawCheckpoint | number) => void, reject });
+      this.worker.postMessage(message(id));
     });
   }
 
@@ -76,9 +94,15 @@ export class Checkpointer {
       w?.reject(toStorageError(Object.assign(new Error(reply.error.message), { code: reply.error.code })));
       return;
     }
+    if ('purged' in reply) {
+      const w = this.waiting.get(reply.id);
+      this.waiting.delete(reply.id);
+      w?.resolve(reply.purged);
+      return;
+    }
     const result = { busy: reply.busy !== 0, log: reply.log, checkpointed: reply.checkpointed, durationMs: reply.durationMs };
     if (reply.auto) {
-      this.onAuto(result);
+      this.onAuto({ ...result, mode: reply.mode as CheckpointMode });
       return;
     }
     const w = this.waiting.get(reply.id);

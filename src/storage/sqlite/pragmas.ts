@@ -17,6 +17,17 @@ export interface StorageOptions {
    * It bounds the database's pages, not the -wal file beside it.
    */
   readonly maxDbSize: number;
+  /**
+   * Writes queued in one event-loop turn share one transaction (true), or each
+   * commits alone (false: only to measure what group commit buys, make bench).
+   */
+  readonly groupCommit: boolean;
+  /**
+   * WAL checkpoints run on a worker thread's connection (true), or inside
+   * commits on the main connection, as SQLite's own autocheckpoint does
+   * (false: only to measure what the worker buys, make bench).
+   */
+  readonly checkpointWorker: boolean;
 }
 
 export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.freeze({
@@ -29,6 +40,8 @@ export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.free
   // back after a checkpoint burst without being truncated on every cycle.
   journalSizeLimit: 8 * 1024 * 1024,
   maxDbSize: 0,
+  groupCommit: true,
+  checkpointWorker: true,
 });
 
 const SYNCHRONOUS_NAMES = ['OFF', 'NORMAL', 'FULL', 'EXTRA'] as const;
@@ -45,16 +58,22 @@ export function synchronousName(value: number): string {
 export const BUSY_SLICE_MS = 5;
 
 /**
- * The values set on the main connection. Two differ from the configuration on
- * purpose: busy_timeout is one slice of the configured wait, and autocheckpoint
- * is off in WAL mode because the checkpoint worker runs it at the configured
- * threshold off the main thread.
+ * The values set on the main connection. Three differ from the configuration
+ * on purpose: busy_timeout is one slice of the configured wait; with the
+ * checkpoint worker in WAL mode, autocheckpoint is off because the worker runs
+ * it at the configured threshold off the main thread, and journal_size_limit
+ * is -1 because SQLite cuts the -wal file back inside the first commit after
+ * the WAL rewinds, in whichever connection makes it: an ftruncate that took
+ * the event loop 0.2-2.3 s for a WAL of 0.2-1.6 GB on a discard-mounted disk.
+ * The worker applies the limit instead (checkpoint-worker.ts).
  */
 export function connectionPragmas(o: StorageOptions): StorageOptions {
+  const worker = o.journalMode === 'wal' && o.checkpointWorker;
   return {
     ...o,
     busyTimeoutMs: Math.min(o.busyTimeoutMs, BUSY_SLICE_MS),
-    walAutocheckpoint: o.journalMode === 'wal' ? 0 : o.walAutocheckpoint,
+    walAutocheckpoint: worker ? 0 : o.walAutocheckpoint,
+    journalSizeLimit: worker ? -1 : o.journalSizeLimit,
   };
 }
 

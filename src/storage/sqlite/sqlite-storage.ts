@@ -2,7 +2,8 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { FailedPreconditionError } from '../../domain/errors';
+import { FailedPreconditionError, StorageError } from '../../domain/errors';
+import type { PurgeRunner } from '../../domain/session-repository';
 import type {
   CheckpointMode, CheckpointResult, CheckpointTrigger, StorageAdmin, StorageHealth, StorageStatus, WalSnapshot,
 } from '../../domain/storage-admin';
@@ -34,7 +35,7 @@ export interface StorageHooks {
  * One connection on the main thread: better-sqlite3 is synchronous, so units
  * from concurrent gRPC calls never interleave inside a transaction.
  */
-export class SqliteStorage implements StorageAdmin {
+export class SqliteStorage implements StorageAdmin, PurgeRunner {
   readonly sessions: SqliteSessionRepository;
   readonly writes: GroupCommitter;
   private lastCheckpoint: CheckpointResult | undefined;
@@ -52,16 +53,28 @@ export class SqliteStorage implements StorageAdmin {
     const pressure = pressureFrames > 0
       ? new WalPressure(pressureFrames, () => this.walIndex.read(), () => this.checkpointer?.running === true)
       : undefined;
-    this.writes = new GroupCommitter(db, { busyTimeoutMs: options.busyTimeoutMs, shouldWait: pressure && (() => pressure.shouldWait()) });
+    this.writes = new GroupCommitter(db, {
+      busyTimeoutMs: options.busyTimeoutMs,
+      maxBatch: options.groupCommit ? undefined : 1,
+      shouldWait: pressure && (() => pressure.shouldWait()),
+    });
     this.heartbeat = db.prepare(
       "INSERT INTO meta (key, value) VALUES ('heartbeat', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
-    if (options.journalMode === 'wal') {
+    if (options.journalMode === 'wal' && options.checkpointWorker) {
       this.checkpointer = new Checkpointer(
-        { path: options.path, walIndexFd: this.walIndex.descriptor, busyTimeoutMs: options.busyTimeoutMs, autocheckpointFrames: options.walAutocheckpoint, pollMs: CHECKPOINT_POLL_MS },
-        (raw) => this.record('PASSIVE', 'auto', raw),
-        // Without the worker, SQLite's own autocheckpoint must come back, or the WAL grows without bound.
-        () => this.db.open && this.db.pragma(`wal_autocheckpoint = ${options.walAutocheckpoint | 0}`),
+        {
+          path: options.path, walIndexFd: this.walIndex.descriptor, busyTimeoutMs: options.busyTimeoutMs, autocheckpointFrames: options.walAutocheckpoint, pollMs: CHECKPOINT_POLL_MS,
+          synchronous: options.synchronous, cacheSize: options.cacheSize, journalSizeLimit: options.journalSizeLimit,
+        },
+        (raw) => this.record(raw.mode ?? 'PASSIVE', 'auto', raw),
+        // Without the worker, SQLite's own autocheckpoint must come back, or the
+        // WAL grows without bound, and so must the limit it was cut back to.
+        () => {
+          if (!this.db.open) return;
+          this.db.pragma(`wal_autocheckpoint = ${options.walAutocheckpoint | 0}`);
+          this.db.pragma(`journal_size_limit = ${Math.trunc(options.journalSizeLimit)}`);
+        },
       );
     }
   }
@@ -96,10 +109,12 @@ export class SqliteStorage implements StorageAdmin {
       db = new Database(options.path, { fileMustExist: onDisk, timeout: Math.max(0, options.busyTimeoutMs | 0) });
       // Again on this connection: the file may have changed hands since (and a hot journal is rolled back now).
       checkOwnSchema(db, checkSchemaVersion(db));
-      applyPragmas(db, { ...connectionPragmas(options), busyTimeoutMs: options.busyTimeoutMs });
+      applyPragmas(db, { ...connectionPragmas(options), busyTimeoutMs: options.busyTimeoutMs, journalSizeLimit: options.journalSizeLimit });
       migrate(db);
       // Then one slice: longer waits for the write lock happen on a timer (GroupCommitter).
       db.pragma(`busy_timeout = ${connectionPragmas(options).busyTimeoutMs | 0}`);
+      // Checked above; with the worker, it applies it and this connection has none (see connectionPragmas).
+      db.pragma(`journal_size_limit = ${Math.trunc(connectionPragmas(options).journalSizeLimit)}`);
       return new SqliteStorage(db, options, hooks);
     } catch (err) {
       db?.close();
@@ -116,6 +131,24 @@ export class SqliteStorage implements StorageAdmin {
     return this.checkpointHere(mode, trigger);
   }
 
+  /**
+   * One purge batch: on the checkpoint worker's connection while it runs (see
+   * checkpoint-worker.ts), else through the group committer on this one.
+   */
+  async purgeBatch(now: number, limit: number): Promise<number> {
+    if (this.closing) throw new StorageError('storage is closing; the purge was not applied', undefined);
+    if (!this.checkpointer?.running) return this.writes.run(() => this.sessions.purgeBatch(now, limit));
+    try {
+      return await this.checkpointer.purge(now, limit);
+    } catch (err) {
+      // The worker exited with the batch in hand. It answers every SQLite error,
+      // so it can only have died between transactions: the batch committed or
+      // never ran. Going on here at worst reports one batch fewer than deleted.
+      if (this.checkpointer.running || this.closing) throw err;
+      return this.writes.run(() => this.sessions.purgeBatch(now, limit));
+    }
+  }
+
   status(): StorageStatus {
     return guarded(() => {
       const p = (name: string) => this.db.pragma(name, { simple: true }) as number;
@@ -130,7 +163,8 @@ export class SqliteStorage implements StorageAdmin {
         // autocheckpoint is run by the worker at this threshold.
         busyTimeoutMs: this.options.busyTimeoutMs,
         walAutocheckpoint: this.options.journalMode === 'wal' ? this.options.walAutocheckpoint : p('wal_autocheckpoint'),
-        journalSizeLimit: p('journal_size_limit'),
+        // Configured; with the worker it is applied on the worker's connection (see connectionPragmas).
+        journalSizeLimit: this.checkpointer ? this.options.journalSizeLimit : p('journal_size_limit'),
         walCheckpointedFrames: wal.journalMode === 'wal' ? index.backfilled : 0,
         databaseBytes: fileBytes(this.options.path),
         pageSize: p('page_size'),
