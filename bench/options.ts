@@ -7,6 +7,8 @@ import { parseDuration } from '../src/units';
 
 export const OPS = [
   'ValidateSession', 'ValidateSession+touch', 'GetSession', 'CreateSession', 'ListSessions', 'UpdateSession', 'DeleteSession',
+  // The empty RPC with an answer as long as ValidateSession's: what the answer's size alone costs the transport.
+  'Empty+answer',
 ] as const;
 export type OpName = (typeof OPS)[number];
 

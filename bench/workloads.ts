@@ -14,6 +14,9 @@ import type { OpName } from './options';
 import { stringAt, toBuffer, type Channels } from './rpc';
 
 export const EMPTY_PATH = '/sessiond.bench.v1.Bench/Empty';
+const SIZED_PATH = '/sessiond.bench.v1.Bench/Sized';
+/** About the size of a ValidateSession answer for the bench's filled sessions. */
+const VALIDATE_ANSWER_BYTES = Buffer.from('235');
 const SVC = '/sessions.v1.SessionService';
 const EMPTY = Buffer.alloc(0);
 
@@ -77,6 +80,8 @@ export function workload(name: OpName | 'Empty', pools: Pools): Workload {
   switch (name) {
     case 'Empty':
       return { name, path: EMPTY_PATH, request: () => EMPTY };
+    case 'Empty+answer':
+      return { name, path: SIZED_PATH, request: () => VALIDATE_ANSWER_BYTES, check: (a) => (a.length === 235 ? undefined : `Sized answered ${a.length} bytes`) };
     case 'ValidateSession':
       return { name, path: `${SVC}/ValidateSession`, request: () => pools.validate[pools.randomLive()]!, check: validAnswer };
     case 'ValidateSession+touch':
