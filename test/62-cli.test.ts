@@ -216,6 +216,19 @@ test('sessions get: key-value lines or --json; an unknown id exits 1 with NOT_FO
   t.regex(missing.stderr, new RegExp(`^sessiond: NOT_FOUND: session ${UNKNOWN_ID} not found`));
   t.is(noArg.code, 64);
   t.regex(noArg.stderr, /missing required argument 'id'/);
+
+  // One id in 64 starts with '-' (base64url): it is an id, not an option; a typo still is an option.
+  const dashId = `-${UNKNOWN_ID.slice(1)}`;
+  const [dash, dashRevoke, typo] = await Promise.all([
+    cli(s, 'sessions', 'get', dashId),
+    cli(s, 'sessions', 'revoke', dashId, '--allow-missing'),
+    cli(s, 'sessions', 'get', '--jsno'),
+  ]);
+  t.is(dash.code, 1, dash.stderr);
+  t.regex(dash.stderr, new RegExp(`^sessiond: NOT_FOUND: session ${dashId} not found`));
+  t.is(dashRevoke.code, 0, dashRevoke.stderr);
+  t.is(typo.code, 64);
+  t.regex(typo.stderr, /unknown option '--jsno'/);
 });
 
 test('sessions revoke: one by id, or in bulk by subject or server id', async (t) => {

@@ -7,6 +7,18 @@ import { withGlobalOptions } from './connect';
 import { keyValues, table } from './format';
 import { toProtoJson } from './proto-json';
 import { clientAction, UsageError } from './run';
+import { ID_PATTERN } from '../domain/tokens';
+
+/**
+ * Session ids are base64url, so one in 64 starts with '-', which commander
+ * would take for an unknown option. The commands that take an id accept
+ * unknown options as their operand (allowUnknownOption); this refuses the
+ * ones that are not an id, as commander would have.
+ */
+function sessionIdArgument(id: string | undefined): string | undefined {
+  if (id !== undefined && id.startsWith('-') && !ID_PATTERN.test(id)) throw new UsageError(`unknown option '${id}'`);
+  return id;
+}
 
 /** A positive integer option value. */
 export function parseCount(text: string): number {
@@ -47,9 +59,10 @@ export function addSessionCommands(program: Command): void {
   withGlobalOptions(sessions.command('get'))
     .description('show one session by its id')
     .argument('<id>', 'the session id')
+    .allowUnknownOption()
     .action(
       clientAction(async ({ client, print }, id) => {
-        const r = await client.getSession(id!);
+        const r = await client.getSession(sessionIdArgument(id)!);
         const json = () => toProtoJson('sessions.v1.GetSessionResponse', GetSessionResponse, r);
         print(json, () => keyValues((json() as { session: JsonValue }).session));
       }),
@@ -61,8 +74,10 @@ export function addSessionCommands(program: Command): void {
     .option('--subject <subject>', 'revoke every session of this subject', '')
     .option('--server-id <id>', 'revoke every session owned by this server', '')
     .option('--allow-missing', 'succeed when the session does not exist (single revoke)')
+    .allowUnknownOption()
     .action(
-      clientAction<{ subject: string; serverId: string; allowMissing?: boolean }>(async ({ client, options, print }, id) => {
+      clientAction<{ subject: string; serverId: string; allowMissing?: boolean }>(async ({ client, options, print }, rawId) => {
+        const id = sessionIdArgument(rawId);
         const bulk = options.subject !== '' || options.serverId !== '';
         if (id && bulk) throw new UsageError('give a session id or --subject/--server-id, not both');
         if (!id && !bulk) throw new UsageError('give a session id, or --subject and/or --server-id to revoke in bulk');
