@@ -349,6 +349,9 @@ test('journal_size_limit takes effect: once a checkpoint has copied the WAL back
   t.is(c.checkpointedFrames, c.logFrames);
   // No write needed: the worker cuts the file, so the main thread's commits never do (a large WAL took seconds).
   t.true(await eventually(async () => size(`${s.dbPath}-wal`) <= limit, 5000), `the WAL is back to ${size(`${s.dbPath}-wal`)} bytes`);
+  // The worker's report of that TRUNCATE reaches the main thread as a message,
+  // which may come a moment after the file was cut.
+  t.true(await eventually(async () => (await s.client.getStorageStatus()).lastCheckpoint?.mode === CheckpointMode.CHECKPOINT_MODE_TRUNCATE, 5000));
   const last = (await s.client.getStorageStatus()).lastCheckpoint;
   t.is(last?.mode, CheckpointMode.CHECKPOINT_MODE_TRUNCATE);
   t.is(last?.trigger, 'auto');
