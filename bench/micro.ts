@@ -13,6 +13,7 @@ import { DEFAULT_POLICY } from '../src/domain/session';
 import { SessionManager } from '../src/domain/session-manager';
 import { hashToken, newSessionId, newToken } from '../src/domain/tokens';
 import { DEFAULT_STORAGE_OPTIONS } from '../src/storage/sqlite/pragmas';
+import { COLUMNS } from '../src/storage/sqlite/sqlite-session-repository';
 import { SqliteStorage } from '../src/storage/sqlite/sqlite-storage';
 import { sessionToProto } from '../src/transport/convert';
 import { encodeValidateResponse } from '../src/transport/session-wire';
@@ -26,8 +27,6 @@ export interface MicroRow {
   afterUs: number;
 }
 
-const COLUMNS = `seq, id, server_id, subject, attributes, ip, user_agent, create_time, update_time, expire_time,
-  idle_expire_time, last_active_time, idle_timeout_ms, token_rotate_time, revoke_time, version`;
 
 /** Median CPU microseconds per op of each variant, alternating variants every round. */
 function alternate(rounds: number, ops: number, variants: ((i: number) => unknown)[]): number[] {

@@ -81,7 +81,7 @@ function writeTime(buf: Buffer, pos: number, field: number, ms: number): number 
   const nanos = (ms - seconds * 1000) * 1_000_000;
   buf[pos++] = tag(field, LEN);
   // The body is at most 11 bytes: its length is one byte.
-  buf[pos++] = (seconds !== 0 ? 1 + varintSize(seconds) : 0) + (nanos !== 0 ? 1 + varintSize(nanos) : 0);
+  buf[pos++] = timeBodySize(ms);
   if (seconds !== 0) {
     buf[pos++] = tag(1, 0);
     pos = writeVarint(buf, pos, seconds);

@@ -23,7 +23,8 @@ interface Row {
   version: number;
 }
 
-const COLUMNS = `seq, id, server_id, subject, attributes, ip, user_agent, create_time, update_time, expire_time,
+/** The columns every session read selects, in the order rowOf reads them. */
+export const COLUMNS = `seq, id, server_id, subject, attributes, ip, user_agent, create_time, update_time, expire_time,
   idle_expire_time, last_active_time, idle_timeout_ms, token_rotate_time, revoke_time, version`;
 
 /**
