@@ -63,6 +63,7 @@ export const SETTINGS = [
   { flag: 'journal-size-limit', kind: 'size', default: `${S.journalSizeLimit / 1024 / 1024}MiB`, min: -1, help: 'PRAGMA journal_size_limit: the WAL is cut back to this after a checkpoint (-1: never)' },
   { flag: 'max-db-size', kind: 'size', default: String(S.maxDbSize), min: 0, help: 'largest the database may grow (PRAGMA max_page_count, in whole pages); past it writes fail with RESOURCE_EXHAUSTED and nothing is written (0: no limit)' },
   { flag: 'group-commit', kind: 'bool', default: String(S.groupCommit), help: 'writes arriving in one event-loop turn share one transaction; false commits each alone (only to measure it, make bench)' },
+  { flag: 'off-loop-fsync', kind: 'bool', default: String(S.offLoopFsync), help: 'with synchronous=full in WAL mode, commit at NORMAL and fsync the -wal file on the thread pool before answering; false lets SQLite fsync inside each commit on the main thread (only to measure it, make bench)' },
   { flag: 'checkpoint-worker', kind: 'bool', default: String(S.checkpointWorker), help: 'run WAL checkpoints on a worker thread; false runs them inside commits on the main thread (only to measure it, make bench)' },
   { flag: 'default-ttl', kind: 'duration', default: formatDuration(P.defaultTtlMs), min: 1000, help: 'absolute lifetime when CreateSession sets none' },
   { flag: 'default-idle-timeout', kind: 'duration', default: formatDuration(P.defaultIdleTimeoutMs), min: 1000, help: 'idle window when CreateSession sets none' },
@@ -201,6 +202,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       maxDbSize: get<number>('max-db-size'),
       groupCommit: get<boolean>('group-commit'),
       checkpointWorker: get<boolean>('checkpoint-worker'),
+      offLoopFsync: get<boolean>('off-loop-fsync'),
     },
     policy: {
       ...DEFAULT_POLICY,

@@ -22,6 +22,13 @@ export interface GroupCommitOptions {
    * uses it to let the checkpointer catch up (see wal-pressure.ts).
    */
   shouldWait?: () => boolean;
+  /**
+   * Durability after COMMIT: callers are answered once it resolves (see
+   * wal-sync.ts, synchronous=FULL with the fsync off the event loop). The next
+   * batch does not wait for it. A failure is final: queued and later units fail
+   * with it, before anything is written.
+   */
+  durable?: { sync(): Promise<void>; readonly failed: Error | undefined };
 }
 
 const WAIT_POLL_MS = 5;
@@ -30,9 +37,10 @@ const WAIT_POLL_MS = 5;
  * Group commit: every write unit queued during one event-loop turn runs in one
  * transaction, each unit inside its own SAVEPOINT so that a unit that throws
  * (a stale etag, a full disk) is rolled back alone. Callers are resolved only
- * after COMMIT returns, so an acknowledged write is as durable as the
- * synchronous setting makes a commit. One commit (and with synchronous=FULL one
- * fsync) then serves many calls.
+ * after COMMIT returns (and, with `durable`, after the fsync that covers it),
+ * so an acknowledged write is as durable as the synchronous setting makes a
+ * commit. One commit (and with synchronous=FULL one fsync) then serves many
+ * calls.
  *
  * A lock held by another process does not freeze the event loop: SQLite's own
  * busy handler is given only a few milliseconds (the connection's
@@ -47,6 +55,8 @@ export class GroupCommitter implements WriteRunner {
   private readonly maxBatch: number;
   private closed = false;
   private idle: (() => void) | undefined;
+  /** Committed batches whose callers wait for options.durable. */
+  private syncing = 0;
 
   constructor(private readonly db: Database, private readonly options: GroupCommitOptions) {
     this.maxBatch = options.maxBatch ?? 512;
@@ -67,7 +77,7 @@ export class GroupCommitter implements WriteRunner {
    */
   close(): Promise<void> {
     this.closed = true;
-    if (this.queue.length === 0 && !this.scheduled) return Promise.resolve();
+    if (this.queue.length === 0 && !this.scheduled && this.syncing === 0) return Promise.resolve();
     return new Promise((resolve) => (this.idle = resolve));
   }
 
@@ -88,6 +98,12 @@ export class GroupCommitter implements WriteRunner {
   private flush(): void {
     this.scheduled = false;
     if (this.queue.length === 0) {
+      this.next();
+      return;
+    }
+    const unsynced = this.options.durable?.failed;
+    if (unsynced) {
+      for (const job of this.queue.splice(0)) job.reject(unsynced);
       this.next();
       return;
     }
@@ -131,7 +147,16 @@ export class GroupCommitter implements WriteRunner {
       this.next();
       return;
     }
-    batch.forEach((job, i) => (results[i]!.ok ? job.resolve(results[i]!.value) : job.reject(results[i]!.value)));
+    const answer = () => batch.forEach((job, i) => (results[i]!.ok ? job.resolve(results[i]!.value) : job.reject(results[i]!.value)));
+    if (this.options.durable) {
+      this.syncing++;
+      this.options.durable.sync().then(answer, (err: unknown) => batch.forEach((job) => job.reject(err))).finally(() => {
+        this.syncing--;
+        this.next();
+      });
+    } else {
+      answer();
+    }
     this.next();
   }
 
@@ -173,6 +198,6 @@ export class GroupCommitter implements WriteRunner {
 
   private next(): void {
     if (this.queue.length > 0) this.schedule();
-    else if (!this.scheduled) this.idle?.();
+    else if (!this.scheduled && this.syncing === 0) this.idle?.();
   }
 }

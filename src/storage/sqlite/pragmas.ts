@@ -28,6 +28,13 @@ export interface StorageOptions {
    * (false: only to measure what the worker buys, make bench).
    */
   readonly checkpointWorker: boolean;
+  /**
+   * With synchronous=full in WAL mode, the connection commits at NORMAL and
+   * the -wal file is fsynced on libuv's thread pool before callers are
+   * answered (true, see wal-sync.ts), or SQLite fsyncs inside each commit on
+   * the main thread (false: only to measure what it buys, make bench).
+   */
+  readonly offLoopFsync: boolean;
 }
 
 export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.freeze({
@@ -42,6 +49,7 @@ export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.free
   maxDbSize: 0,
   groupCommit: true,
   checkpointWorker: true,
+  offLoopFsync: true,
 });
 
 const SYNCHRONOUS_NAMES = ['OFF', 'NORMAL', 'FULL', 'EXTRA'] as const;
@@ -57,9 +65,15 @@ export function synchronousName(value: number): string {
  */
 export const BUSY_SLICE_MS = 5;
 
+/** synchronous=FULL kept by an fsync off the event loop rather than inside each commit (wal-sync.ts). */
+export function syncsOffLoop(o: StorageOptions): boolean {
+  return o.offLoopFsync && o.journalMode === 'wal' && o.synchronous === 'full' && o.path !== ':memory:';
+}
+
 /**
- * The values set on the main connection. Three differ from the configuration
- * on purpose: busy_timeout is one slice of the configured wait; with the
+ * The values set on the main connection. Four may differ from the configuration
+ * on purpose: synchronous=full is set as normal when the storage fsyncs off
+ * the event loop itself (see syncsOffLoop); busy_timeout is one slice of the configured wait; with the
  * checkpoint worker in WAL mode, autocheckpoint is off because the worker runs
  * it at the configured threshold off the main thread, and journal_size_limit
  * is -1 because SQLite cuts the -wal file back inside the first commit after
@@ -71,6 +85,7 @@ export function connectionPragmas(o: StorageOptions): StorageOptions {
   const worker = o.journalMode === 'wal' && o.checkpointWorker;
   return {
     ...o,
+    synchronous: syncsOffLoop(o) ? 'normal' : o.synchronous,
     busyTimeoutMs: Math.min(o.busyTimeoutMs, BUSY_SLICE_MS),
     walAutocheckpoint: worker ? 0 : o.walAutocheckpoint,
     journalSizeLimit: worker ? -1 : o.journalSizeLimit,

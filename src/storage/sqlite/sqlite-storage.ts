@@ -11,11 +11,12 @@ import { Checkpointer, type RawCheckpoint } from './checkpointer';
 import { GroupCommitter } from './group-commit';
 import { checkSchemaVersion, migrate } from './migrations';
 import { checkDatabaseContents, checkOwnSchema, createDatabaseFile, inspectDatabaseFile } from './database-file';
-import { applyPragmas, connectionPragmas, synchronousName, type StorageOptions } from './pragmas';
+import { applyPragmas, connectionPragmas, synchronousName, syncsOffLoop, type StorageOptions } from './pragmas';
 import { SqliteSessionRepository } from './sqlite-session-repository';
 import { guarded, toStorageError } from './sqlite-errors';
 import { fileBytes, WalIndex } from './wal-index';
 import { WalPressure } from './wal-pressure';
+import { WalSync } from './wal-sync';
 
 /** Uncheckpointed frames, in multiples of wal_autocheckpoint, past which writes wait for the checkpointer. */
 const WAL_PRESSURE_FACTOR = 4;
@@ -45,10 +46,14 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
   private readonly checkpointer: Checkpointer | undefined;
   /** The -shm header, read without a lock; its descriptor stays open until the connection is closed (see wal-index.ts). */
   private readonly walIndex: WalIndex;
+  /** synchronous=FULL's fsync, off the event loop (wal-sync.ts); absent at other settings. */
+  private readonly walSync: WalSync | undefined;
 
   private constructor(private readonly db: Database.Database, readonly options: StorageOptions, private readonly hooks: StorageHooks) {
     this.sessions = new SqliteSessionRepository(db);
     this.walIndex = WalIndex.open(options.path);
+    // The connection has read the database in WAL mode by now, so the -wal file exists.
+    this.walSync = syncsOffLoop(options) ? new WalSync(`${options.path}-wal`) : undefined;
     const pressureFrames = options.journalMode === 'wal' && options.walAutocheckpoint > 0 ? options.walAutocheckpoint * WAL_PRESSURE_FACTOR : 0;
     const pressure = pressureFrames > 0
       ? new WalPressure(pressureFrames, () => this.walIndex.read(), () => this.checkpointer?.running === true)
@@ -57,6 +62,7 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
       busyTimeoutMs: options.busyTimeoutMs,
       maxBatch: options.groupCommit ? undefined : 1,
       shouldWait: pressure && (() => pressure.shouldWait()),
+      durable: this.walSync,
     });
     this.heartbeat = db.prepare(
       "INSERT INTO meta (key, value) VALUES ('heartbeat', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -157,7 +163,8 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
       return {
         ...wal,
         path: this.options.path,
-        synchronous: synchronousName(p('synchronous')),
+        // The guarantee, which with the off-loop fsync is not the connection's own setting.
+        synchronous: this.walSync ? 'FULL' : synchronousName(p('synchronous')),
         cacheSize: p('cache_size'),
         // The configured totals: the connection itself holds one busy slice, and
         // autocheckpoint is run by the worker at this threshold.
@@ -194,6 +201,7 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
 
   probe(): StorageHealth {
     if (this.closed) return { ok: false, reason: 'database is closed' };
+    if (this.walSync?.failed) return { ok: false, reason: this.walSync.failed.message };
     try {
       const mode = this.journalMode();
       if (mode !== this.options.journalMode) {
@@ -223,6 +231,8 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
       this.db.close();
       // Only now: closing the -shm descriptor drops every lock this process holds on it.
       this.walIndex.close();
+      // writes.close() has waited for every sync.
+      this.walSync?.close();
       return final;
     })();
     return this.closing;
