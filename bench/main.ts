@@ -1,12 +1,14 @@
 /*
  * make bench: the server as its own process on fresh, pre-filled databases,
- * measured against its own empty RPC. In order:
+ * measured against its own empty RPC. The server is compiled first and runs
+ * as node dist/src/main.js, as in the Docker image (BENCH_SERVER=tsx runs it
+ * from the sources). In order:
  *   micro   the hot-path changes, old and new way alternately, in-process
  *   unary   every call, alternately with the empty RPC, synchronous=NORMAL
  *   stream  ValidateSessionStream vs Redis GET (same server process)
  *   full    CreateSession with synchronous=FULL on a second server process
- *   ablation CreateSession on servers with group commit and/or the checkpoint
- *           worker switched off, each against its own empty RPC: what each buys
+ *   ablation CreateSession on servers with group commit, the checkpoint worker
+ *           or the off-loop fsync switched off, each against its own empty RPC: what each buys
  *   stalls  purge, sweep and TRUNCATE checkpoint with a million expired sessions; RSS
  * Prints the tables and writes the same figures as JSON (BENCH_OUT).
  * Settings: bench/options.ts, or `node --import tsx bench/main.ts --help`.
@@ -20,7 +22,7 @@ import { BenchOptionsError, helpText, loadBenchOptions, type BenchOptions, type 
 import { startRedis } from './redis';
 import { checkTargets, formatReport, type BenchResults } from './report';
 import { Channels } from './rpc';
-import { startServer, useServerSettings, type ServerProcess } from './server-process';
+import { buildServer, startServer, useServerSettings, type ServerProcess } from './server-process';
 import { measureStalls, type StallResults } from './stalls';
 import { measureStreaming, type StreamResults } from './stream';
 import { measureMicro, type MicroRow } from './micro';
@@ -55,8 +57,8 @@ async function onServer<T>(dbPath: string, env: Record<string, string>, o: Bench
 }
 
 /**
- * Servers without one or both of the write-path optimisations (the README's
- * settings --group-commit and --checkpoint-worker), to measure what each buys;
+ * Servers without some of the write-path optimisations (the README's settings
+ * --group-commit, --checkpoint-worker and --off-loop-fsync), to measure what each buys;
  * the rows with both on come from the unary and full parts.
  */
 const ABLATIONS: { name: string; synchronous: UnaryRow['synchronous']; env: Record<string, string> }[] = [
@@ -64,10 +66,15 @@ const ABLATIONS: { name: string; synchronous: UnaryRow['synchronous']; env: Reco
   { name: 'no group commit', synchronous: 'NORMAL', env: { SESSIOND_GROUP_COMMIT: 'false' } },
   { name: 'checkpoints in commits', synchronous: 'NORMAL', env: { SESSIOND_CHECKPOINT_WORKER: 'false' } },
   { name: 'no group commit', synchronous: 'FULL', env: { SESSIOND_SYNCHRONOUS: 'full', SESSIOND_GROUP_COMMIT: 'false' } },
+  { name: 'fsync in commits', synchronous: 'FULL', env: { SESSIOND_SYNCHRONOUS: 'full', SESSIOND_OFF_LOOP_FSYNC: 'false' } },
 ];
 
 async function run(o: BenchOptions): Promise<BenchResults> {
-  useServerSettings(o.serverSettings);
+  if (o.server === 'dist') {
+    log('compiling the server (tsc -p tsconfig.build.json): it runs as node dist/src/main.js, as in the Docker image');
+    buildServer();
+  }
+  useServerSettings(o.serverSettings, { args: o.serverNodeArgs, stdout: o.serverStdout, compiled: o.server === 'dist' });
   const dir = mkdtempSync(join(tmpdir(), 'sessiond-bench-'));
   const meta: Record<string, unknown> = {
     startedAt: new Date().toISOString(),

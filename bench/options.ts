@@ -44,6 +44,15 @@ export interface BenchOptions {
   cpuProfDir: string | undefined;
   /** Server settings for every server the bench starts, as SESSIOND_* variables (e.g. cache-size=-65536 gives SESSIOND_CACHE_SIZE). */
   serverSettings: Record<string, string>;
+  /**
+   * How the servers run: 'dist' compiled by tsc first, as the Docker image runs
+   * it (node dist/src/main.js), or 'tsx' from the TypeScript sources.
+   */
+  server: 'dist' | 'tsx';
+  /** Extra node flags for every server the bench starts (V8 heap sizes, --trace-gc). */
+  serverNodeArgs: string[];
+  /** When set, what node itself prints on the servers' stdout (--trace-gc and the like) is appended there. */
+  serverStdout: string | undefined;
   smoke: boolean;
 }
 
@@ -72,6 +81,9 @@ const SPECS: Spec[] = [
   { name: 'parts', kind: 'parts', default: PARTS.join(','), help: `parts to run: ${PARTS.join(', ')}` },
   { name: 'out', kind: 'string', default: 'bench/results/latest.json', help: 'where the JSON results go' },
   { name: 'server-settings', kind: 'string', default: '', help: 'settings for every server the bench starts, flag=value[,flag=value...] (e.g. cache-size=-65536): to measure a setting' },
+  { name: 'server', kind: 'string', default: 'dist', help: 'dist: the servers run compiled (tsc, then node dist/src/main.js, as in the Docker image); tsx: from the sources (node --import tsx src/main.ts)' },
+  { name: 'server-node-args', kind: 'string', default: '', help: 'node flags for every server the bench starts, space-separated (e.g. --max-semi-space-size=32 --trace-gc)' },
+  { name: 'server-stdout', kind: 'string', default: '', help: 'file: append what node prints on the servers\' stdout (e.g. --trace-gc lines)' },
   { name: 'cpu-prof', kind: 'string', default: '', help: 'folder: run the servers with node --cpu-prof, profiles written there at exit' },
 ];
 
@@ -121,6 +133,9 @@ export function loadBenchOptions(argv: readonly string[], env: NodeJS.ProcessEnv
     if (typeof v === 'string' && v.startsWith('!')) problems.push(`${envName(s.name)} / --${s.name}: ${v.slice(1)}`);
     else values.set(s.name, v);
   }
+  if (values.has('server') && !['dist', 'tsx'].includes(values.get('server') as string)) {
+    problems.push(`${envName('server')} / --server: ${JSON.stringify(values.get('server'))} is neither dist nor tsx`);
+  }
   if (problems.length > 0) throw new BenchOptionsError(`bad bench settings:\n${problems.map((p) => `  - ${p}`).join('\n')}\n\n${helpText()}`);
   const get = <T>(name: string) => values.get(name) as T;
   return {
@@ -140,6 +155,9 @@ export function loadBenchOptions(argv: readonly string[], env: NodeJS.ProcessEnv
     out: get('out'),
     cpuProfDir: get<string>('cpu-prof') || undefined,
     serverSettings: parseServerSettings(get<string>('server-settings')),
+    server: get<'dist' | 'tsx'>('server'),
+    serverNodeArgs: get<string>('server-node-args').split(/\s+/).filter((a) => a !== ''),
+    serverStdout: get<string>('server-stdout') || undefined,
     smoke,
   };
 }

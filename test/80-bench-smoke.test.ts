@@ -84,12 +84,12 @@ test('the smoke bench runs end to end and reports every figure with sane values'
   if (!(r.micro.at(-1)!.afterUs > 0)) problems.push(`micro validation: ${r.micro.at(-1)!.afterUs}`);
   t.regex(output, /Hot-path changes, before and after/);
 
-  // The on/off rows: CreateSession without group commit and/or the checkpoint
-  // worker, at the largest concurrency only, each against its own empty RPC.
+  // The on/off rows: CreateSession without group commit, the checkpoint worker
+  // or the off-loop fsync, at the largest concurrency only, each against its own empty RPC.
   const variants = r.unary.filter((u) => u.variant !== undefined);
   t.deepEqual(
     variants.map((u) => `${u.synchronous} ${u.variant}`).sort(),
-    ['FULL no group commit', 'NORMAL checkpoints in commits', 'NORMAL no group commit', 'NORMAL no group commit, checkpoints in commits'],
+    ['FULL fsync in commits', 'FULL no group commit', 'NORMAL checkpoints in commits', 'NORMAL no group commit', 'NORMAL no group commit, checkpoints in commits'],
   );
   for (const u of variants) {
     const what = `CreateSession ${u.synchronous} [${u.variant}]`;
