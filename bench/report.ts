@@ -131,9 +131,10 @@ export function formatReport(r: BenchResults): string {
     out.push(`Stalls: event-loop delay inside the server (monitorEventLoopDelay, 1 ms resolution) with ${st.expiredSessions} expired + ${st.liveSessions} live sessions,`,
       `a light load of ${r.options.stallConcurrency} validations (creates during the checkpoint) in flight throughout.`, '');
     const stallRow = (name: string, s: StallResults['baseline'], what: string, limit = true) =>
-      [name, num(s.loop.maxMs, 1), num(s.loop.p99Ms, 1), num(s.loop.meanMs, 2), num(s.load.rate), num(s.load.p99Ms, 2), num(s.walPeakBytes / 1024 / 1024, 1), what,
+      [name, num(s.loop.maxMs, 1), num(s.loop.p99Ms, 1), num(s.loop.meanMs, 2), `${num(s.loop.gc.maxMs, 1)} ${s.loop.gc.maxKind}`, String(s.loop.gc.major),
+        num(s.load.rate), num(s.load.p99Ms, 2), num(s.walPeakBytes / 1024 / 1024, 1), what,
         limit ? `<= ${STALL_LIMIT_MS} ms` : '', limit ? verdict(s.loop.maxMs <= STALL_LIMIT_MS) : ''];
-    out.push(table(['while', 'max ms', 'p99 ms', 'mean ms', 'load calls/s', 'load p99 ms', 'WAL peak MB', 'what happened', 'target', 'met'], [
+    out.push(table(['while', 'max ms', 'p99 ms', 'mean ms', 'longest GC ms', 'major GCs', 'load calls/s', 'load p99 ms', 'WAL peak MB', 'what happened', 'target', 'met'], [
       stallRow('light load only (baseline)', st.baseline, '', false),
       stallRow('PurgeExpiredSessions', st.purge, `${st.purge.purged} purged in ${st.purge.batches} batches, ${num(st.purge.durationMs / 1000, 1)} s`),
       stallRow('background sweep', st.sweep, `${st.sweep.purged} purged in ${st.sweep.batches} batches${st.sweep.durationMs === null ? '' : `, ${num(st.sweep.durationMs / 1000, 1)} s`}`),

@@ -80,6 +80,9 @@ async function measured<T>(channels: Channels, admin: SessiondClient, load: Issu
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The collector's share of the stall: its longest pause meanwhile. */
+const gcNote = (loop: LoopDelayFigures) => ` (longest GC pause ${loop.gc.maxMs.toFixed(1)} ms, ${loop.gc.maxKind || 'none'}; ${loop.gc.major} major)`;
+
 export async function measureStalls(dir: string, o: BenchOptions, log: (line: string) => void): Promise<StallResults> {
   const expired = o.stallSessions;
   const live = Math.min(10_000, Math.max(100, Math.floor(expired / 100)));
@@ -110,14 +113,14 @@ export async function measureStalls(dir: string, o: BenchOptions, log: (line: st
     const afterLoadMb = memory(server.pid).rssBytes / MB;
 
     const baseline = await measured(channels, admin, validateLive, o.stallConcurrency, () => sleep(o.windowMs));
-    log(`  baseline (light load only): loop delay max ${baseline.loop.maxMs.toFixed(1)} ms`);
+    log(`  baseline (light load only): loop delay max ${baseline.loop.maxMs.toFixed(1)} ms${gcNote(baseline.loop)}`);
 
     const purge = await measured(channels, admin, validateLive, o.stallConcurrency, async () => {
       const t0 = performance.now();
       const r = await admin.purgeExpiredSessions({});
       return { purged: r.purgedCount, batches: r.batches, durationMs: performance.now() - t0 };
     });
-    log(`  purge of ${purge.value.purged} in ${(purge.value.durationMs / 1000).toFixed(1)} s: loop delay max ${purge.loop.maxMs.toFixed(1)} ms, WAL up to ${(purge.walPeakBytes / MB).toFixed(0)} MB`);
+    log(`  purge of ${purge.value.purged} in ${(purge.value.durationMs / 1000).toFixed(1)} s: loop delay max ${purge.loop.maxMs.toFixed(1)} ms${gcNote(purge.loop)}, WAL up to ${(purge.walPeakBytes / MB).toFixed(0)} MB`);
     const afterPurgeMb = memory(server.pid).rssBytes / MB;
 
     // Writes fill the WAL while the checkpoint runs; the worker's own threshold checkpoints go on too.
@@ -132,7 +135,7 @@ export async function measureStalls(dir: string, o: BenchOptions, log: (line: st
       const seconds = r.duration ? r.duration.seconds + r.duration.nanos / 1e9 : 0;
       return { walFramesBefore, busy: r.busy, logFrames: r.logFrames, checkpointedFrames: r.checkpointedFrames, durationMs: seconds * 1000, walBytesAfter: r.walBytes };
     });
-    log(`  TRUNCATE checkpoint of ${checkpoint.value.walFramesBefore} frames in ${checkpoint.value.durationMs.toFixed(1)} ms under writes: loop delay max ${checkpoint.loop.maxMs.toFixed(1)} ms`);
+    log(`  TRUNCATE checkpoint of ${checkpoint.value.walFramesBefore} frames in ${checkpoint.value.durationMs.toFixed(1)} ms under writes: loop delay max ${checkpoint.loop.maxMs.toFixed(1)} ms${gcNote(checkpoint.loop)}`);
     const peakPurgeServerMb = memory(server.pid).peakRssBytes / MB;
 
     // -------- sweep server: the same million, purged by the background sweep.
@@ -150,7 +153,7 @@ export async function measureStalls(dir: string, o: BenchOptions, log: (line: st
       const fields = JSON.parse(line) as { purged: number; batches: number; durationMs?: number };
       return { purged: fields.purged, batches: fields.batches, durationMs: fields.durationMs ?? null, finishedAfterServingMs: performance.now() - servingAt };
     });
-    log(`  background sweep of ${sweep.value.purged}: loop delay max ${sweep.loop.maxMs.toFixed(1)} ms, WAL up to ${(sweep.walPeakBytes / MB).toFixed(0)} MB`);
+    log(`  background sweep of ${sweep.value.purged}: loop delay max ${sweep.loop.maxMs.toFixed(1)} ms${gcNote(sweep.loop)}, WAL up to ${(sweep.walPeakBytes / MB).toFixed(0)} MB`);
     const peakSweepServerMb = memory(server.pid).peakRssBytes / MB;
 
     return {

@@ -118,6 +118,8 @@ test('the smoke bench runs end to end and reports every figure with sane values'
   t.is(st.sweep.purged, o.stallSessions, 'the sweep removed every expired session');
   for (const [name, s] of [['baseline', st.baseline], ['purge', st.purge], ['sweep', st.sweep], ['checkpoint', st.checkpoint]] as const) {
     if (!(s.loop.samples > 0 && Number.isFinite(s.loop.maxMs) && s.loop.maxMs >= s.loop.p50Ms && s.loop.maxMs > 0)) problems.push(`${name}: loop delay ${JSON.stringify(s.loop)}`);
+    const gc = s.loop.gc;
+    if (!(gc.count >= gc.major && gc.major >= 0 && gc.totalMs >= gc.maxMs && gc.maxMs >= 0 && (gc.count === 0) === (gc.maxKind === ''))) problems.push(`${name}: GC ${JSON.stringify(gc)}`);
     problems.push(...saneSummary(s.load, `${name} load`, false));
     if (!(s.walPeakBytes >= 0)) problems.push(`${name}: WAL peak ${s.walPeakBytes}`);
   }
@@ -157,11 +159,18 @@ test('the bench service is served only with --bench-service: an empty RPC and th
   await benchCall(on.address, 'LoopDelayStart');
   const started = Date.now();
   while (Date.now() - started < 25); // a 25 ms block of this process's loop, where the server runs too
+  // Garbage enough for several young-generation collections (semi-spaces are a few MB).
+  let keep: number[][] = [];
+  for (let i = 0; i < 400_000; i++) keep = i % 1000 === 0 ? [] : (keep.push([i, i + 1]), keep);
+  t.true(keep.length < 1000);
   await new Promise((r) => setTimeout(r, 20));
   const figures = JSON.parse((await benchCall(on.address, 'LoopDelayStop')).toString()) as LoopDelayFigures;
   t.true(figures.samples > 0);
   t.true(figures.maxMs >= 15, `the 25 ms block shows: max ${figures.maxMs} ms`);
   t.true(figures.maxMs >= figures.p99Ms && figures.p99Ms >= figures.p50Ms && figures.durationMs > 0);
+  t.true(figures.gc.count > 0, `the garbage was collected while the monitor ran: ${JSON.stringify(figures.gc)}`);
+  t.true(figures.gc.maxMs > 0 && figures.gc.totalMs >= figures.gc.maxMs && ['major', 'minor', 'incremental', 'weakcb'].includes(figures.gc.maxKind));
+  t.is(never.gc.count, 0);
   t.true(on.config.benchService);
   t.false(off.config.benchService, 'off by default');
 });
