@@ -32,6 +32,8 @@ export interface BenchOptions {
   streamConcurrency: number[];
   /** Expired sessions for the stall measurements (purge, sweep); RSS is read with them stored. */
   stallSessions: number;
+  /** How long the light load runs alone, as the stalls' baseline. */
+  stallBaselineMs: number;
   /** Calls in flight while a purge, sweep or checkpoint runs. */
   stallConcurrency: number;
   /** Sweep interval of the server that measures the background sweep. */
@@ -75,6 +77,7 @@ const SPECS: Spec[] = [
   { name: 'streams', kind: 'int', default: '4', smoke: '2', help: 'validation streams (and Redis connections) in the streaming comparison' },
   { name: 'stream-concurrency', kind: 'ints', default: '64,256', smoke: '8', help: 'validations in flight in the streaming comparison' },
   { name: 'stall-sessions', kind: 'int', default: '1000000', smoke: '3000', help: 'expired sessions stored for the purge, sweep and RSS measurements' },
+  { name: 'stall-baseline', kind: 'duration', default: '30s', smoke: '200ms', help: 'how long the light load runs alone as the stalls\' baseline (long enough to see some major garbage collections)' },
   { name: 'stall-concurrency', kind: 'int', default: '16', smoke: '2', help: 'calls in flight while a purge, sweep or checkpoint runs' },
   { name: 'sweep-interval', kind: 'duration', default: '2s', smoke: '500ms', help: 'sweep interval of the server that measures the background sweep' },
   { name: 'ops', kind: 'ops', default: OPS.join(','), help: `calls to measure: ${OPS.join(', ')}` },
@@ -148,6 +151,7 @@ export function loadBenchOptions(argv: readonly string[], env: NodeJS.ProcessEnv
     streams: get('streams'),
     streamConcurrency: get('stream-concurrency'),
     stallSessions: get('stall-sessions'),
+    stallBaselineMs: get('stall-baseline'),
     stallConcurrency: get('stall-concurrency'),
     sweepIntervalMs: get('sweep-interval'),
     ops: get('ops'),

@@ -112,7 +112,9 @@ export async function measureStalls(dir: string, o: BenchOptions, log: (line: st
     if (loadWindow.errors > 0) throw new Error(`validations over every stored session failed: ${loadWindow.firstError}`);
     const afterLoadMb = memory(server.pid).rssBytes / MB;
 
-    const baseline = await measured(channels, admin, validateLive, o.stallConcurrency, () => sleep(o.windowMs));
+    // Long enough to hold some of V8's major collections, which the load alone
+    // brings about every 10-30 s here: the purge and sweep run for minutes.
+    const baseline = await measured(channels, admin, validateLive, o.stallConcurrency, () => sleep(o.stallBaselineMs));
     log(`  baseline (light load only): loop delay max ${baseline.loop.maxMs.toFixed(1)} ms${gcNote(baseline.loop)}`);
 
     const purge = await measured(channels, admin, validateLive, o.stallConcurrency, async () => {
