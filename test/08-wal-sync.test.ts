@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { StorageError } from '../src/domain/errors';
 import { GroupCommitter } from '../src/storage/sqlite/group-commit';
 import { DEFAULT_STORAGE_OPTIONS, type StorageOptions } from '../src/storage/sqlite/pragmas';
-import { SqliteStorage } from '../src/storage/sqlite/sqlite-storage';
+import { SqliteStorage, type StorageHooks } from '../src/storage/sqlite/sqlite-storage';
 import { WalSync } from '../src/storage/sqlite/wal-sync';
 import { hashOf, record } from './helpers/repository-contract';
 import { tempDir } from './helpers/server';
@@ -138,10 +138,10 @@ function holds(file: string): boolean {
   });
 }
 
-function openStorage(t: ExecutionContext, options: Partial<StorageOptions>) {
+function openStorage(t: ExecutionContext, options: Partial<StorageOptions>, hooks: StorageHooks = {}) {
   const dir = tempDir('sessiond-walsync-');
   const path = join(dir, 'sessions.db');
-  const storage = SqliteStorage.open({ ...DEFAULT_STORAGE_OPTIONS, path, ...options });
+  const storage = SqliteStorage.open({ ...DEFAULT_STORAGE_OPTIONS, path, ...options }, hooks);
   t.teardown(async () => {
     await storage.close();
     rmSync(dir, { recursive: true, force: true });
@@ -171,4 +171,25 @@ test('--off-loop-fsync=false, or synchronous=normal: SQLite syncs (or not) insid
   const normal = openStorage(t, { synchronous: 'normal' });
   t.is(normal.storage.status().synchronous, 'NORMAL');
   t.false(holds(`${normal.path}-wal`));
+});
+
+test('a disk that fails the fsync: the write fails with INTERNAL, later writes are refused, reads go on and the health probe says why', async (t) => {
+  let syncs = 0;
+  const { storage } = openStorage(t, { synchronous: 'full' }, {
+    fsync: (_fd, done) => {
+      syncs++;
+      setImmediate(() => done(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })));
+    },
+  });
+  t.true(storage.probe().ok);
+  const err = await t.throwsAsync(storage.writes.run(() => storage.sessions.insert(record(), hashOf('lost'))), { instanceOf: StorageError });
+  t.is((err as StorageError & { kind: string }).kind, 'internal');
+  t.regex(err!.message, /WAL could not be synced to disk \(EIO\)/);
+  await t.throwsAsync(storage.writes.run(() => storage.sessions.insert(record(), hashOf('refused'))), { message: /EIO/ });
+  t.is(syncs, 1, 'nothing is synced, or written, after the failure');
+  t.is(storage.sessions.findByTokenHash(hashOf('refused')), undefined, 'the refused write was never applied');
+  t.truthy(storage.sessions.findByTokenHash(hashOf('lost')), 'the failed one had committed: reads still see it, durable or not');
+  const health = storage.probe();
+  t.false(health.ok);
+  t.regex(health.ok ? '' : health.reason, /WAL could not be synced.*restarted/);
 });

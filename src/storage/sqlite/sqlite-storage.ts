@@ -16,7 +16,7 @@ import { SqliteSessionRepository } from './sqlite-session-repository';
 import { guarded, toStorageError } from './sqlite-errors';
 import { fileBytes, WalIndex } from './wal-index';
 import { WalPressure } from './wal-pressure';
-import { WalSync } from './wal-sync';
+import { WalSync, type WalSyncFn } from './wal-sync';
 
 /** Uncheckpointed frames, in multiples of wal_autocheckpoint, past which writes wait for the checkpointer. */
 const WAL_PRESSURE_FACTOR = 4;
@@ -28,6 +28,8 @@ const CHECKPOINT_POLL_MS = 50;
 export interface StorageHooks {
   /** Called with every checkpoint that ran (admin, auto, shutdown); must not throw. */
   onCheckpoint?(result: CheckpointResult): void;
+  /** The off-loop fsync (wal-sync.ts); fs.fdatasync unless a test stands in a failing disk. */
+  fsync?: WalSyncFn;
 }
 
 /**
@@ -53,7 +55,7 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
     this.sessions = new SqliteSessionRepository(db);
     this.walIndex = WalIndex.open(options.path);
     // The connection has read the database in WAL mode by now, so the -wal file exists.
-    this.walSync = syncsOffLoop(options) ? new WalSync(`${options.path}-wal`) : undefined;
+    this.walSync = syncsOffLoop(options) ? new WalSync(`${options.path}-wal`, hooks.fsync) : undefined;
     const pressureFrames = options.journalMode === 'wal' && options.walAutocheckpoint > 0 ? options.walAutocheckpoint * WAL_PRESSURE_FACTOR : 0;
     const pressure = pressureFrames > 0
       ? new WalPressure(pressureFrames, () => this.walIndex.read(), () => this.checkpointer?.running === true)

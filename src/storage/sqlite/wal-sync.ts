@@ -1,7 +1,7 @@
 import { closeSync, fdatasync, openSync } from 'node:fs';
 import { StorageError } from '../../domain/errors';
 
-type Fsync = (fd: number, done: (err: NodeJS.ErrnoException | null) => void) => void;
+export type WalSyncFn = (fd: number, done: (err: NodeJS.ErrnoException | null) => void) => void;
 
 /**
  * synchronous=FULL for WAL mode, with the fsync off the event loop.
@@ -48,7 +48,7 @@ export class WalSync {
   private closed = false;
 
   /** @throws when the -wal file cannot be opened. */
-  constructor(walPath: string, private readonly fsync: Fsync = fdatasync) {
+  constructor(walPath: string, private readonly fsync: WalSyncFn = fdatasync) {
     // Read-only is enough: Linux syncs a file through any descriptor of it.
     this.fd = openSync(walPath, 'r');
   }
