@@ -1,8 +1,8 @@
 /*
  * The server under test, as its own process: `node dist/src/main.js` (or
- * `node --import tsx src/main.ts`) is one PID, so /proc/<pid>/stat holds the server's CPU time (every thread:
- * the main loop, the checkpoint worker, libuv's pool) and nothing of the load
- * generator's.
+ * `node --import tsx src/main.ts`) is one PID, so /proc/<pid>/stat holds the
+ * server's CPU time (every thread: the main loop, the checkpoint worker,
+ * libuv's pool) and nothing of the load generator's.
  */
 import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
@@ -50,16 +50,15 @@ export interface ServerProcess {
  * shell are not passed on: the bench sets what it measures.
  */
 let settings: Record<string, string> = {};
-
-/** Settings (SESSIOND_* variables) every server started from now on gets, under what a part sets itself. */
 let nodeFlags: string[] = [];
 let stdoutFile: string | undefined;
 let entry = ['--import', 'tsx', 'src/main.ts'];
 
 /**
- * Settings for every server started from now on: SESSIOND_* variables, node
- * flags, where node's own stdout goes, and whether the server runs compiled
- * (dist/src/main.js, which `build()` makes) or from the sources through tsx.
+ * Settings for every server started from now on: SESSIOND_* variables (under
+ * what a part sets itself), node flags, where node's own stdout goes, and
+ * whether the server runs compiled (dist/src/main.js, which buildServer()
+ * makes) or from the sources through tsx.
  */
 export function useServerSettings(env: Record<string, string>, node: { args?: string[]; stdout?: string; compiled?: boolean } = {}): void {
   settings = { ...env };
@@ -94,7 +93,7 @@ export async function startServer(dbPath: string, env: Record<string, string>, c
     },
   });
   // The server logs to stderr; stdout carries only what node itself prints
-  // (--trace-gc and the like, via NODE_OPTIONS), kept when asked for.
+  // (--trace-gc and the like, from BENCH_SERVER_NODE_ARGS), kept when asked for.
   if (stdoutFile) proc.stdout.pipe(createWriteStream(stdoutFile, { flags: 'a' }));
   else proc.stdout.resume();
   const lines: string[] = [];
