@@ -67,12 +67,7 @@ export class WalSync {
     return this.failure;
   }
 
-  /** A sync in flight or waiting. */
-  get busy(): boolean {
-    return this.syncing || this.waiting.length > 0;
-  }
-
-  /** Closes the descriptor; callers wait for busy to be false first. */
+  /** Closes the descriptor; the group committer's close() has waited for every sync first. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
