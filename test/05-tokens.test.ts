@@ -36,3 +36,30 @@ test('the stored hash of a token is its SHA-256', (t) => {
   const token = newToken();
   t.deepEqual(hashToken(token), createHash('sha256').update(token, 'utf8').digest());
 });
+
+test('an id starts with its creation time in milliseconds, so new ids sit together in the id index', (t) => {
+  const at = Date.UTC(2026, 10, 27, 16, 0, 0, 123);
+  const id = newSessionId(at);
+  t.regex(id, ID_PATTERN);
+  t.is(Buffer.from(id, 'base64url').readUIntBE(0, 6), at);
+  // Ids a millisecond apart share their leading characters; ids years apart do not.
+  t.is(newSessionId(at + 1).slice(0, 6), id.slice(0, 6));
+  t.not(newSessionId(at + 365 * 86_400_000).slice(0, 4), id.slice(0, 4));
+  // A clock before 1970 or past the 48 bits still gives a well-formed id.
+  t.regex(newSessionId(-5), ID_PATTERN);
+  t.regex(newSessionId(2 ** 60), ID_PATTERN);
+});
+
+test('ids made in the same millisecond differ in their 80 random bits, and the pool hands out no zeros', (t) => {
+  const at = Date.UTC(2026, 10, 27);
+  const tails = new Set<string>();
+  for (let i = 0; i < 3000; i++) {
+    const bytes = Buffer.from(newSessionId(at), 'base64url');
+    t.is(bytes.length, 16);
+    const tail = bytes.subarray(6);
+    // Six zero bytes in a row out of ten random ones: about one in 2^44.
+    if (tail.includes(Buffer.alloc(6))) t.fail(`zero run in ${tail.toString('hex')}`);
+    tails.add(tail.toString('hex'));
+  }
+  t.is(tails.size, 3000);
+});

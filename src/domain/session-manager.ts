@@ -91,7 +91,7 @@ export class SessionManager {
     const idle = resolveDuration('idle_timeout', input.idleTimeoutMs, p.defaultIdleTimeoutMs, p.maxTtlMs);
     const now = this.clock.now();
     const session: SessionRecord = {
-      id: newSessionId(),
+      id: newSessionId(now),
       serverId: input.serverId,
       subject: input.subject,
       attributes: { ...input.attributes },
