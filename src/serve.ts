@@ -1,5 +1,6 @@
 import { startApp } from './app';
 import { ConfigError, helpText, loadConfig, redactedConfig } from './config';
+import { tuneGc } from './gc-tuning';
 import { createLogger } from './log';
 
 /**
@@ -9,6 +10,7 @@ import { createLogger } from './log';
  * @param argv the server's flags (no subcommand), as loadConfig reads them.
  */
 export async function serve(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<void> {
+  tuneGc();
   let invocation;
   try {
     invocation = loadConfig(argv, env);
