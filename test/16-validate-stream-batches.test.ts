@@ -403,3 +403,68 @@ test('cancel() rejects every pending validation with CANCELLED; an aborted valid
   t.is((await keep).reason, InvalidReason.INVALID_REASON_NOT_FOUND, 'its neighbours are answered as usual');
   await t.throwsAsync(w.validate('x', false, { signal: AbortSignal.abort(new Error('already')) }), { message: 'already' });
 });
+
+test('a client that stops reading answers makes the server stop reading its requests; once it reads again, every item is answered once', async (t) => {
+  const s = await server(t, { SESSIOND_METRICS_LISTEN: '127.0.0.1:0' });
+  const serverRead = async () => (await value(await scrape(s.app.metricsPort!), 'grpc_server_msg_received_total',
+    { grpc_service: 'sessions.v1.SessionService', grpc_method: 'ValidateSessionStream' })) ?? 0;
+  // Large answers fill the HTTP/2 windows and the server's write buffer after a few hundred items.
+  const live = await s.client.createSession({ serverId: 'gw', subject: 'slow-reader', attributes: { pad: 'p'.repeat(1000) } });
+  const raw = new SessionServiceClient(s.address, credentials.createInsecure());
+  t.teardown(() => raw.close());
+  const call = raw.validateSessionStream(new Metadata());
+  const answered = new Map<number, boolean>();
+  let twice = 0;
+  call.on('data', (r: ValidateSessionStreamResponse) => {
+    for (const a of r.answers) {
+      if (answered.has(a.correlationId)) twice++;
+      answered.set(a.correlationId, a.valid);
+    }
+  });
+  const ended = new Promise<ServiceError | undefined>((resolve) => {
+    call.on('error', (err: ServiceError) => resolve(err));
+    call.on('end', () => resolve(undefined));
+  });
+  call.pause();
+
+  // Writes until the stream stays backed up: a server that went on reading
+  // (and buffering answers nobody reads) would drain it again and again.
+  const PER_MESSAGE = 100;
+  const MAX_ITEMS = 100_000;
+  const drained = () => new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => {
+      call.off('drain', onDrain);
+      resolve(false);
+    }, 1500);
+    const onDrain = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    call.once('drain', onDrain);
+  });
+  let sent = 0;
+  let stalled = false;
+  while (!stalled && sent < MAX_ITEMS) {
+    const items = Array.from({ length: PER_MESSAGE }, (_, i) => item(sent + i, live.token));
+    sent += PER_MESSAGE;
+    if (!call.write({ correlationId: 0, token: '', touch: false, items })) stalled = !(await drained());
+  }
+  t.true(stalled, `the stream never stayed backed up: ${sent} items sent while no answer was read`);
+  t.is(answered.size, 0, 'nothing was read while paused');
+  const readAtStall = await serverRead();
+  await new Promise((r) => setTimeout(r, 1000));
+  t.is(await serverRead(), readAtStall, 'the server takes no more messages while its answers are not read');
+  t.true(readAtStall < sent / PER_MESSAGE, `the server stopped with messages still waiting: it read ${readAtStall} of ${sent / PER_MESSAGE}`);
+  t.log(`backed up after ${sent / PER_MESSAGE} messages of ${PER_MESSAGE} items; the server had read ${readAtStall}`);
+
+  // The server still serves everyone else meanwhile.
+  const other = await s.client.validateSession(live.token);
+  t.true(other.valid);
+
+  call.resume();
+  call.end();
+  t.is(await ended, undefined, 'the stream ends with OK');
+  t.is(twice, 0, 'no item answered twice');
+  t.is(answered.size, sent, 'every item sent was answered');
+  t.true([...answered.values()].every(Boolean), 'every answer is valid');
+});
