@@ -19,14 +19,16 @@ export const HEAP_GROWING_PERCENT = 10;
 
 const GIVEN = /^--heap[-_]growing[-_]percent(=|$)/;
 
-/** The V8 flag to set, or undefined when the operator passed one on node's command line. */
-export function heapGrowthFlag(execArgv: readonly string[], nodeOptions = ''): string | undefined {
-  const given = [...execArgv, ...nodeOptions.split(/\s+/)].some((arg) => GIVEN.test(arg));
-  return given ? undefined : `--heap-growing-percent=${HEAP_GROWING_PERCENT}`;
+/**
+ * The V8 flag to set, or undefined when the operator passed one on node's
+ * command line. Only there: node refuses to start with it in NODE_OPTIONS.
+ */
+export function heapGrowthFlag(execArgv: readonly string[]): string | undefined {
+  return execArgv.some((arg) => GIVEN.test(arg)) ? undefined : `--heap-growing-percent=${HEAP_GROWING_PERCENT}`;
 }
 
 /** Applies heapGrowthFlag to this process; the server's entry points call it before anything else. */
 export function tuneGc(): void {
-  const flag = heapGrowthFlag(process.execArgv, process.env.NODE_OPTIONS);
+  const flag = heapGrowthFlag(process.execArgv);
   if (flag) setFlagsFromString(flag);
 }
