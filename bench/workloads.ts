@@ -52,6 +52,24 @@ export class Pools {
     this.get = Array.from({ length: live }, (_, i) => toBuffer(GetSessionRequest.encode({ id: idOf('live', i) }).finish()));
   }
 
+  private creates: Buffer[] | undefined;
+
+  /**
+   * CreateSession requests, encoded once per run like the reads' requests:
+   * encoding each call cost the load generator about 10 us of the CPU it
+   * shares with the server.
+   */
+  createRequests(): readonly Buffer[] {
+    this.creates ??= Array.from({ length: CREATE_SUBJECTS }, (_, i) => toBuffer(CreateSessionRequest.encode(CreateSessionRequest.fromPartial({
+      serverId: `web-${i % SERVER_IDS}`,
+      subject: `user-${i}`,
+      attributes: { role: 'member', plan: 'free' },
+      ip: '203.0.113.9',
+      userAgent: 'Mozilla/5.0 (X11; Linux x86_64) sessiond-bench/1',
+    })).finish()));
+    return this.creates;
+  }
+
   randomLive(): number {
     return Math.floor(Math.random() * this.live);
   }
@@ -96,15 +114,7 @@ export function workload(name: OpName | 'Empty', pools: Pools): Workload {
     case 'GetSession':
       return { name, path: `${SVC}/GetSession`, request: () => pools.get[pools.randomLive()]! };
     case 'CreateSession': {
-      // Encoded up front, like the reads' requests: encoding per call cost the
-      // load generator about 10 us of the CPU it shares with the server.
-      const requests = Array.from({ length: CREATE_SUBJECTS }, (_, i) => toBuffer(CreateSessionRequest.encode(CreateSessionRequest.fromPartial({
-        serverId: `web-${i % SERVER_IDS}`,
-        subject: `user-${i}`,
-        attributes: { role: 'member', plan: 'free' },
-        ip: '203.0.113.9',
-        userAgent: 'Mozilla/5.0 (X11; Linux x86_64) sessiond-bench/1',
-      })).finish()));
+      const requests = pools.createRequests();
       let n = 0;
       return {
         name,
