@@ -10,6 +10,7 @@ import { reasonToProto, sessionToProto } from './convert';
 import { encodeStreamAnswer, encodeStreamAnswers, preEncoded } from './session-wire';
 import { statusError, toServiceError } from './status';
 import { BATCH_MAX_HEADER, MAX_BATCH_ITEMS } from './stream-protocol';
+import { Turns } from './turns';
 
 /**
  * A batched response is written once its answers may reach this many bytes,
@@ -19,14 +20,32 @@ import { BATCH_MAX_HEADER, MAX_BATCH_ITEMS } from './stream-protocol';
 const DEFAULT_RESPONSE_BUDGET_BYTES = 64 * 1024;
 
 /**
+ * Validations per event-loop turn (see Turns): a message of one validation
+ * costs a turn no more than a batch of this many, and a batch this size or
+ * larger takes a turn of its own, so its answers leave before the next
+ * message is validated.
+ */
+const VALIDATIONS_PER_TURN = 16;
+
+/**
+ * Validations a stream may have read but not yet done before it stops reading
+ * (grpc-js then holds a few messages, and HTTP/2 flow control the rest):
+ * several turns' worth (see Turns), so that the server is not left without
+ * work between the client's writes, and no more, so that a client that writes
+ * without end is held back instead of filling the server's memory.
+ */
+const MAX_QUEUED_VALIDATIONS = 4 * VALIDATIONS_PER_TURN;
+
+/**
  * The open validation streams, so that shutdown can close them: a gateway
  * keeps one open for good, and it would otherwise hold the drain until its
- * deadline on every SIGTERM. Also the settings they share.
+ * deadline on every SIGTERM. Also the settings and the turns they share.
  */
 export class OpenStreams {
   private readonly closers = new Set<() => void>();
   /** Bytes of answers per batched response message (see DEFAULT_RESPONSE_BUDGET_BYTES). */
   readonly responseBudgetBytes: number;
+  readonly turns = new Turns(VALIDATIONS_PER_TURN);
 
   /** @param maxMessageBytes the server's --max-message-bytes: batched responses stay well below it. */
   constructor(maxMessageBytes = Infinity) {
@@ -93,15 +112,20 @@ const encodeAnswer = (a: ValidateSessionStreamAnswer) => Buffer.from(ValidateSes
 type Call = ServerDuplexStream<ValidateSessionStreamRequest, ValidateSessionStreamResponse>;
 
 /**
- * One stream's state. Answers to batched items are encoded as they come and
- * collect in `out`; they go out as one response per event-loop turn (or
- * sooner, once `outBytes` reaches the budget), so that the messages read in
- * one turn cost one write.
+ * One stream's state. Messages wait in the shared Turns until their turn.
+ * Answers to a batch are encoded as they come and collect in `out`; they go
+ * out as one response once the message's items are done (or sooner, once
+ * `outBytes` reaches the budget). Answers to touches that wait for a commit
+ * go out together in the turn after theirs.
  */
 class ValidationStream {
   private pending = 0;
+  /** Messages read and waiting in the turns, and the validations they carry. */
+  private queued = 0;
+  private queuedValidations = 0;
   private ended = false;
   private closed = false;
+  /** The client is not reading our answers: stop reading its messages. */
   private backedUp = false;
   private out: Buffer[] = [];
   private outBytes = 0;
@@ -114,8 +138,9 @@ class ValidationStream {
   };
   private readonly onDrain = () => {
     this.backedUp = false;
-    if (!this.ended) this.call.resume();
+    this.resumeReading();
   };
+  private readonly turns: Turns;
 
   constructor(
     private readonly call: Call,
@@ -124,11 +149,12 @@ class ValidationStream {
     private readonly budget: number,
     open: OpenStreams,
   ) {
+    this.turns = open.turns;
     this.forget = open.add(() => this.stopReading());
     const md = new Metadata();
     md.set(BATCH_MAX_HEADER, String(MAX_BATCH_ITEMS));
     call.sendMetadata(md);
-    call.on('data', (req: ValidateSessionStreamRequest) => this.read(req));
+    call.on('data', (req: ValidateSessionStreamRequest) => this.enqueue(req));
     call.on('end', () => {
       this.ended = true;
       this.finish();
@@ -136,6 +162,30 @@ class ValidationStream {
     call.on('cancelled', () => this.forget());
     // A cancelled stream emits 'error' on some grpc-js paths; nothing to answer then.
     call.on('error', () => undefined);
+  }
+
+  private enqueue(req: ValidateSessionStreamRequest): void {
+    const validations = Math.max(1, req.items.length);
+    this.queued++;
+    this.queuedValidations += validations;
+    if (this.queuedValidations >= MAX_QUEUED_VALIDATIONS) this.call.pause();
+    this.turns.push(validations, () => this.take(req, validations));
+  }
+
+  private take(req: ValidateSessionStreamRequest, validations: number): void {
+    this.queued--;
+    this.queuedValidations -= validations;
+    // A stream that failed drops what it had read after the bad message; a
+    // cancelled one has nobody to answer.
+    if (this.closed || this.call.cancelled) return;
+    this.read(req);
+    this.flush();
+    this.resumeReading();
+    this.finish();
+  }
+
+  private resumeReading(): void {
+    if (!this.ended && !this.backedUp && this.queuedValidations < MAX_QUEUED_VALIDATIONS) this.call.resume();
   }
 
   private read(req: ValidateSessionStreamRequest): void {
@@ -158,7 +208,6 @@ class ValidationStream {
       // faults): every item not yet answered gets the error.
       for (; next < items.length; next++) this.push(encodeAnswer(this.failedAnswer(items[next]!.correlationId, err)));
     }
-    this.scheduleFlush();
   }
 
   /** The original form: one validation, answered in its own message. */
@@ -271,7 +320,7 @@ class ValidationStream {
   }
 
   private finish(): void {
-    if (!this.ended || this.pending > 0 || this.closed) return;
+    if (!this.ended || this.pending > 0 || this.queued > 0 || this.closed) return;
     this.flush();
     this.closed = true;
     this.forget();
