@@ -1,11 +1,12 @@
 import test, { type ExecutionContext } from 'ava';
+import http2 from 'node:http2';
 import {
   credentials, Metadata, Server, ServerCredentials, status,
   type ServerDuplexStream, type ServiceError, type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import {
   InvalidReason, SessionServiceClient, SessionServiceService,
-  type ValidateSessionStreamAnswer, type ValidateSessionStreamItem, type ValidateSessionStreamRequest, ValidateSessionStreamResponse,
+  type ValidateSessionStreamAnswer, type ValidateSessionStreamItem, ValidateSessionStreamRequest, ValidateSessionStreamResponse,
 } from '../generated/sessions/v1/session_service';
 import { SessiondClient } from '../src/client';
 import { BATCH_MAX_HEADER, MAX_BATCH_ITEMS } from '../src/transport/stream-protocol';
@@ -479,4 +480,65 @@ test('a client that stops reading answers makes the server stop reading its requ
   t.is(twice, 0, 'no item answered twice');
   t.is(answered.size, sent, 'every item sent was answered');
   t.true([...answered.values()].every(Boolean), 'every answer is valid');
+});
+
+test('small validations written without end: the server reads only a few turns ahead of what it has answered, and stops once its answers back up', async (t) => {
+  const s = await server(t, { SESSIOND_METRICS_LISTEN: '127.0.0.1:0' });
+  const counts = async () => {
+    const text = await scrape(s.app.metricsPort!);
+    const labels = { grpc_service: 'sessions.v1.SessionService', grpc_method: 'ValidateSessionStream' };
+    return { read: (await value(text, 'grpc_server_msg_received_total', labels)) ?? 0, written: (await value(text, 'grpc_server_msg_sent_total', labels)) ?? 0 };
+  };
+  // Raw HTTP/2, so that thousands of messages arrive in each DATA frame, as
+  // fast as the server lets them in: grpc-js's client hands over one message
+  // at a time, slower than the server validates them.
+  const session = http2.connect(`http://${s.address}`);
+  session.on('error', () => undefined);
+  t.teardown(() => session.close());
+  const req = session.request({ ':method': 'POST', ':path': `${S}ValidateSessionStream`, 'content-type': 'application/grpc', te: 'trailers' });
+  req.on('error', () => undefined);
+  req.pause();
+  // Messages of one validation of an unknown token: tiny requests and tiny
+  // answers, so thousands fit the windows before the answers back up. A server
+  // that read whatever arrived would hold all of them in memory.
+  const SENT = 20_000;
+  const body = Buffer.concat(Array.from({ length: SENT }, (_, i) =>
+    frame(ValidateSessionStreamRequest.encode({ correlationId: i + 1, token: `unknown-${i}`, touch: false, items: [] }).finish())));
+  req.write(body);
+
+  let last = await counts();
+  let settled = false;
+  for (let waited = 0; waited < 30_000 && !settled; waited += 1000) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = await counts();
+    settled = now.read === last.read && now.written === last.written;
+    last = now;
+  }
+  t.true(settled, `the server went on reading or writing while nothing was read: ${JSON.stringify(last)}`);
+  t.true(last.read < SENT / 2, `the server read ${last.read} of ${SENT} messages while their answers were not read`);
+  // Read but not answered: the validations waiting for their turn (64) and
+  // the few grpc-js holds for a paused stream (16).
+  t.true(last.read - last.written <= 64 + 16 + 1, `${last.read - last.written} messages read ahead of the answers (${JSON.stringify(last)})`);
+  t.log(`of ${SENT} sent: ${last.read} read, ${last.written} answered, while the client read nothing`);
+
+  // Once the client reads, the rest goes through, each answered once.
+  const answered = new Set<number>();
+  let twice = 0;
+  let pending = Buffer.alloc(0);
+  req.on('data', (chunk: Buffer) => {
+    pending = Buffer.concat([pending, chunk]);
+    while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+      const len = pending.readUInt32BE(1);
+      const id = ValidateSessionStreamResponse.decode(pending.subarray(5, 5 + len)).correlationId;
+      if (answered.has(id)) twice++;
+      answered.add(id);
+      pending = pending.subarray(5 + len);
+    }
+  });
+  const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) => req.on('trailers', resolve));
+  req.end();
+  req.resume();
+  t.is((await trailers)['grpc-status'], '0', 'the stream ends with OK');
+  t.is(twice, 0, 'no message answered twice');
+  t.is(answered.size, SENT, 'every message was answered once the client read again');
 });
