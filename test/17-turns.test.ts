@@ -57,6 +57,28 @@ test('tasks run in the order queued, each once, a slice of at most the weight pe
   t.is(turns.size, 0);
 });
 
+test('thousands of tasks waiting: each runs once, in order, however the queue is kept', async (t) => {
+  const turns = new Turns(16);
+  const ran: number[] = [];
+  const N = 5000;
+  const done = new Promise<void>((resolve) => {
+    for (let i = 0; i < N; i++) {
+      // Mostly one task a turn, and now and then several, with more queued on the way.
+      turns.push(i % 7 === 0 ? 1 : 16, () => {
+        ran.push(i);
+        if (i === N / 2) {
+          for (let j = 0; j < 10; j++) turns.push(1, () => ran.push(N + j));
+          turns.push(1, resolve);
+        }
+      });
+    }
+  });
+  await done;
+  const expected = [...Array.from({ length: N }, (_, i) => i), ...Array.from({ length: 10 }, (_, j) => N + j)];
+  t.deepEqual(ran, expected);
+  t.is(turns.size, 0);
+});
+
 test('between two slices the sockets are read: what one slice wrote has arrived before the next slice runs', async (t) => {
   // Two ends of a loopback connection: a write goes to the kernel at once
   // (libuv tries the write before queueing it), so the other end is readable

@@ -12,20 +12,32 @@
  * turn lets one slice's answers leave while the next slice is worked on.
  */
 export class Turns {
-  private readonly tasks: { weight: number; run: () => void }[] = [];
+  // A queue read from `head`, compacted now and then: shift() would copy the
+  // array once it is too large for V8 to trim it in place (thousands of
+  // streams, each with a few turns' worth waiting).
+  private tasks: ({ weight: number; run: () => void } | undefined)[] = [];
+  private head = 0;
   private scheduled = false;
   private readonly runSlice = () => {
     let spent = 0;
     try {
       do {
-        const task = this.tasks.shift()!;
+        const task = this.tasks[this.head]!;
+        this.tasks[this.head++] = undefined;
         spent += task.weight;
         task.run();
-      } while (this.tasks.length > 0 && spent + this.tasks[0]!.weight <= this.sliceWeight);
+      } while (this.head < this.tasks.length && spent + this.tasks[this.head]!.weight <= this.sliceWeight);
     } finally {
+      if (this.head === this.tasks.length) {
+        this.tasks = [];
+        this.head = 0;
+      } else if (this.head >= 1024 && this.head * 2 >= this.tasks.length) {
+        this.tasks = this.tasks.slice(this.head);
+        this.head = 0;
+      }
       // Even after a task threw, the tasks behind it still get their turn.
       // An immediate set from inside one runs in the next turn, after a poll phase.
-      if (this.tasks.length > 0) setImmediate(this.runSlice);
+      if (this.head < this.tasks.length) setImmediate(this.runSlice);
       else this.scheduled = false;
     }
   };
@@ -45,6 +57,6 @@ export class Turns {
   }
 
   get size(): number {
-    return this.tasks.length;
+    return this.tasks.length - this.head;
   }
 }
