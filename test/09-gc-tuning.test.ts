@@ -24,6 +24,9 @@ test('set at start-up, the cap takes effect: the same promoted garbage takes sev
   const plain = await majors('default');
   const tuned = await majors('tuned');
   t.log(`major collections: ${plain} by default, ${tuned} with the cap`);
-  t.true(plain >= 1, 'the probe must bring about at least one major collection by default');
-  t.true(tuned >= 2 * plain, `${tuned} major collections with the cap against ${plain} without`);
+  t.true(plain >= 2, 'the probe must bring about several major collections by default');
+  // About three times as many on an idle machine (5 against 15); once, under
+  // a loaded make test, a shorter probe gave 2 against 3. Without the cap the
+  // two counts are alike, within one.
+  t.true(tuned >= 1.5 * plain && tuned >= plain + 3, `${tuned} major collections with the cap against ${plain} without`);
 });

@@ -15,7 +15,11 @@ const observer = new PerformanceObserver((list) => {
 observer.observe({ entryTypes: ['gc'] });
 const live = Array.from({ length: 200_000 }, (_, i) => ({ i, s: `live-${i}` }));
 const ring: object[][] = [];
-for (let round = 0; round < 400; round++) {
+// Enough promoted garbage for several major collections even by default:
+// the count is a V8 heuristic, and the more there are, the less one more or
+// one fewer (a loaded machine, a collection that ran long) weighs.
+const ROUNDS = 1200;
+for (let round = 0; round < ROUNDS; round++) {
   ring.push(Array.from({ length: 5_000 }, (_, i) => ({ round, i, s: `g-${round}-${i}` })));
   if (ring.length > 20) ring.shift();
 }
