@@ -120,8 +120,7 @@ type Call = ServerDuplexStream<ValidateSessionStreamRequest, ValidateSessionStre
  */
 class ValidationStream {
   private pending = 0;
-  /** Messages read and waiting in the turns, and the validations they carry. */
-  private queued = 0;
+  /** Validations carried by the messages read and waiting in the turns (a message counts at least one). */
   private queuedValidations = 0;
   private ended = false;
   private closed = false;
@@ -166,14 +165,12 @@ class ValidationStream {
 
   private enqueue(req: ValidateSessionStreamRequest): void {
     const validations = Math.max(1, req.items.length);
-    this.queued++;
     this.queuedValidations += validations;
     if (this.queuedValidations >= MAX_QUEUED_VALIDATIONS) this.call.pause();
     this.turns.push(validations, () => this.take(req, validations));
   }
 
   private take(req: ValidateSessionStreamRequest, validations: number): void {
-    this.queued--;
     this.queuedValidations -= validations;
     // A stream that failed drops what it had read after the bad message; a
     // cancelled one has nobody to answer.
@@ -320,7 +317,7 @@ class ValidationStream {
   }
 
   private finish(): void {
-    if (!this.ended || this.pending > 0 || this.queued > 0 || this.closed) return;
+    if (!this.ended || this.pending > 0 || this.queuedValidations > 0 || this.closed) return;
     this.flush();
     this.closed = true;
     this.forget();
