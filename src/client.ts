@@ -9,7 +9,7 @@ import {
 } from '../generated/sessions/v1/admin_service';
 import {
   CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, RevokeSessionsRequest,
-  RotateSessionTokenRequest, SessionServiceClient, TouchSessionRequest, UpdateSessionRequest, ValidateSessionRequest,
+  RotateSessionTokenRequest, SessionServiceClient, SessionServiceService, TouchSessionRequest, UpdateSessionRequest, ValidateSessionRequest,
   type CreateSessionResponse, type DeleteSessionResponse, type GetSessionResponse, type ListSessionsResponse,
   type RevokeSessionsResponse, type RotateSessionTokenResponse, type TouchSessionResponse, type UpdateSessionResponse,
   type ValidateSessionResponse, type ValidateSessionStreamAnswer, type ValidateSessionStreamItem, type ValidateSessionStreamRequest,
@@ -18,6 +18,7 @@ import {
 import type { Session } from '../generated/sessions/v1/session';
 import { readTlsFiles } from './tls';
 import { BATCH_MAX_HEADER } from './transport/stream-protocol';
+import { decodeStreamResponse, encodeStreamRequest } from './validator-wire';
 
 export type { Session, ServiceError };
 export { HealthCheckResponse_ServingStatus as ServingStatus };
@@ -103,7 +104,12 @@ export class SessiondClient {
    * many validations over it: for gateways that validate at high rates.
    */
   openValidator(): StreamValidator {
-    return new StreamValidator(this.sessions.validateSessionStream(new Metadata()));
+    // The generated client's codec would do; this one is the same messages at a
+    // fraction of the CPU (src/validator-wire.ts).
+    const stream = this.sessions.makeBidiStreamRequest(
+      SessionServiceService.validateSessionStream.path, encodeStreamRequest, decodeStreamResponse, new Metadata(),
+    );
+    return new StreamValidator(stream);
   }
   touchSession(id: string, c?: PerCall): Promise<TouchSessionResponse> {
     return this.call(this.sessions, this.sessions.touchSession, TouchSessionRequest.fromPartial({ id }), c);
