@@ -3,6 +3,7 @@ import type { Session } from '../generated/sessions/v1/session';
 import {
   ValidateSessionStreamRequest, ValidateSessionStreamResponse, type ValidateSessionStreamAnswer,
 } from '../generated/sessions/v1/session_service';
+import { varintSize, writeVarint } from './transport/varint';
 
 /*
  * The ValidateSessionStream messages as the TypeScript client writes and reads
@@ -237,24 +238,6 @@ export function decodeStreamResponse(buf: Buffer): ValidateSessionStreamResponse
     if (err !== OUTSIDE) throw err;
     return ValidateSessionStreamResponse.decode(buf);
   }
-}
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 128) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
-function writeVarint(buf: Buffer, pos: number, n: number): number {
-  while (n >= 128) {
-    buf[pos++] = (n % 128) | 128;
-    n = Math.floor(n / 128);
-  }
-  buf[pos++] = n;
-  return pos;
 }
 
 const safeId = (n: number) => Number.isSafeInteger(n) && n >= 0;

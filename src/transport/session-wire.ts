@@ -2,6 +2,7 @@ import type { ServiceDefinition } from '@grpc/grpc-js';
 import type { SessionRecord } from '../domain/session';
 import type { ValidateResult } from '../domain/session-manager';
 import { reasonToProto } from './convert';
+import { varintSize, writeVarint } from './varint';
 
 /*
  * Responses that carry sessions, encoded straight from SessionRecords into one
@@ -36,25 +37,6 @@ export const WIRE_FIELDS = {
 
 const LEN = 2;
 const tag = (field: number, wireType: number) => (field << 3) | wireType;
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 128) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
-/** Non-negative integers up to 2^53 only (checked by `covered`). */
-function writeVarint(buf: Buffer, pos: number, n: number): number {
-  while (n >= 128) {
-    buf[pos++] = (n % 128) | 128;
-    n = Math.floor(n / 128);
-  }
-  buf[pos++] = n;
-  return pos;
-}
 
 const strSize = (s: string) => {
   if (s === '') return 0;
