@@ -126,30 +126,30 @@ class Cursor {
   }
 }
 
-function readTime(c: Cursor, end: number): Date {
-  let seconds = 0;
-  let nanos = 0;
+/** Timestamp and Duration are one shape on the wire: int64 seconds = 1, int32 nanos = 2. */
+function readSecondsNanos(c: Cursor, end: number, into: Duration): Duration {
   while (c.pos < end) {
     const tag = c.tag(end);
-    if (tag === 8) seconds = c.varint(end);
-    else if (tag === 16) nanos = c.int32(end);
+    if (tag === 8) into.seconds = c.varint(end);
+    else if (tag === 16) into.nanos = c.int32(end);
     else if (tag >>> 3 === 1 || tag >>> 3 === 2) throw OUTSIDE;
     else c.skip(tag & 7, end);
   }
-  return new Date(seconds * 1_000 + nanos / 1_000_000);
+  return into;
 }
 
-function readDuration(c: Cursor, end: number): Duration {
-  const d: Duration = { seconds: 0, nanos: 0 };
-  while (c.pos < end) {
-    const tag = c.tag(end);
-    if (tag === 8) d.seconds = c.varint(end);
-    else if (tag === 16) d.nanos = c.int32(end);
-    else if (tag >>> 3 === 1 || tag >>> 3 === 2) throw OUTSIDE;
-    else c.skip(tag & 7, end);
-  }
-  return d;
+// Reused for every time read: each is turned into a Date at once, and decoding is synchronous.
+const timeParts: Duration = { seconds: 0, nanos: 0 };
+
+function readTime(c: Cursor, end: number): Date {
+  timeParts.seconds = 0;
+  timeParts.nanos = 0;
+  readSecondsNanos(c, end, timeParts);
+  // The generated fromTimestamp's arithmetic, in its order, so the milliseconds round alike.
+  return new Date(timeParts.seconds * 1_000 + timeParts.nanos / 1_000_000);
 }
+
+const readDuration = (c: Cursor, end: number): Duration => readSecondsNanos(c, end, { seconds: 0, nanos: 0 });
 
 function readAttribute(c: Cursor, end: number, into: { [key: string]: string }): void {
   let key = '';
