@@ -9,8 +9,10 @@ import { startMetricsServer, type MetricsServer } from './metrics/metrics-server
 import { StorageObserver } from './storage-observer';
 import { SqliteStorage } from './storage/sqlite/sqlite-storage';
 import { Sweeper } from './sweeper';
-import { AdminAuth } from './transport/admin-auth';
+import { PrincipalsSource } from './principals-source';
 import { adminHandlers } from './transport/admin-handlers';
+import { Authorizer } from './transport/authorize';
+import { Callers } from './transport/callers';
 import { callObserver } from './transport/call-observer';
 import { addBenchService } from './transport/bench-service';
 import { Health } from './transport/health';
@@ -36,6 +38,8 @@ export interface App {
   shutdown(reason: string): Promise<void>;
   /** Cancels in-flight calls at once and skips the drain (a second signal). */
   forceShutdown(): void;
+  /** Reads the principals file again (SIGHUP); on a problem the principals in force stay. @returns whether the new set is in force. */
+  reloadPrincipals(reason: string): boolean;
 }
 
 export interface AppOptions {
@@ -54,9 +58,26 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
   const credentials = serverCredentials(config.server.tls);
   const metrics = new Metrics();
   const storageObserver = new StorageObserver(metrics, log, config.storage.journalMode === 'wal' ? config.storage.walAutocheckpoint : 0);
-  const storage = SqliteStorage.open(config.storage, { onCheckpoint: (r) => storageObserver.checkpoint(r) });
+  const callers = new Callers({ allowUnauthenticated: config.server.allowUnauthenticated });
+  const principals = new PrincipalsSource(config.server, callers, log, metrics);
+  // Before storage: a principals file that changed since the config was checked fails start-up with nothing opened.
+  principals.start();
+  if (callers.size === 0) {
+    if (config.server.allowUnauthenticated) log.warn('no principals and allow-unauthenticated: every caller that reaches the port may do anything', { listen: config.server.listen });
+    else log.info('protected mode: no principals are configured, so only loopback callers are served', { listen: config.server.listen });
+  }
+  let storage: SqliteStorage;
+  try {
+    storage = SqliteStorage.open(config.storage, { onCheckpoint: (r) => storageObserver.checkpoint(r), onShed: () => metrics.writeShed() });
+  } catch (err) {
+    principals.stop();
+    throw err;
+  }
   // Purges run on the checkpoint worker's connection, off the event loop (checkpoint-worker.ts).
-  const sessions = new SessionManager(storage.sessions, storage.writes, clock, config.policy, storage);
+  const sessions = new SessionManager(storage.sessions, storage.writes, clock, config.policy, {
+    purger: storage, revokeBatchSize: config.revokeBatchSize, maxPageBytes: config.maxPageBytes,
+  });
+  const auth = new Authorizer(callers, log);
   const health = new Health(() => storage.walSnapshot());
   // Undecodable request bytes get INVALID_ARGUMENT, never INTERNAL (see request-decoding.ts).
   const server = new SafeDecodingServer({
@@ -65,11 +86,8 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
     interceptors: [callObserver(metrics, log, config.slowCallThresholdMs)],
   });
   const streams = new OpenStreams(config.server.maxMessageBytes);
-  server.addService(sessionService, sessionHandlers(sessions, log, streams));
-  server.addService(
-    AdminServiceService,
-    adminHandlers({ sessions, storage, auth: new AdminAuth(config.server.adminToken), sweepBatchSize: config.sweepBatchSize, metrics }, log),
-  );
+  server.addService(sessionService, sessionHandlers(sessions, auth, log, streams));
+  server.addService(AdminServiceService, adminHandlers({ sessions, storage, auth, sweepBatchSize: config.sweepBatchSize, metrics }, log));
   health.addToServer(server);
   if (config.server.reflection) addReflection(server);
   if (config.benchService) addBenchService(server);
@@ -90,6 +108,7 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
     }
   } catch (err) {
     server.forceShutdown();
+    principals.stop();
     await storage.close();
     throw err;
   }
@@ -114,7 +133,10 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
 
   const host = config.server.listen.slice(0, config.server.listen.lastIndexOf(':'));
   const address = `${host}:${port}`;
-  log.info('serving', { address, db: config.storage.path, journalMode: storage.walSnapshot().journalMode, transport: transportSecurity(config.server.tls), metrics: metricsServer && `http://${metricsServer.address}/metrics` });
+  log.info('serving', {
+    address, db: config.storage.path, journalMode: storage.walSnapshot().journalMode, transport: transportSecurity(config.server.tls),
+    principals: callers.size, metrics: metricsServer && `http://${metricsServer.address}/metrics`,
+  });
 
   let shuttingDown: Promise<void> | undefined;
   const shutdown = (reason: string): Promise<void> => {
@@ -127,6 +149,7 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
       const drained = await drain(server, config.server.drainTimeoutMs);
       if (!drained) log.warn('shutdown: drain deadline passed; cancelled the calls still running');
       clearInterval(probeTimer);
+      principals.stop();
       await sweeper.stop();
       log.info('shutdown: sweep and health probe stopped');
       if (metricsServer) {
@@ -153,6 +176,7 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
     metricsPort: metricsServer?.port,
     shutdown,
     forceShutdown: () => server.forceShutdown(),
+    reloadPrincipals: (reason) => principals.reload(reason),
   };
 }
 

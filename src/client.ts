@@ -29,8 +29,14 @@ type Partial1<T> = { [K in keyof T]?: T[K] };
 export interface ClientOptions {
   /** Defaults to plaintext (insecure) credentials; see tlsCredentials() for TLS and mTLS. */
   credentials?: ChannelCredentials;
-  /** Sent as `authorization: Bearer <token>` on admin calls. */
-  adminToken?: string;
+  /**
+   * The caller's API key, sent as `authorization: Bearer <key>` on every call
+   * (sessions, admin, the validation stream), unless a call's own metadata
+   * carries an authorization header.
+   */
+  apiKey?: string | undefined;
+  /** Sent as `authorization: Bearer <token>` on admin calls, in place of apiKey. */
+  adminToken?: string | undefined;
   /** Deadline applied to every call that sets none, in ms. Default: none. */
   defaultDeadlineMs?: number;
   channelOptions?: ChannelOptions;
@@ -107,7 +113,7 @@ export class SessiondClient {
     // The generated client's codec would do; this one is the same messages at a
     // fraction of the CPU (src/validator-wire.ts).
     const stream = this.sessions.makeBidiStreamRequest(
-      SessionServiceService.validateSessionStream.path, encodeStreamRequest, decodeStreamResponse, new Metadata(),
+      SessionServiceService.validateSessionStream.path, encodeStreamRequest, decodeStreamResponse, this.metadataOf(undefined),
     );
     return new StreamValidator(stream);
   }
@@ -153,7 +159,7 @@ export class SessiondClient {
   health(service = '', c?: PerCall): Promise<{ status: HealthCheckResponse_ServingStatus; metadata: Metadata }> {
     return new Promise((resolve, reject) => {
       let metadata = new Metadata();
-      const call = this.healthClient.check({ service }, c?.metadata ?? new Metadata(), this.callOptions(c), (err, res) =>
+      const call = this.healthClient.check({ service }, this.metadataOf(c), this.callOptions(c), (err, res) =>
         err ? reject(err) : resolve({ status: res.status, metadata }),
       );
       call.on('metadata', (md) => (metadata = md));
@@ -179,11 +185,19 @@ export class SessiondClient {
   }
 
   private withAdmin(c: PerCall | undefined): PerCall {
+    if (!this.options.adminToken || c?.metadata?.get('authorization').length) return c ?? {};
     const metadata = c?.metadata?.clone() ?? new Metadata();
-    if (this.options.adminToken && metadata.get('authorization').length === 0) {
-      metadata.set('authorization', `Bearer ${this.options.adminToken}`);
-    }
+    metadata.set('authorization', `Bearer ${this.options.adminToken}`);
     return { ...c, metadata };
+  }
+
+  /** A call's metadata: its own, with the API key added unless it carries an authorization header. */
+  private metadataOf(c: PerCall | undefined): Metadata {
+    const own = c?.metadata;
+    if (!this.options.apiKey || own?.get('authorization').length) return own ?? new Metadata();
+    const metadata = own?.clone() ?? new Metadata();
+    metadata.set('authorization', `Bearer ${this.options.apiKey}`);
+    return metadata;
   }
 
   private callOptions(c: PerCall | undefined): Partial<CallOptions> {
@@ -200,7 +214,7 @@ export class SessiondClient {
   private call<Req, Res>(client: Client, method: unknown, req: Req, c: PerCall | undefined): Promise<Res> {
     return new Promise<Res>((resolve, reject) => {
       const fn = (method as UnaryMethod<Req, Res>).bind(client);
-      const call = fn(req, c?.metadata ?? new Metadata(), this.callOptions(c), (err, res) => (err ? reject(err) : resolve(res)));
+      const call = fn(req, this.metadataOf(c), this.callOptions(c), (err, res) => (err ? reject(err) : resolve(res)));
       this.abortWith(call, c);
     });
   }

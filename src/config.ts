@@ -1,15 +1,32 @@
-import { DEFAULT_POLICY, type SessionPolicy } from './domain/session';
-import { DEFAULT_STORAGE_OPTIONS, type JournalMode, type StorageOptions, type Synchronous } from './storage/sqlite/pragmas';
+import { DEFAULT_POLICY, largestSessionBytes, type SessionPolicy } from './domain/session';
+import { MAX_TOKEN_BYTES } from './domain/session-manager';
+import { readPrincipalsFile } from './principals-file';
+import { envName, parseSetting, SETTINGS, type SettingName, type Spec } from './settings';
+import type { JournalMode, StorageOptions, Synchronous } from './storage/sqlite/pragmas';
 import { checkServerTlsFiles, type ServerTlsFiles } from './tls';
-import { formatDuration, parseDuration, parseSize } from './units';
+import { MAX_BATCH_ITEMS } from './transport/stream-protocol';
+import { formatDuration } from './units';
+
+export { envName, helpText, SETTINGS, type SettingName } from './settings';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
 export interface ServerOptions {
   /** host:port; port 0 picks a free one. */
   readonly listen: string;
+  /** Where the principals are listed; undefined: none but the admin token's (protected mode when neither). */
+  readonly principalsFile: string | undefined;
   readonly adminToken: string | undefined;
+  /** With no principals: serve every caller, not only loopback ones. */
+  readonly allowUnauthenticated: boolean;
   readonly maxMessageBytes: number;
+  readonly maxConcurrentStreams: number;
+  readonly maxConnectionMemoryBytes: number;
+  /** 0: never. */
+  readonly maxConnectionIdleMs: number;
+  /** 0: never. */
+  readonly maxConnectionAgeMs: number;
+  readonly maxConnectionAgeGraceMs: number;
   readonly keepaliveTimeMs: number;
   readonly keepaliveTimeoutMs: number;
   readonly drainTimeoutMs: number;
@@ -24,6 +41,9 @@ export interface Config {
   readonly policy: SessionPolicy;
   readonly sweepIntervalMs: number;
   readonly sweepBatchSize: number;
+  readonly revokeBatchSize: number;
+  /** ListSessions pages stop before their sessions reach this many bytes. */
+  readonly maxPageBytes: number;
   readonly healthProbeIntervalMs: number;
   readonly logLevel: LogLevel;
   /** host:port of the Prometheus /metrics endpoint; undefined: off. */
@@ -34,65 +54,6 @@ export interface Config {
   readonly benchService: boolean;
 }
 
-type Kind = 'string' | 'duration' | 'size' | 'int' | 'number' | 'bool' | readonly string[];
-
-interface Spec {
-  /** Flag name; the variable is SESSIOND_ + upper snake case of it. */
-  readonly flag: string;
-  readonly kind: Kind;
-  readonly default: string;
-  readonly help: string;
-  readonly min?: number;
-  readonly max?: number;
-  readonly secret?: boolean;
-}
-
-const S = DEFAULT_STORAGE_OPTIONS;
-const P = DEFAULT_POLICY;
-
-/** Every setting, in the order the README's table and --help list them. */
-export const SETTINGS = [
-  { flag: 'listen', kind: 'string', default: '127.0.0.1:50051', help: 'host:port to serve gRPC on (0.0.0.0:50051 in containers)' },
-  { flag: 'db-path', kind: 'string', default: './data/sessions.db', help: 'SQLite database file (created if missing)' },
-  { flag: 'journal-mode', kind: ['wal', 'delete', 'truncate', 'persist'], default: S.journalMode, help: 'PRAGMA journal_mode' },
-  { flag: 'synchronous', kind: ['off', 'normal', 'full', 'extra'], default: S.synchronous, help: 'PRAGMA synchronous (see Durability)' },
-  // Bounded to a 32-bit int: the pragma is applied with `| 0`, which would silently wrap (and flip the sign of) larger values.
-  { flag: 'cache-size', kind: 'int', default: String(S.cacheSize), min: -2_147_483_648, max: 2_147_483_647, help: 'PRAGMA cache_size (negative: KiB, positive: pages)' },
-  { flag: 'busy-timeout', kind: 'duration', default: `${S.busyTimeoutMs}ms`, max: 600_000, help: 'PRAGMA busy_timeout: how long a write waits for a lock held elsewhere' },
-  { flag: 'wal-autocheckpoint', kind: 'int', default: String(S.walAutocheckpoint), min: 0, max: 2_147_483_647, help: 'PRAGMA wal_autocheckpoint, in pages (0: off)' },
-  { flag: 'journal-size-limit', kind: 'size', default: `${S.journalSizeLimit / 1024 / 1024}MiB`, min: -1, help: 'PRAGMA journal_size_limit: the WAL is cut back to this after a checkpoint (-1: never)' },
-  { flag: 'max-db-size', kind: 'size', default: String(S.maxDbSize), min: 0, help: 'largest the database may grow (PRAGMA max_page_count, in whole pages); past it writes fail with RESOURCE_EXHAUSTED and nothing is written (0: no limit)' },
-  { flag: 'group-commit', kind: 'bool', default: String(S.groupCommit), help: 'writes arriving in one event-loop turn share one transaction; false commits each alone (only to measure it, make bench)' },
-  { flag: 'off-loop-fsync', kind: 'bool', default: String(S.offLoopFsync), help: 'with synchronous=full in WAL mode, commit at NORMAL and fsync the -wal file on the thread pool before answering; false lets SQLite fsync inside each commit on the main thread (only to measure it, make bench)' },
-  { flag: 'checkpoint-worker', kind: 'bool', default: String(S.checkpointWorker), help: 'run WAL checkpoints on a worker thread; false runs them inside commits on the main thread (only to measure it, make bench)' },
-  { flag: 'default-ttl', kind: 'duration', default: formatDuration(P.defaultTtlMs), min: 1000, help: 'absolute lifetime when CreateSession sets none' },
-  { flag: 'default-idle-timeout', kind: 'duration', default: formatDuration(P.defaultIdleTimeoutMs), min: 1000, help: 'idle window when CreateSession sets none' },
-  { flag: 'max-ttl', kind: 'duration', default: formatDuration(P.maxTtlMs), min: 1000, help: 'largest ttl or idle_timeout a client may ask for' },
-  { flag: 'touch-threshold', kind: 'number', default: String(P.touchThreshold), min: 0, max: 1, help: 'fraction of the idle window that must pass before a touch writes' },
-  { flag: 'max-attributes', kind: 'int', default: String(P.maxAttributes), min: 0, max: 10_000, help: 'attributes per session' },
-  { flag: 'max-attribute-key-bytes', kind: 'int', default: String(P.maxAttributeKeyBytes), min: 1, max: 65_536, help: 'bytes per attribute key' },
-  { flag: 'max-attribute-value-bytes', kind: 'int', default: String(P.maxAttributeValueBytes), min: 0, max: 1_048_576, help: 'bytes per attribute value' },
-  { flag: 'sweep-interval', kind: 'duration', default: '1m', min: 100, help: 'how often expired and revoked sessions are purged' },
-  { flag: 'sweep-batch-size', kind: 'int', default: '250', min: 1, max: 100_000, help: 'rows deleted per purge transaction (run on the checkpoint worker thread, with a checkpoint between batches whenever the WAL reaches wal-autocheckpoint)' },
-  { flag: 'health-probe-interval', kind: 'duration', default: '5s', min: 100, help: 'how often storage is probed for health (journal mode, a tiny write)' },
-  { flag: 'admin-token', kind: 'string', default: '', secret: true, help: 'bearer token for AdminService; empty: loopback callers only' },
-  { flag: 'max-message-bytes', kind: 'size', default: '4MiB', min: 1024, max: 64 * 1024 * 1024, help: 'largest request or response message' },
-  { flag: 'keepalive-time', kind: 'duration', default: '2h', min: 10_000, help: 'idle time before the server pings a client connection' },
-  { flag: 'keepalive-timeout', kind: 'duration', default: '20s', min: 1000, help: 'how long a keepalive ping may go unanswered' },
-  { flag: 'drain-timeout', kind: 'duration', default: '10s', min: 0, help: 'on SIGTERM, how long in-flight calls may finish before they are cancelled' },
-  { flag: 'reflection', kind: 'bool', default: 'true', help: 'serve gRPC server reflection' },
-  { flag: 'tls-cert', kind: 'string', default: '', help: 'PEM certificate chain to serve TLS with (needs --tls-key); empty: plaintext' },
-  { flag: 'tls-key', kind: 'string', default: '', help: 'PEM private key of --tls-cert (unencrypted)' },
-  { flag: 'tls-client-ca', kind: 'string', default: '', help: 'PEM CA bundle: with it, clients must present a certificate it signed (mTLS)' },
-  { flag: 'log-level', kind: ['debug', 'info', 'warn', 'error', 'silent'], default: 'info', help: 'least severe log level written to stderr' },
-  { flag: 'slow-call-threshold', kind: 'duration', default: '500ms', min: 0, help: 'unary calls taking at least this long are logged as warnings (0: off)' },
-  { flag: 'metrics-listen', kind: 'string', default: '', help: 'host:port to serve Prometheus metrics on over HTTP, at /metrics (e.g. 0.0.0.0:9464); empty: off' },
-  // Benchmark only: make bench starts its servers with it; nothing else should.
-  { flag: 'bench-service', kind: 'bool', default: 'false', help: 'benchmark only: serve sessiond.bench.v1.Bench (an empty RPC and event-loop delay figures for make bench); leave off in production' },
-] as const satisfies readonly Spec[];
-
-export type SettingName = (typeof SETTINGS)[number]['flag'];
-
 /**
  * Variables read by the CLI's client commands (src/cli/connect.ts), not by the
  * server: the server accepts them in its environment without complaint, so
@@ -100,10 +61,6 @@ export type SettingName = (typeof SETTINGS)[number]['flag'];
  * setting and what the client sends.
  */
 export const CLIENT_VARIABLES = ['SESSIOND_ADDRESS', 'SESSIOND_TLS_CA', 'SESSIOND_TLS_CLIENT_CERT', 'SESSIOND_TLS_CLIENT_KEY', 'SESSIOND_TLS_SERVER_NAME'] as const;
-
-export function envName(flag: string): string {
-  return `SESSIOND_${flag.toUpperCase().replace(/-/g, '_')}`;
-}
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -169,22 +126,29 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   const values = new Map<string, string | number | boolean>();
   for (const s of SETTINGS as readonly Spec[]) {
     const given = raw.get(s.flag);
-    const parsed = parseValue(s, given?.value ?? s.default);
-    if (typeof parsed === 'string' && parsed.startsWith('!')) {
-      problems.push(`${given?.from ?? `default of --${s.flag}`}: ${parsed.slice(1)}`);
-    } else values.set(s.flag, parsed);
+    const parsed = parseSetting(s, given?.value ?? s.default);
+    if (parsed.ok) values.set(s.flag, parsed.value);
+    else problems.push(`${given?.from ?? `default of --${s.flag}`}: ${parsed.problem}`);
   }
   // Always run: a bad listen address must be reported alongside other problems.
   checkCombinations(values, problems);
   checkTls(values, problems);
+  checkCallers(values, problems);
   if (problems.length > 0) throw new ConfigError(problems);
 
   const get = <T>(flag: SettingName) => values.get(flag) as T;
   const config: Config = {
     server: {
       listen: get<string>('listen'),
+      principalsFile: get<string>('principals-file') || undefined,
       adminToken: get<string>('admin-token') || undefined,
+      allowUnauthenticated: get<boolean>('allow-unauthenticated'),
       maxMessageBytes: get<number>('max-message-bytes'),
+      maxConcurrentStreams: get<number>('max-concurrent-streams'),
+      maxConnectionMemoryBytes: get<number>('max-connection-memory'),
+      maxConnectionIdleMs: get<number>('max-connection-idle'),
+      maxConnectionAgeMs: get<number>('max-connection-age'),
+      maxConnectionAgeGraceMs: get<number>('max-connection-age-grace'),
       keepaliveTimeMs: get<number>('keepalive-time'),
       keepaliveTimeoutMs: get<number>('keepalive-timeout'),
       drainTimeoutMs: get<number>('drain-timeout'),
@@ -203,6 +167,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       groupCommit: get<boolean>('group-commit'),
       checkpointWorker: get<boolean>('checkpoint-worker'),
       offLoopFsync: get<boolean>('off-loop-fsync'),
+      maxPendingWrites: get<number>('max-pending-writes'),
     },
     policy: {
       ...DEFAULT_POLICY,
@@ -216,6 +181,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     },
     sweepIntervalMs: get<number>('sweep-interval'),
     sweepBatchSize: get<number>('sweep-batch-size'),
+    revokeBatchSize: get<number>('revoke-batch-size'),
+    maxPageBytes: get<number>('max-page-bytes'),
     healthProbeIntervalMs: get<number>('health-probe-interval'),
     logLevel: get<LogLevel>('log-level'),
     metricsListen: get<string>('metrics-listen') || undefined,
@@ -223,47 +190,6 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     benchService: get<boolean>('bench-service'),
   };
   return { config: deepFreeze(config), help };
-}
-
-/** A problem is returned as a string starting with "!". */
-function parseValue(s: Spec, text: string): string | number | boolean {
-  const range = (n: number, shown: string) => {
-    if (s.min !== undefined && n < s.min) return `!${shown} is below the minimum of ${s.min}`;
-    if (s.max !== undefined && n > s.max) return `!${shown} is above the maximum of ${s.max}`;
-    return n;
-  };
-  if (Array.isArray(s.kind)) {
-    const v = text.trim().toLowerCase();
-    return s.kind.includes(v) ? v : `!${JSON.stringify(text)} is not one of ${s.kind.join(', ')}`;
-  }
-  switch (s.kind) {
-    case 'string':
-      return text;
-    case 'bool':
-      if (/^(true|1|yes|on)$/i.test(text.trim())) return true;
-      if (/^(false|0|no|off)$/i.test(text.trim())) return false;
-      return `!${JSON.stringify(text)} is not a boolean (true or false)`;
-    case 'int': {
-      if (!/^-?\d+$/.test(text.trim())) return `!${JSON.stringify(text)} is not an integer`;
-      return range(Number(text), text.trim());
-    }
-    case 'number': {
-      const n = Number(text);
-      if (text.trim() === '' || !Number.isFinite(n)) return `!${JSON.stringify(text)} is not a number`;
-      return range(n, text.trim());
-    }
-    case 'duration': {
-      const ms = parseDuration(text);
-      if (ms === undefined) return `!${JSON.stringify(text)} is not a duration (e.g. 250ms, 30s, 5m, 24h, 7d)`;
-      return range(ms, `${text.trim()} (${ms}ms)`);
-    }
-    case 'size': {
-      const n = parseSize(text);
-      if (n === undefined) return `!${JSON.stringify(text)} is not a size (e.g. 4096, 64KiB, 8MiB)`;
-      return range(n, text.trim());
-    }
-  }
-  return `!unsupported setting kind`;
 }
 
 /** Checks what one value's own parse cannot; a setting that failed to parse is absent from `v` and skipped. */
@@ -283,9 +209,71 @@ function checkCombinations(v: Map<string, unknown>, problems: string[]): void {
   for (const flag of ['default-ttl', 'default-idle-timeout']) {
     if (maxTtl !== undefined && v.has(flag) && (v.get(flag) as number) > maxTtl) problems.push(`${flag} (${formatDuration(v.get(flag) as number)}) is above max-ttl (${formatDuration(maxTtl)})`);
   }
-  const token = v.get('admin-token') as string;
-  if (token !== '' && token.length < 16) problems.push('admin-token must be at least 16 characters (or empty to allow loopback callers only)');
+  checkMessageSizes(v, problems);
   if (v.has('keepalive-timeout') && v.has('keepalive-time') && (v.get('keepalive-timeout') as number) >= (v.get('keepalive-time') as number)) problems.push('keepalive-timeout must be shorter than keepalive-time');
+}
+
+/**
+ * The largest request a client may legitimately send: a full batch of
+ * ValidateSessionStream items with tokens at their limit, or a CreateSession
+ * with every field and attribute at its limit. The receive limit must hold it,
+ * and nothing much larger needs to be read.
+ */
+export function largestRequestBytes(policy: SessionPolicy): number {
+  const batch = MAX_BATCH_ITEMS * (MAX_TOKEN_BYTES + 24);
+  const create = largestSessionBytes(policy) + 256;
+  return Math.max(batch, create);
+}
+
+function checkMessageSizes(v: Map<string, unknown>, problems: string[]): void {
+  const max = v.get('max-message-bytes') as number | undefined;
+  const page = v.get('max-page-bytes') as number | undefined;
+  const limits = ['max-attributes', 'max-attribute-key-bytes', 'max-attribute-value-bytes'].map((f) => v.get(f) as number | undefined);
+  if (max === undefined || limits.some((n) => n === undefined)) return;
+  const [maxAttributes, maxAttributeKeyBytes, maxAttributeValueBytes] = limits as number[];
+  const policy: SessionPolicy = { ...DEFAULT_POLICY, maxAttributes: maxAttributes!, maxAttributeKeyBytes: maxAttributeKeyBytes!, maxAttributeValueBytes: maxAttributeValueBytes! };
+  const need = largestRequestBytes(policy);
+  if (need > max) {
+    problems.push(`max-message-bytes ${max} is below the largest legitimate request (${need} bytes with these attribute limits and a full ValidateSessionStream batch): raise it, or lower max-attributes / max-attribute-value-bytes`);
+  }
+  if (page !== undefined && page > max - 1024) problems.push(`max-page-bytes ${page} must be at least 1KiB below max-message-bytes (${max}), so that a page always fits in a response`);
+}
+
+/**
+ * Who may call: the principals file is read and checked now (its problems are
+ * listed with the rest), and protected mode is enforced: with no principals, a
+ * listen address other than loopback is refused unless allow-unauthenticated says so.
+ */
+function checkCallers(v: Map<string, unknown>, problems: string[]): void {
+  const token = v.get('admin-token') as string | undefined;
+  if (token !== undefined && token !== '' && token.length < 16) problems.push('admin-token must be at least 16 characters (it is an API key of the admin principal)');
+  const file = v.get('principals-file') as string | undefined;
+  let principals = token ? 1 : 0;
+  if (file) {
+    const read = readPrincipalsFile(file);
+    for (const p of read.problems) problems.push(`principals-file ${file}: ${p}`);
+    principals += read.entries.length;
+  }
+  const allow = v.get('allow-unauthenticated') === true;
+  const listen = v.get('listen') as string | undefined;
+  if (allow && principals > 0) {
+    problems.push('allow-unauthenticated has no effect with principals configured (principals-file or admin-token): every caller must present credentials then; remove one of them');
+  }
+  if (!allow && principals === 0 && listen !== undefined && !file && !isLoopbackListen(listen)) {
+    problems.push(
+      `listen ${listen} is not a loopback address and no principals are configured: in protected mode only loopback callers are served. ` +
+      'Set principals-file (see docs/security.md), or allow-unauthenticated=true when something in front of sessiond authenticates every caller',
+    );
+  }
+  if (!allow && file && principals === 0 && listen !== undefined && !isLoopbackListen(listen)) {
+    problems.push(`principals-file ${file} lists no principals and listen ${listen} is not a loopback address: nobody could call; add a principal`);
+  }
+}
+
+/** A listen address only this host can reach: 127.0.0.0/8, ::1 or localhost. 0.0.0.0 and :: are every interface. */
+export function isLoopbackListen(listen: string): boolean {
+  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 /** TLS settings come as a set, and their files are read now so that a bad path fails start-up, naming the path. */
@@ -334,14 +322,4 @@ function deepFreeze<T>(o: T): T {
 /** The configuration for the start-up log line, with secrets masked. */
 export function redactedConfig(config: Config): unknown {
   return { ...config, server: { ...config.server, adminToken: config.server.adminToken ? '[redacted]' : undefined } };
-}
-
-/** The --help text: every flag, its variable, default and meaning. */
-export function helpText(): string {
-  const lines = ['Usage: sessiond [--flag value ...]', '', 'Every flag can also be set as an environment variable; flags win.', ''];
-  for (const s of SETTINGS as readonly Spec[]) {
-    const kind = Array.isArray(s.kind) ? s.kind.join('|') : s.kind;
-    lines.push(`  --${s.flag} <${kind}>  (${envName(s.flag)}, default ${s.secret ? '(none)' : JSON.stringify(s.default)})`, `      ${s.help}`);
-  }
-  return lines.join('\n');
 }

@@ -57,6 +57,8 @@ export async function serve(argv: readonly string[], env: NodeJS.ProcessEnv): Pr
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // Keys rotate without a restart; a file that fails to load leaves the principals in force.
+  process.on('SIGHUP', () => void app.reloadPrincipals('SIGHUP'));
 
   // Safety nets. Handlers turn every fault into a status (transport/unary.ts,
   // validate-stream.ts); these catch what escapes anyway, which is a bug.

@@ -38,7 +38,7 @@ test('sqlite: a write blocked by another connection past the busy timeout throws
   other.exec('BEGIN IMMEDIATE');
   try {
     t.throws(() => opened.repo.insert(s, hashOf(s.id)), { instanceOf: StorageBusyError });
-    t.throws(() => opened.repo.revokeMatching({ serverId: 'srv-a', subject: '' }, Date.now()), { instanceOf: StorageBusyError });
+    t.throws(() => opened.repo.revokeMatching({ serverId: 'srv-a', subject: '' }, Date.now(), 1000), { instanceOf: StorageBusyError });
   } finally {
     other.exec('ROLLBACK');
   }

@@ -621,18 +621,25 @@ test('list filters, revocations, lookups and the purge use an index (EXPLAIN QUE
   const lists = repo['lists'];
   const revokes = repo['revokes'];
   const named = { serverId: 'srv-1', subject: 'user-2', cursor: 10, now: Date.now(), limit: 101 };
+  // The same plans with a caller's server_ids (exact names and prefixes) applied on top.
+  for (const [set, params] of [['any', named], ['within', { ...named, exact: '["srv-1"]', prefixes: '["srv-"]' }]] as const) {
+    const l = lists[set];
+    const r = revokes[set];
+    assertIndexed(t, `list by server (${set})`, plan(other, l.server.source, [params]),
+      /^SEARCH sessions USING (COVERING )?INDEX sessions_by_server(_subject)? \(server_id=\? AND rowid>\?\)$/);
+    assertIndexed(t, `list by subject (${set})`, plan(other, l.subject.source, [params]),
+      /^SEARCH sessions USING (COVERING )?INDEX sessions_by_subject \(subject=\? AND rowid>\?\)$/);
+    assertIndexed(t, `list by both (${set})`, plan(other, l.both.source, [params]),
+      /^SEARCH sessions USING (COVERING )?INDEX sessions_by_server_subject \(server_id=\? AND subject=\? AND rowid>\?\)$/);
+    assertIndexed(t, `list of all (${set})`, plan(other, l.all.source, [params]), /^SEARCH sessions USING INTEGER PRIMARY KEY \(rowid>\?\)$/);
 
-  assertIndexed(t, 'list by server', plan(other, lists.server.source, [named]),
-    /^SEARCH sessions USING (COVERING )?INDEX sessions_by_server(_subject)? \(server_id=\? AND rowid>\?\)$/);
-  assertIndexed(t, 'list by subject', plan(other, lists.subject.source, [named]),
-    /^SEARCH sessions USING (COVERING )?INDEX sessions_by_subject \(subject=\? AND rowid>\?\)$/);
-  assertIndexed(t, 'list by both', plan(other, lists.both.source, [named]),
-    /^SEARCH sessions USING (COVERING )?INDEX sessions_by_server_subject \(server_id=\? AND subject=\? AND rowid>\?\)$/);
-  assertIndexed(t, 'list of all', plan(other, lists.all.source, [named]), /^SEARCH sessions USING INTEGER PRIMARY KEY \(rowid>\?\)$/);
-
-  assertIndexed(t, 'revoke by server', plan(other, revokes.server.source, [named]), /^SEARCH sessions USING (COVERING )?INDEX sessions_by_server(_subject)? \(server_id=\?/);
-  assertIndexed(t, 'revoke by subject', plan(other, revokes.subject.source, [named]), /^SEARCH sessions USING (COVERING )?INDEX sessions_by_subject \(subject=\?\)/);
-  assertIndexed(t, 'revoke by both', plan(other, revokes.both.source, [named]), /^SEARCH sessions USING (COVERING )?INDEX sessions_by_server_subject \(server_id=\? AND subject=\?\)/);
+    for (const [name, stmt, index] of [['server', r.server, /sessions_by_server(_subject)? \(server_id=\?/], ['subject', r.subject, /sessions_by_subject \(subject=\?\)/], ['both', r.both, /sessions_by_server_subject \(server_id=\? AND subject=\?\)/]] as const) {
+      const p = plan(other, stmt.source, [params]);
+      // The batch is chosen through the index, then updated by key.
+      assertIndexed(t, `revoke by ${name} (${set})`, p, new RegExp(`^SEARCH sessions USING (COVERING )?INDEX ${index.source}`));
+      assertIndexed(t, `revoke by ${name} (${set}, update by key)`, p, /^SEARCH sessions USING INTEGER PRIMARY KEY \(rowid=\?\)$/);
+    }
+  }
 
   assertIndexed(t, 'find by id', plan(other, repo['byId'].source, ['x']), /^SEARCH sessions USING INDEX sqlite_autoindex_sessions_\d \(id=\?\)$/);
   assertIndexed(t, 'find by token hash', plan(other, repo['byToken'].source, [Buffer.alloc(32)]), /^SEARCH sessions USING INDEX sqlite_autoindex_sessions_\d \(token_hash=\?\)$/);

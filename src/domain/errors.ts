@@ -59,6 +59,14 @@ export class StorageBusyError extends DomainError {
   readonly kind = 'unavailable';
 }
 
+/**
+ * Too many writes are already waiting to be committed: refused at once, before
+ * anything is written, so that latency stays bounded under a flood. Retryable.
+ */
+export class OverloadedError extends DomainError {
+  readonly kind = 'unavailable';
+}
+
 /** Storage has no room left (SQLITE_FULL): nothing was written. */
 export class StorageFullError extends DomainError {
   readonly kind = 'resource-exhausted';

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Clock } from './clock';
 import type { SessionRecord } from './session';
 
@@ -6,15 +7,43 @@ export interface CreateAnswer {
   readonly token: string;
 }
 
+/** What a CreateSession asked for, as far as a retry must repeat it exactly. */
+export interface CreateFields {
+  readonly serverId: string;
+  readonly subject: string;
+  readonly attributes: Readonly<Record<string, string>>;
+  readonly ip: string;
+  readonly userAgent: string;
+  readonly ttlMs?: number | undefined;
+  readonly idleTimeoutMs?: number | undefined;
+}
+
+/** A hash of every field of a create, so that a retry is recognised as the same request and nothing else. */
+export function createFingerprint(f: CreateFields): string {
+  const attributes = Object.keys(f.attributes).sort().map((k) => [k, f.attributes[k]]);
+  const canonical = JSON.stringify([f.serverId, f.subject, attributes, f.ip, f.userAgent, f.ttlMs || 0, f.idleTimeoutMs || 0]);
+  return createHash('sha256').update(canonical).digest('base64url');
+}
+
+interface Entry {
+  readonly fingerprint: string;
+  readonly answer: Promise<CreateAnswer>;
+  expires: number;
+}
+
 /**
- * CreateSession answers kept for a short while by idempotency key, so that a
- * client retrying after a timeout gets the same session and token back. It is
- * memory only, on purpose: tokens are never written anywhere in clear, so after
- * a restart a retry finds the stored key and gets ALREADY_EXISTS instead.
- * Bounded in entries, oldest dropped first (a Map keeps insertion order).
+ * CreateSession answers kept for a short while, so that a client retrying
+ * after a timeout gets the same session and token back; a retry that arrives
+ * while the first create is still running joins it. Keyed by who asked (the
+ * principal), the server_id and the request_id, and held with a fingerprint of
+ * the whole request: another caller, or the same key with other fields, never
+ * gets the token. It is memory only, on purpose: tokens are never written
+ * anywhere in clear, so after a restart a retry finds the stored key and gets
+ * ALREADY_EXISTS instead. Bounded in entries, oldest dropped first (a Map
+ * keeps insertion order).
  */
 export class RecentCreates {
-  private readonly entries = new Map<string, { expires: number; answer: CreateAnswer }>();
+  private readonly entries = new Map<string, Entry>();
 
   constructor(
     private readonly clock: Clock,
@@ -22,23 +51,36 @@ export class RecentCreates {
     private readonly maxEntries = 10_000,
   ) {}
 
-  get(serverId: string, requestId: string): CreateAnswer | undefined {
-    const key = `${serverId}\0${requestId}`;
+  get(key: string): { fingerprint: string; answer: Promise<CreateAnswer> } | undefined {
     const hit = this.entries.get(key);
     if (!hit) return undefined;
     if (hit.expires <= this.clock.now()) {
       this.entries.delete(key);
       return undefined;
     }
-    return hit.answer;
+    return hit;
   }
 
-  put(serverId: string, requestId: string, answer: CreateAnswer): void {
+  /** Holds `answer` under `key` from now; a rejected answer is dropped, so that a retry tries again. */
+  put(key: string, fingerprint: string, answer: Promise<CreateAnswer>): void {
     const now = this.clock.now();
-    for (const [key, e] of this.entries) {
+    for (const [k, e] of this.entries) {
       if (this.entries.size < this.maxEntries && e.expires > now) break;
-      this.entries.delete(key);
+      this.entries.delete(k);
     }
-    this.entries.set(`${serverId}\0${requestId}`, { expires: now + this.ttlMs, answer });
+    const entry: Entry = { fingerprint, answer, expires: now + this.ttlMs };
+    this.entries.set(key, entry);
+    answer.then(
+      // The window starts when the answer exists, as a client's retry timer does.
+      () => void (entry.expires = this.clock.now() + this.ttlMs),
+      () => {
+        if (this.entries.get(key) === entry) this.entries.delete(key);
+      },
+    );
   }
+}
+
+/** The key of a create under RecentCreates: who asked, for which server, with which request_id. */
+export function replayKey(principal: string, serverId: string, requestId: string): string {
+  return `${principal}\0${serverId}\0${requestId}`;
 }

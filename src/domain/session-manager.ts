@@ -1,9 +1,10 @@
 import type { Clock } from './clock';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from './errors';
-import { RecentCreates } from './recent-creates';
+import { requireServerId, type Principal } from './principals';
+import { createFingerprint, RecentCreates, replayKey, type CreateAnswer } from './recent-creates';
 import { decodePageToken, encodePageToken } from './page-token';
 import {
-  checkAttributes, checkIp, checkString, etagOf, resolveDuration, sessionState, touchedIdleExpiry,
+  checkAttributes, checkIp, checkString, encodedSizeBound, etagOf, resolveDuration, sessionState, touchedIdleExpiry,
   type SessionPolicy, type SessionRecord, type SessionState,
 } from './session';
 import type { PurgeRunner, SessionFilter, SessionRepository, WriteRunner } from './session-repository';
@@ -31,9 +32,26 @@ export interface UpdateSessionInput {
   etag: string;
 }
 
-export interface ListSessionsInput extends SessionFilter {
+export interface ListSessionsInput {
+  /** Empty: every server_id the caller may see. */
+  serverId: string;
+  subject: string;
   pageSize: number;
   pageToken: string;
+}
+
+export interface RevokeFilter {
+  serverId: string;
+  subject: string;
+}
+
+export interface SessionLimits {
+  /** Where purge batches run; without one, through the WriteRunner like any other write. */
+  readonly purger?: PurgeRunner | undefined;
+  /** Sessions revoked per write unit by revokeMatching. */
+  readonly revokeBatchSize?: number;
+  /** A list page stops before its sessions' encoded size reaches this (one session at least). */
+  readonly maxPageBytes?: number;
 }
 
 export type InvalidReason = Exclude<SessionState, 'live'> | 'not-found';
@@ -45,50 +63,62 @@ export type ValidateResult =
 export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1000;
 /** Far above any real token; bounds the hashing work an abusive caller can ask for. */
-const MAX_TOKEN_BYTES = 512;
+export const MAX_TOKEN_BYTES = 512;
 const MAX_REQUEST_ID_BYTES = 128;
 
 /**
  * The session rules: everything between a request that transport has decoded
  * and the repository; no gRPC, no SQLite. Reads are synchronous; every write
  * is one unit handed to the WriteRunner, and resolves once committed.
+ *
+ * Every call names its caller, and the caller's server_ids bound what it sees:
+ * creating for another server_id, or naming one in a filter, is
+ * PERMISSION_DENIED; another backend's session named by id is NOT_FOUND,
+ * exactly as a missing one (its existence is not revealed), and its token
+ * validates as not found.
  */
 export class SessionManager {
   private readonly recentCreates: RecentCreates;
-  /** Creates under way by idempotency key, so that a concurrent retry joins the first. */
-  private readonly creating = new Map<string, Promise<{ session: SessionRecord; token: string }>>();
+  private readonly purger: PurgeRunner | undefined;
+  private readonly revokeBatchSize: number;
+  private readonly maxPageBytes: number;
 
   constructor(
     private readonly repo: SessionRepository,
     private readonly writes: WriteRunner,
     private readonly clock: Clock,
     readonly policy: SessionPolicy,
-    /** Where purge batches run; without one, through `writes` like any other write. */
-    private readonly purger?: PurgeRunner,
+    limits: SessionLimits = {},
   ) {
     this.recentCreates = new RecentCreates(clock);
+    this.purger = limits.purger;
+    this.revokeBatchSize = limits.revokeBatchSize ?? 500;
+    this.maxPageBytes = limits.maxPageBytes ?? 256 * 1024;
   }
 
   /**
-   * @throws InvalidArgumentError; AlreadyExistsError when `requestId` was used
-   *   before and its answer is no longer cached; storage errors.
+   * @throws InvalidArgumentError; PermissionDeniedError for a server_id outside
+   *   the caller's; AlreadyExistsError when `requestId` was used before and its
+   *   token cannot be answered again (see replay); storage errors.
    */
-  async create(input: CreateSessionInput): Promise<{ session: SessionRecord; token: string }> {
+  async create(caller: Principal, input: CreateSessionInput): Promise<CreateAnswer> {
     const p = this.policy;
     checkString('server_id', input.serverId, p.maxIdBytes, true);
+    requireServerId(caller, input.serverId);
     const requestId = input.requestId ?? '';
     checkString('request_id', requestId, MAX_REQUEST_ID_BYTES);
-    const key = `${input.serverId}\0${requestId}`;
-    if (requestId !== '') {
-      const cached = this.recentCreates.get(input.serverId, requestId) ?? this.creating.get(key);
-      if (cached) return cached;
-    }
     checkString('subject', input.subject, p.maxIdBytes);
     checkString('user_agent', input.userAgent, p.maxUserAgentBytes);
     checkIp(input.ip);
     checkAttributes('attributes', input.attributes, p);
     const ttl = resolveDuration('ttl', input.ttlMs, p.defaultTtlMs, p.maxTtlMs);
     const idle = resolveDuration('idle_timeout', input.idleTimeoutMs, p.defaultIdleTimeoutMs, p.maxTtlMs);
+    const key = replayKey(caller.name, input.serverId, requestId);
+    const fingerprint = requestId === '' ? '' : createFingerprint(input);
+    if (requestId !== '') {
+      const earlier = this.recentCreates.get(key);
+      if (earlier) return this.replay(requestId, fingerprint, earlier);
+    }
     const now = this.clock.now();
     const session: SessionRecord = {
       id: newSessionId(now),
@@ -111,50 +141,64 @@ export class SessionManager {
     const tokenHash = hashToken(token);
     const created = this.writes.run(() => {
       // Checked inside the write unit, so no other create can slip in between.
-      const earlier = requestId === '' ? undefined : this.repo.findByRequestId(input.serverId, requestId);
-      if (earlier) {
+      const stored = requestId === '' ? undefined : this.repo.findByRequestId(input.serverId, requestId);
+      if (stored) {
         throw new AlreadyExistsError(
-          `request_id ${JSON.stringify(requestId)} already created session ${earlier.id}; its token is not kept, so it cannot be returned again`,
+          `request_id ${JSON.stringify(requestId)} already created session ${stored.id}; its token is not kept, so it cannot be returned again`,
         );
       }
       this.repo.insert(session, tokenHash, requestId || undefined);
       return { session, token };
     });
-    if (requestId === '') return created;
-    this.creating.set(key, created);
-    try {
-      const answer = await created;
-      this.recentCreates.put(input.serverId, requestId, answer);
-      return answer;
-    } finally {
-      this.creating.delete(key);
-    }
+    if (requestId !== '') this.recentCreates.put(key, fingerprint, created);
+    return created;
   }
 
-  /** @throws InvalidArgumentError for a malformed id, NotFoundError unless live. */
-  get(id: string): SessionRecord {
+  /**
+   * A retry of a create by the same caller: its answer again, token included,
+   * only when it asks for exactly the same thing and the session still holds
+   * that token (not rotated, not revoked, not expired).
+   * @throws AlreadyExistsError otherwise.
+   */
+  private async replay(requestId: string, fingerprint: string, earlier: { fingerprint: string; answer: Promise<CreateAnswer> }): Promise<CreateAnswer> {
+    const shown = JSON.stringify(requestId);
+    if (earlier.fingerprint !== fingerprint) {
+      throw new AlreadyExistsError(`request_id ${shown} was already used for a create with other fields; a retry must repeat the request exactly (use a new request_id for a new session)`);
+    }
+    const answer = await earlier.answer;
+    const now = this.clock.now();
+    const current = this.repo.findById(answer.session.id);
+    if (!current || sessionState(current, now) !== 'live' || current.tokenRotateTime !== answer.session.tokenRotateTime) {
+      throw new AlreadyExistsError(`request_id ${shown} created session ${answer.session.id}, which has since been rotated, revoked or expired: its first token is not returned again`);
+    }
+    return { session: current, token: answer.token };
+  }
+
+  /** @throws InvalidArgumentError for a malformed id, NotFoundError unless live and the caller's. */
+  get(caller: Principal, id: string): SessionRecord {
     checkId(id);
     const s = this.repo.findById(id);
-    if (!s || sessionState(s, this.clock.now()) !== 'live') throw notFound(id);
+    if (!s || !caller.scope.includes(s.serverId) || sessionState(s, this.clock.now()) !== 'live') throw notFound(id);
     return s;
   }
 
   /**
-   * Resolves a token. Unknown and dead tokens are a normal answer, not an error.
+   * Resolves a token. Unknown and dead tokens, and tokens of sessions outside
+   * the caller's server_ids, are a normal answer (not found), not an error.
    * @throws InvalidArgumentError only for an empty or oversized token.
    */
-  validate(token: string, touch: boolean): ValidateResult | Promise<ValidateResult> {
+  validate(caller: Principal, token: string, touch: boolean): ValidateResult | Promise<ValidateResult> {
     if (token.length === 0) throw new InvalidArgumentError('token', 'token is required');
     if (Buffer.byteLength(token) > MAX_TOKEN_BYTES) {
       throw new InvalidArgumentError('token', `token is over ${MAX_TOKEN_BYTES} bytes`);
     }
     const now = this.clock.now();
     const found = this.repo.findByTokenHash(hashToken(token));
-    if (!found) return { valid: false, reason: 'not-found' };
+    if (!found || !caller.scope.includes(found.serverId)) return { valid: false, reason: 'not-found' };
     const state = sessionState(found, now);
     if (state !== 'live') return { valid: false, reason: state };
     if (!touch || touchedIdleExpiry(found, now, this.policy) === undefined) return { valid: true, session: found };
-    return this.touchLive(found.id, now).then((touched) =>
+    return this.touchLive(caller, found.id, now).then((touched) =>
       // The session died between the read and the touch (revoked by another call): report it as such.
       touched ? { valid: true, session: touched } : { valid: false, reason: 'revoked' },
     );
@@ -169,22 +213,22 @@ export class SessionManager {
     return this.repo.snapshot(validations);
   }
 
-  /** @throws InvalidArgumentError, NotFoundError unless live. */
-  async touch(id: string): Promise<SessionRecord> {
+  /** @throws InvalidArgumentError, NotFoundError unless live and the caller's. */
+  async touch(caller: Principal, id: string): Promise<SessionRecord> {
     checkId(id);
     const now = this.clock.now();
     // A throttled touch writes nothing, so it is answered from a read and
     // never waits for the write lock.
     const current = this.repo.findById(id);
-    if (!current || sessionState(current, now) !== 'live') throw notFound(id);
+    if (!current || !caller.scope.includes(current.serverId) || sessionState(current, now) !== 'live') throw notFound(id);
     if (touchedIdleExpiry(current, now, this.policy) === undefined) return current;
-    const touched = await this.touchLive(id, now);
+    const touched = await this.touchLive(caller, id, now);
     if (!touched) throw notFound(id);
     return touched;
   }
 
   /** @throws InvalidArgumentError, NotFoundError, FailedPreconditionError on a stale etag. */
-  async update(input: UpdateSessionInput): Promise<SessionRecord> {
+  async update(caller: Principal, input: UpdateSessionInput): Promise<SessionRecord> {
     checkId(input.id);
     checkAttributes('attributes', input.attributes, this.policy);
     if (!input.merge && input.removeAttributes.length > 0) {
@@ -193,7 +237,7 @@ export class SessionManager {
     for (const key of input.removeAttributes) checkString('remove_attributes', key, this.policy.maxAttributeKeyBytes);
     const now = this.clock.now();
     const stored = await this.writes.run(() => this.repo.modify(input.id, (current) => {
-      if (sessionState(current, now) !== 'live') throw notFound(input.id);
+      if (!caller.scope.includes(current.serverId) || sessionState(current, now) !== 'live') throw notFound(input.id);
       if (input.etag !== '' && input.etag !== etagOf(current)) {
         throw new FailedPreconditionError(
           `etag ${JSON.stringify(input.etag.slice(0, 64))} is stale: the session is at ${etagOf(current)}; read it again and retry`,
@@ -208,61 +252,92 @@ export class SessionManager {
     return stored;
   }
 
-  /** @throws InvalidArgumentError, NotFoundError unless live. */
-  async rotateToken(id: string): Promise<{ session: SessionRecord; token: string }> {
+  /** Durable before it resolves, at every synchronous setting. @throws InvalidArgumentError, NotFoundError unless live and the caller's. */
+  async rotateToken(caller: Principal, id: string): Promise<CreateAnswer> {
     checkId(id);
     const now = this.clock.now();
     const token = newToken();
     const tokenHash = hashToken(token);
     const stored = await this.writes.run(() => this.repo.modify(id, (current) => {
-      if (sessionState(current, now) !== 'live') throw notFound(id);
+      if (!caller.scope.includes(current.serverId) || sessionState(current, now) !== 'live') throw notFound(id);
       return { next: { ...current, tokenRotateTime: now }, tokenHash };
-    }));
+    }), DURABLE);
     if (!stored) throw notFound(id);
     return { session: stored, token };
   }
 
-  /** @throws InvalidArgumentError, NotFoundError unless live or allowMissing. */
-  async delete(id: string, allowMissing: boolean): Promise<void> {
+  /**
+   * Durable before it resolves, at every synchronous setting. Another
+   * backend's session counts as missing.
+   * @throws InvalidArgumentError, NotFoundError unless live and the caller's, or allowMissing.
+   */
+  async delete(caller: Principal, id: string, allowMissing: boolean): Promise<void> {
     checkId(id);
     const now = this.clock.now();
     const revoked = await this.writes.run(() => {
       let live = false;
       this.repo.modify(id, (current) => {
-        if (sessionState(current, now) !== 'live') return null;
+        if (!caller.scope.includes(current.serverId) || sessionState(current, now) !== 'live') return null;
         live = true;
         return { next: { ...current, revokeTime: now } };
       });
       return live;
-    });
+    }, DURABLE);
     if (!revoked && !allowMissing) throw notFound(id);
   }
 
-  /** @throws InvalidArgumentError for a bad page size or page token. */
-  list(input: ListSessionsInput): { sessions: SessionRecord[]; nextPageToken: string } {
+  /**
+   * A page of the caller's live sessions: at most page_size, and fewer when
+   * their encoded size would reach maxPageBytes (one session at least), so
+   * that every page fits in a response and a listing always gets to its end.
+   * @throws InvalidArgumentError for a bad page size or page token; PermissionDeniedError for a server_id outside the caller's.
+   */
+  list(caller: Principal, input: ListSessionsInput): { sessions: SessionRecord[]; nextPageToken: string } {
     const filter: SessionFilter = { serverId: input.serverId, subject: input.subject };
     checkString('server_id', filter.serverId, this.policy.maxIdBytes);
     checkString('subject', filter.subject, this.policy.maxIdBytes);
+    if (filter.serverId !== '') requireServerId(caller, filter.serverId);
     if (!Number.isInteger(input.pageSize) || input.pageSize < 0 || input.pageSize > MAX_PAGE_SIZE) {
       throw new InvalidArgumentError('page_size', `page_size must be between 0 and ${MAX_PAGE_SIZE} (0 means ${DEFAULT_PAGE_SIZE}); got ${input.pageSize}`);
     }
     const cursor = decodePageToken(input.pageToken, filter);
-    const page = this.repo.list(filter, cursor, input.pageSize || DEFAULT_PAGE_SIZE, this.clock.now());
+    const page = this.repo.list({ ...filter, within: caller.scope.set }, cursor, input.pageSize || DEFAULT_PAGE_SIZE, this.clock.now());
+    let bytes = 0;
+    let taken = 0;
+    for (const s of page.sessions) {
+      bytes += encodedSizeBound(s);
+      if (taken > 0 && bytes > this.maxPageBytes) break;
+      taken++;
+    }
+    const cut = taken < page.sessions.length;
+    const nextCursor = cut ? page.cursors[taken - 1] : page.nextCursor;
     return {
-      sessions: page.sessions,
-      nextPageToken: page.nextCursor === undefined ? '' : encodePageToken(page.nextCursor, filter),
+      sessions: cut ? page.sessions.slice(0, taken) : page.sessions,
+      nextPageToken: nextCursor === undefined ? '' : encodePageToken(nextCursor, filter),
     };
   }
 
-  /** @throws InvalidArgumentError when neither filter is set. */
-  revokeMatching(filter: SessionFilter): Promise<number> {
-    if (filter.serverId === '' && filter.subject === '') {
+  /**
+   * Revokes the caller's live sessions that match, in write units of
+   * revokeBatchSize sessions each (other calls are served between them), each
+   * durable before the next. A failure part-way leaves the batches before it
+   * revoked; a retry revokes the rest.
+   * @throws InvalidArgumentError when neither filter is set; PermissionDeniedError for a server_id outside the caller's.
+   */
+  async revokeMatching(caller: Principal, input: RevokeFilter): Promise<number> {
+    if (input.serverId === '' && input.subject === '') {
       throw new InvalidArgumentError('server_id', 'set server_id or subject (or both): revoking every session needs a filter');
     }
-    checkString('server_id', filter.serverId, this.policy.maxIdBytes);
-    checkString('subject', filter.subject, this.policy.maxIdBytes);
-    const now = this.clock.now();
-    return this.writes.run(() => this.repo.revokeMatching(filter, now));
+    checkString('server_id', input.serverId, this.policy.maxIdBytes);
+    checkString('subject', input.subject, this.policy.maxIdBytes);
+    if (input.serverId !== '') requireServerId(caller, input.serverId);
+    const filter: SessionFilter = { serverId: input.serverId, subject: input.subject, within: caller.scope.set };
+    let revoked = 0;
+    for (;;) {
+      const n = await this.writes.run(() => this.repo.revokeMatching(filter, this.clock.now(), this.revokeBatchSize), DURABLE);
+      revoked += n;
+      if (n < this.revokeBatchSize) return revoked;
+    }
   }
 
   /**
@@ -290,11 +365,11 @@ export class SessionManager {
     return this.repo.countSessions(this.clock.now());
   }
 
-  private touchLive(id: string, now: number): Promise<SessionRecord | undefined> {
+  private touchLive(caller: Principal, id: string, now: number): Promise<SessionRecord | undefined> {
     return this.writes.run(() => {
       let live = false;
       const stored = this.repo.modify(id, (current) => {
-        if (sessionState(current, now) !== 'live') return null;
+        if (!caller.scope.includes(current.serverId) || sessionState(current, now) !== 'live') return null;
         live = true;
         const idleExpireTime = touchedIdleExpiry(current, now, this.policy);
         if (idleExpireTime === undefined) return null;
@@ -304,6 +379,8 @@ export class SessionManager {
     });
   }
 }
+
+const DURABLE = { durable: true } as const;
 
 function checkId(id: string): void {
   if (id.length === 0) throw new InvalidArgumentError('id', 'id is required');

@@ -42,17 +42,21 @@ export interface SessionRepository {
   modify(id: string, change: (current: SessionRecord) => Modification | null): SessionRecord | undefined;
 
   /**
-   * Marks every session live at `now` that matches the filter as revoked at `now`.
-   * At least one of serverId and subject is set.
+   * Marks at most `limit` sessions live at `now` that match the filter as
+   * revoked at `now`, in one statement. At least one of serverId and subject
+   * is set. Callers loop while a batch comes back full, so that one call never
+   * holds the write lock (or the event loop) for long.
    * @returns how many sessions were revoked.
    */
-  revokeMatching(filter: SessionFilter, now: number): number;
+  revokeMatching(filter: SessionFilter, now: number, limit: number): number;
 
   /**
    * Live sessions matching the filter, in insertion order, after the cursor.
-   * `cursor` is 0 for the first page, then a previous page's `nextCursor`.
-   * @returns up to `limit` sessions and the cursor after the last one, which is
-   *   undefined when there are no more live sessions right now.
+   * `cursor` is 0 for the first page, then a previous page's `nextCursor` (or
+   * one of its `cursors`).
+   * @returns up to `limit` sessions, the cursor after each of them, and the
+   *   cursor after the last one, which is undefined when there are no more
+   *   live sessions right now.
    */
   list(filter: SessionFilter, cursor: number, limit: number, now: number): ListPage;
 
@@ -86,10 +90,23 @@ export interface SessionFilter {
   readonly serverId: string;
   /** Empty string: any. */
   readonly subject: string;
+  /**
+   * Only sessions whose server_id is one of `exact` or starts with one of
+   * `prefixes` (a caller's server_ids); undefined: any server_id.
+   */
+  readonly within?: ServerIdSet | undefined;
+}
+
+/** A set of server_ids as stored patterns: exact names, and prefixes (a pattern "web-*" is the prefix "web-"). */
+export interface ServerIdSet {
+  readonly exact: readonly string[];
+  readonly prefixes: readonly string[];
 }
 
 export interface ListPage {
   readonly sessions: SessionRecord[];
+  /** cursors[i] is the cursor that continues after sessions[i]. */
+  readonly cursors: number[];
   readonly nextCursor: number | undefined;
 }
 
@@ -115,5 +132,19 @@ export interface PurgeRunner {
  * promise rejects with what it threw (or the mapped storage error).
  */
 export interface WriteRunner {
-  run<T>(work: () => T): Promise<T>;
+  /**
+   * @throws OverloadedError at once, running nothing, when too many units
+   *   already wait; otherwise what the unit threw, or the mapped storage error.
+   */
+  run<T>(work: () => T, options?: WriteOptions): Promise<T>;
+}
+
+export interface WriteOptions {
+  /**
+   * Resolve only once the unit is on stable storage, whatever the synchronous
+   * setting (SQLite at NORMAL syncs the WAL only at checkpoints). Revocations
+   * and token rotations ask for it: a power loss must never bring back a
+   * revoked session or a replaced token.
+   */
+  readonly durable?: boolean;
 }

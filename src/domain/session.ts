@@ -135,3 +135,28 @@ export function resolveDuration(field: string, requestedMs: number | undefined, 
   }
   return Math.floor(requestedMs);
 }
+
+/*
+ * Upper bounds of a Session's protobuf size, so that pages and limits can be
+ * sized without encoding: a string field is its bytes, a tag and a length of at
+ * most three bytes (under 2 MiB); a map entry is a nested message of two such
+ * fields; the timestamps, durations, etag and framing of a Session fit in 300.
+ */
+const SESSION_FIXED_BYTES = 300;
+const STRING_OVERHEAD = 4;
+const MAP_ENTRY_OVERHEAD = 12;
+
+/** At least the encoded size of `s` as a Session message, framing in a repeated field included. */
+export function encodedSizeBound(s: SessionRecord): number {
+  let n = SESSION_FIXED_BYTES;
+  for (const v of [s.id, s.serverId, s.subject, s.ip, s.userAgent]) n += byteLength(v) + STRING_OVERHEAD;
+  for (const key in s.attributes) n += byteLength(key) + byteLength(s.attributes[key]!) + MAP_ENTRY_OVERHEAD;
+  return n;
+}
+
+/** The bound of encodedSizeBound for the largest session `policy` lets a client create. */
+export function largestSessionBytes(policy: SessionPolicy): number {
+  // id, server_id, subject and ip are each at most maxIdBytes (an id is 22, an ip at most 45).
+  return SESSION_FIXED_BYTES + 4 * (policy.maxIdBytes + STRING_OVERHEAD) + policy.maxUserAgentBytes + STRING_OVERHEAD
+    + policy.maxAttributes * (policy.maxAttributeKeyBytes + policy.maxAttributeValueBytes + MAP_ENTRY_OVERHEAD);
+}

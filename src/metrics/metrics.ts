@@ -91,6 +91,33 @@ export class Metrics {
     labelNames: ['trigger'] as const, buckets: SWEEP_SECONDS, registers: [this.registry],
   });
 
+  private readonly principalReloads = new Counter({
+    name: 'sessiond_principals_reloads_total', help: 'Reloads of the principals file, by result (ok; failed: the previous principals stay in force).',
+    labelNames: ['result'] as const, registers: [this.registry],
+  });
+  private readonly principalCount = new Gauge({
+    name: 'sessiond_principals', help: 'Principals in force (0: protected mode, loopback callers only).', registers: [this.registry],
+  });
+  private readonly principalsStale = new Gauge({
+    name: 'sessiond_principals_reload_failing', help: '1 while the principals file on disk could not be loaded at the last try (the previous set serves), else 0.',
+    registers: [this.registry],
+  });
+  private readonly shedWrites = new Counter({
+    name: 'sessiond_writes_shed_total', help: 'Writes refused with UNAVAILABLE because too many were already waiting to be committed.', registers: [this.registry],
+  });
+
+  /** Records a load of the principals (start-up or reload): `count` in force, or undefined when it failed and the old set stays. */
+  principals(count: number | undefined, reload: boolean): void {
+    if (reload) this.principalReloads.inc({ result: count === undefined ? 'failed' : 'ok' });
+    this.principalsStale.set(count === undefined ? 1 : 0);
+    if (count !== undefined) this.principalCount.set(count);
+  }
+
+  /** A write refused by load shedding. */
+  writeShed(): void {
+    this.shedWrites.inc();
+  }
+
   /** The RPC metrics of one method (cached per method path, e.g. "/sessions.v1.SessionService/CreateSession"). */
   rpc(path: string, type: RpcType): RpcMetrics {
     let m = this.rpcs.get(path);

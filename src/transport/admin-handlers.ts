@@ -1,30 +1,23 @@
-import type { ServerUnaryCall } from '@grpc/grpc-js';
-import type { AdminServiceServer } from '../../generated/sessions/v1/admin_service';
+import { AdminServiceService, type AdminServiceServer } from '../../generated/sessions/v1/admin_service';
 import { InvalidArgumentError } from '../domain/errors';
 import type { SessionManager } from '../domain/session-manager';
 import type { CheckpointResult, StorageAdmin } from '../domain/storage-admin';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics/metrics';
-import type { AdminAuth } from './admin-auth';
+import type { Authorizer } from './authorize';
 import { checkpointModeFromProto, checkpointModeToProto, msToDuration } from './convert';
-import { unary } from './unary';
 
 const MAX_PURGE_BATCH = 10_000;
 
-/** sessions.v1.AdminService: every call authorized first, then proto <-> domain. */
+/** sessions.v1.AdminService: every call authorized first (the admin permission), then proto <-> domain. */
 export function adminHandlers(
-  deps: { sessions: SessionManager; storage: StorageAdmin; auth: AdminAuth; sweepBatchSize: number; metrics?: Metrics },
+  deps: { sessions: SessionManager; storage: StorageAdmin; auth: Authorizer; sweepBatchSize: number; metrics?: Metrics },
   log: Logger,
 ): AdminServiceServer {
   const { sessions, storage, auth } = deps;
-  const authorized = <Req, Res>(method: string, fn: (req: Req) => Res | Promise<Res>) =>
-    unary<Req, Res>(method, log, (req, call: ServerUnaryCall<Req, Res>) => {
-      auth.check(call.metadata, call.getPeer());
-      return fn(req);
-    });
-
+  const A = AdminServiceService;
   return {
-    checkpoint: authorized('Checkpoint', async (req) => {
+    checkpoint: auth.unary(A.checkpoint, async (req) => {
       // Logged and counted where storage records every checkpoint (StorageObserver).
       const result = await storage.checkpoint(checkpointModeFromProto(req.mode), 'admin');
       return {
@@ -36,7 +29,7 @@ export function adminHandlers(
         duration: msToDuration(result.durationMs),
       };
     }),
-    getStorageStatus: authorized('GetStorageStatus', () => {
+    getStorageStatus: auth.unary(A.getStorageStatus, () => {
       const s = storage.status();
       const counts = sessions.counts();
       return {
@@ -61,7 +54,7 @@ export function adminHandlers(
         schemaVersion: s.schemaVersion,
       };
     }),
-    purgeExpiredSessions: authorized('PurgeExpiredSessions', async (req) => {
+    purgeExpiredSessions: auth.unary(A.purgeExpiredSessions, async (req) => {
       if (req.batchSize < 0 || req.batchSize > MAX_PURGE_BATCH) {
         throw new InvalidArgumentError('batch_size', `batch_size must be between 0 and ${MAX_PURGE_BATCH} (0: the server's sweep batch size); got ${req.batchSize}`);
       }

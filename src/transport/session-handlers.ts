@@ -6,7 +6,7 @@ import type { SessionManager, ValidateResult } from '../domain/session-manager';
 import type { Logger } from '../log';
 import { durationToMs, reasonToProto, sessionToProto } from './convert';
 import { acceptPreEncoded, encodeListResponse, encodeSessionResponse, encodeValidateResponse, preEncoded } from './session-wire';
-import { unary } from './unary';
+import type { Authorizer } from './authorize';
 import { validateStreamHandler, type OpenStreams } from './validate-stream';
 
 function validateResponse(r: ValidateResult): ValidateSessionResponse {
@@ -30,11 +30,16 @@ function withSession<T>(session: SessionRecord, token?: string): T {
  */
 export const sessionService = acceptPreEncoded(SessionServiceService);
 
-/** sessions.v1.SessionService: proto in, domain call, proto out. Add with sessionService. */
-export function sessionHandlers(sessions: SessionManager, log: Logger, streams: OpenStreams): SessionServiceServer {
+/**
+ * sessions.v1.SessionService: proto in, domain call, proto out. Add with
+ * sessionService. Every handler is built by the Authorizer, which names the
+ * caller and checks its permission first; the domain applies its server_ids.
+ */
+export function sessionHandlers(sessions: SessionManager, auth: Authorizer, log: Logger, streams: OpenStreams): SessionServiceServer {
+  const S = SessionServiceService;
   return {
-    createSession: unary('CreateSession', log, async (req) => {
-      const { session, token } = await sessions.create({
+    createSession: auth.unary(S.createSession, async (req, caller) => {
+      const { session, token } = await sessions.create(caller, {
         serverId: req.serverId,
         subject: req.subject,
         attributes: req.attributes,
@@ -46,16 +51,16 @@ export function sessionHandlers(sessions: SessionManager, log: Logger, streams: 
       });
       return withSession(session, token);
     }),
-    getSession: unary('GetSession', log, (req) => withSession(sessions.get(req.id))),
+    getSession: auth.unary(S.getSession, (req, caller) => withSession(sessions.get(caller, req.id))),
     // The hot path stays synchronous unless the call has to write a touch.
-    validateSession: unary('ValidateSession', log, (req) => {
-      const r = sessions.validate(req.token, req.touch);
+    validateSession: auth.unary(S.validateSession, (req, caller) => {
+      const r = sessions.validate(caller, req.token, req.touch);
       return r instanceof Promise ? r.then(validateResponse) : validateResponse(r);
     }),
-    validateSessionStream: validateStreamHandler(sessions, log, streams),
-    touchSession: unary('TouchSession', log, async (req) => withSession(await sessions.touch(req.id))),
-    updateSession: unary('UpdateSession', log, async (req) => withSession(
-      await sessions.update({
+    validateSessionStream: validateStreamHandler(sessions, auth, log, streams),
+    touchSession: auth.unary(S.touchSession, async (req, caller) => withSession(await sessions.touch(caller, req.id))),
+    updateSession: auth.unary(S.updateSession, async (req, caller) => withSession(
+      await sessions.update(caller, {
         id: req.id,
         attributes: req.attributes,
         merge: req.merge,
@@ -63,16 +68,16 @@ export function sessionHandlers(sessions: SessionManager, log: Logger, streams: 
         etag: req.etag,
       }),
     )),
-    rotateSessionToken: unary('RotateSessionToken', log, async (req) => {
-      const { session, token } = await sessions.rotateToken(req.id);
+    rotateSessionToken: auth.unary(S.rotateSessionToken, async (req, caller) => {
+      const { session, token } = await sessions.rotateToken(caller, req.id);
       return withSession(session, token);
     }),
-    deleteSession: unary('DeleteSession', log, async (req) => {
-      await sessions.delete(req.id, req.allowMissing);
+    deleteSession: auth.unary(S.deleteSession, async (req, caller) => {
+      await sessions.delete(caller, req.id, req.allowMissing);
       return {};
     }),
-    listSessions: unary('ListSessions', log, (req) => {
-      const page = sessions.list({
+    listSessions: auth.unary(S.listSessions, (req, caller) => {
+      const page = sessions.list(caller, {
         serverId: req.serverId,
         subject: req.subject,
         pageSize: req.pageSize,
@@ -81,8 +86,8 @@ export function sessionHandlers(sessions: SessionManager, log: Logger, streams: 
       const bytes = encodeListResponse(page.sessions, page.nextPageToken);
       return bytes ? preEncoded(bytes) : { sessions: page.sessions.map(sessionToProto), nextPageToken: page.nextPageToken };
     }),
-    revokeSessions: unary('RevokeSessions', log, async (req) => ({
-      revokedCount: await sessions.revokeMatching({ serverId: req.serverId, subject: req.subject }),
+    revokeSessions: auth.unary(S.revokeSessions, async (req, caller) => ({
+      revokedCount: await sessions.revokeMatching(caller, { serverId: req.serverId, subject: req.subject }),
     })),
   };
 }

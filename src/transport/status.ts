@@ -41,6 +41,8 @@ export function statusError(code: status, details: string): ServiceError {
 export function toServiceError(err: unknown, method: string, log: Logger): ServiceError {
   if (err instanceof DomainError && err.kind !== 'internal') {
     if (err.kind === 'unavailable' || err.kind === 'resource-exhausted') log.warn('storage refused a call', { method, err });
+    // The message names the principal and the permission, never a key.
+    else if (err.kind === 'unauthenticated' || err.kind === 'permission-denied') log.warn('call refused', { method, code: err.kind, reason: err.message });
     return statusError(CODES[err.kind], err.message);
   }
   log.error('handler failed', { method, err });

@@ -1,11 +1,13 @@
 import { Metadata, status, type handleBidiStreamingCall, type ServerDuplexStream } from '@grpc/grpc-js';
 import { BinaryReader } from '@bufbuild/protobuf/wire';
 import {
-  InvalidReason, ValidateSessionStreamAnswer, ValidateSessionStreamRequest,
+  InvalidReason, SessionServiceService, ValidateSessionStreamAnswer, ValidateSessionStreamRequest,
   type ValidateSessionStreamItem, type ValidateSessionStreamResponse,
 } from '../../generated/sessions/v1/session_service';
+import type { Principal } from '../domain/principals';
 import type { SessionManager, ValidateResult } from '../domain/session-manager';
 import type { Logger } from '../log';
+import type { Authorizer } from './authorize';
 import { reasonToProto, sessionToProto } from './convert';
 import { encodeStreamAnswer, encodeStreamAnswers, preEncoded } from './session-wire';
 import { statusError, toServiceError } from './status';
@@ -143,6 +145,7 @@ class ValidationStream {
 
   constructor(
     private readonly call: Call,
+    private readonly caller: Principal,
     private readonly sessions: SessionManager,
     private readonly log: Logger,
     private readonly budget: number,
@@ -213,7 +216,7 @@ class ValidationStream {
     const id = req.correlationId;
     let answer: ValidateSessionStreamAnswer;
     try {
-      const result = this.sessions.validate(req.token, req.touch);
+      const result = this.sessions.validate(this.caller, req.token, req.touch);
       // Most validations are reads answered synchronously: no promise hop.
       if (result instanceof Promise) {
         result.then((r) => this.answerOf(id, r)).catch((err: unknown) => this.failedAnswer(id, err)).then((a) => this.sendOne(a))
@@ -230,7 +233,7 @@ class ValidationStream {
   private validateItem(item: ValidateSessionStreamItem): void {
     let result: ValidateResult | Promise<ValidateResult>;
     try {
-      result = this.sessions.validate(item.token, item.touch);
+      result = this.sessions.validate(this.caller, item.token, item.touch);
     } catch (err) {
       this.push(encodeAnswer(this.failedAnswer(item.correlationId, err)));
       return;
@@ -348,12 +351,24 @@ class ValidationStream {
  * ValidateSessionStream: every validation answered on its own, matched by
  * correlation_id; a message of one validation gets a message of one answer, a
  * batch gets batched answers. A bad item or a storage fault is answered with
- * an error code and the stream goes on.
+ * an error code and the stream goes on. The caller is named and its
+ * permission checked once, when the stream opens; every validation on it is
+ * confined to that caller's server_ids.
  */
 export function validateStreamHandler(
   sessions: SessionManager,
+  auth: Authorizer,
   log: Logger,
   open: OpenStreams,
 ): handleBidiStreamingCall<ValidateSessionStreamRequest, ValidateSessionStreamResponse> {
-  return (call) => void new ValidationStream(call, sessions, log, open.responseBudgetBytes, open);
+  return (call) => {
+    let caller: Principal;
+    try {
+      caller = auth.check(call, SessionServiceService.validateSessionStream);
+    } catch (err) {
+      call.emit('error', toServiceError(err, 'ValidateSessionStream', log));
+      return;
+    }
+    void new ValidationStream(call, caller, sessions, log, open.responseBudgetBytes, open);
+  };
 }

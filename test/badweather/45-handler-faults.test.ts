@@ -7,6 +7,8 @@ import { SessionServiceClient, type ValidateSessionStreamResponse } from '../../
 import { ServingStatus, SessiondClient } from '../../src/client';
 import type { SessionManager } from '../../src/domain/session-manager';
 import { createLogger } from '../../src/log';
+import { Authorizer } from '../../src/transport/authorize';
+import { Callers } from '../../src/transport/callers';
 import { SafeDecodingServer } from '../../src/transport/request-decoding';
 import { bind } from '../../src/transport/server';
 import { sessionHandlers, sessionService } from '../../src/transport/session-handlers';
@@ -163,7 +165,7 @@ test('a domain object that throws anything, anywhere, still answers every call w
     create: () => Promise.reject(new RangeError('deep inside create')),
     get: () => fault('string'),
     // Sync throw, a rejection with undefined, and a "valid" answer without a session (sessionToProto throws).
-    validate: (token: string) => (token === 'sync' ? fault('object') : token === 'reject' ? Promise.reject(undefined) : { valid: true, session: undefined }),
+    validate: (_caller: unknown, token: string) => (token === 'sync' ? fault('object') : token === 'reject' ? Promise.reject(undefined) : { valid: true, session: undefined }),
     touch: () => Promise.reject(null),
     update: async () => fault('undefined'),
     rotateToken: () => fault('object'),
@@ -173,8 +175,10 @@ test('a domain object that throws anything, anywhere, still answers every call w
     inSnapshot: (reads: () => unknown) => reads(),
   } as unknown as SessionManager;
   const logs: string[] = [];
+  const log = createLogger('debug', (l) => void logs.push(l));
   const server = new SafeDecodingServer();
-  server.addService(sessionService, sessionHandlers(stub, createLogger('debug', (l) => void logs.push(l)), new OpenStreams()));
+  // No principals: the loopback client is served as in protected mode.
+  server.addService(sessionService, sessionHandlers(stub, new Authorizer(new Callers({ allowUnauthenticated: false }), log), log, new OpenStreams()));
   const port = await bind(server, '127.0.0.1:0');
   t.teardown(() => server.forceShutdown());
   const client = new SessiondClient(`127.0.0.1:${port}`, { defaultDeadlineMs: 5000 });

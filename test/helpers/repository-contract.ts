@@ -349,21 +349,21 @@ export function repositoryContract(name: string, open: () => OpenedRepository): 
 
   it('revokeMatching by server only revokes that server\'s live sessions', (t, repo) => {
     const fx = revokeFixture(repo);
-    t.is(repo.revokeMatching({ serverId: 'srv-a', subject: '' }, T0), 2);
+    t.is(repo.revokeMatching({ serverId: 'srv-a', subject: '' }, T0, 1000), 2);
     checkRevoked(t, repo, fx, T0, ['aAlice', 'aBob']);
-    t.is(repo.revokeMatching({ serverId: 'srv-a', subject: '' }, T0 + 1), 0, 'revoked sessions are not counted again');
+    t.is(repo.revokeMatching({ serverId: 'srv-a', subject: '' }, T0 + 1, 1000), 0, 'revoked sessions are not counted again');
     checkRevoked(t, repo, fx, T0, ['aAlice', 'aBob']);
   });
 
   it('revokeMatching by subject only revokes that subject on every server', (t, repo) => {
     const fx = revokeFixture(repo);
-    t.is(repo.revokeMatching({ serverId: '', subject: 'alice' }, T0), 2);
+    t.is(repo.revokeMatching({ serverId: '', subject: 'alice' }, T0, 1000), 2);
     checkRevoked(t, repo, fx, T0, ['aAlice', 'bAlice']);
   });
 
   it('revokeMatching by server and subject revokes only their intersection', (t, repo) => {
     const fx = revokeFixture(repo);
-    t.is(repo.revokeMatching({ serverId: 'srv-b', subject: 'bob' }, T0), 1);
+    t.is(repo.revokeMatching({ serverId: 'srv-b', subject: 'bob' }, T0, 1000), 1);
     checkRevoked(t, repo, fx, T0, ['bBob']);
     t.deepEqual(repo.list(ANY, 0, 100, T0).sessions.map((s) => s.id), [fx.live.aAlice.id, fx.live.aBob.id, fx.live.bAlice.id]);
     t.deepEqual(repo.countSessions(T0), { live: 3, dead: 5 });
@@ -371,12 +371,12 @@ export function repositoryContract(name: string, open: () => OpenedRepository): 
 
   it('revokeMatching that matches nothing live returns 0 and changes nothing', (t, repo) => {
     const fx = revokeFixture(repo);
-    t.is(repo.revokeMatching({ serverId: 'srv-c', subject: '' }, T0), 0);
-    t.is(repo.revokeMatching({ serverId: '', subject: 'carol' }, T0), 0);
-    t.is(repo.revokeMatching({ serverId: 'srv-b', subject: 'carol' }, T0), 0);
+    t.is(repo.revokeMatching({ serverId: 'srv-c', subject: '' }, T0, 1000), 0);
+    t.is(repo.revokeMatching({ serverId: '', subject: 'carol' }, T0, 1000), 0);
+    t.is(repo.revokeMatching({ serverId: 'srv-b', subject: 'carol' }, T0, 1000), 0);
     checkRevoked(t, repo, fx, T0, []);
     // At a later time everything of srv-a has died on its own (the fixture's live ones expire in 24 h).
-    t.is(repo.revokeMatching({ serverId: 'srv-a', subject: '' }, T0 + 25 * HOUR), 0);
+    t.is(repo.revokeMatching({ serverId: 'srv-a', subject: '' }, T0 + 25 * HOUR, 1000), 0);
     checkRevoked(t, repo, fx, T0, []);
   });
 
@@ -530,7 +530,7 @@ export function repositoryContract(name: string, open: () => OpenedRepository): 
     t.deepEqual(repo.countSessions(T0), { live: 2, dead: 4 });
     t.deepEqual(repo.countSessions(T0 + MINUTE), { live: 1, dead: 5 });
     t.deepEqual(repo.countSessions(T0 + 25 * HOUR), { live: 0, dead: 6 });
-    t.is(repo.revokeMatching({ serverId: 'srv-a', subject: '' }, T0), 2);
+    t.is(repo.revokeMatching({ serverId: 'srv-a', subject: '' }, T0, 1000), 2);
     t.deepEqual(repo.countSessions(T0), { live: 0, dead: 6 });
     t.is(repo.purgeBatch(T0, 100), 6);
     t.deepEqual(repo.countSessions(T0), { live: 0, dead: 0 });

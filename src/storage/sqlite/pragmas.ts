@@ -35,6 +35,12 @@ export interface StorageOptions {
    * the main thread (false: only to measure what it buys, make bench).
    */
   readonly offLoopFsync: boolean;
+  /**
+   * Writes that may wait for the group committer at once; past it a write is
+   * refused at once with UNAVAILABLE (retryable) instead of queueing, so that
+   * a flood sheds load before every caller's latency runs away.
+   */
+  readonly maxPendingWrites: number;
 }
 
 export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.freeze({
@@ -50,6 +56,7 @@ export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.free
   groupCommit: true,
   checkpointWorker: true,
   offLoopFsync: true,
+  maxPendingWrites: 4096,
 });
 
 const SYNCHRONOUS_NAMES = ['OFF', 'NORMAL', 'FULL', 'EXTRA'] as const;

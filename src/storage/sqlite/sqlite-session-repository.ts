@@ -104,6 +104,12 @@ function fromRow(r: Row): SessionRecord {
   };
 }
 
+/** Which statements a filter takes, and the parameters of its server_id set. */
+function scopeOf(filter: SessionFilter): ['any', object] | ['within', { exact: string; prefixes: string }] {
+  if (!filter.within) return ['any', {}];
+  return ['within', { exact: JSON.stringify(filter.within.exact), prefixes: JSON.stringify(filter.within.prefixes) }];
+}
+
 /**
  * purgeBatch's statement (now, limit), shared with the checkpoint worker,
  * which runs the purges of a running server on its own connection.
@@ -118,8 +124,8 @@ export class SqliteSessionRepository implements SessionRepository {
   private readonly byRequestId: Statement<[string, string], unknown[]>;
   private readonly updateStmt: Statement;
   private readonly updateWithTokenStmt: Statement;
-  private readonly lists: Record<'all' | 'server' | 'subject' | 'both', Statement<unknown[], unknown[]>>;
-  private readonly revokes: Record<'server' | 'subject' | 'both', Statement>;
+  private readonly lists: Record<'any' | 'within', Record<'all' | 'server' | 'subject' | 'both', Statement<unknown[], unknown[]>>>;
+  private readonly revokes: Record<'any' | 'within', Record<'server' | 'subject' | 'both', Statement>>;
   private readonly purgeStmt: Statement<[number, number]>;
   private readonly countStmt: Statement<[{ now: number }], { live: number; dead: number }>;
   private readonly modifyTx: (id: string, change: (current: SessionRecord) => Modification | null) => SessionRecord | undefined;
@@ -141,21 +147,28 @@ export class SqliteSessionRepository implements SessionRepository {
       version = @version, dead_at = @deadAt`;
     this.updateStmt = db.prepare(`UPDATE sessions SET ${set} WHERE id = @id`);
     this.updateWithTokenStmt = db.prepare(`UPDATE sessions SET ${set}, token_hash = @tokenHash WHERE id = @id`);
+    // A caller's server_ids, as JSON arrays bound to @exact and @prefixes (see within()).
+    const scoped = `(server_id IN (SELECT value FROM json_each(@exact))
+      OR EXISTS (SELECT 1 FROM json_each(@prefixes) AS p WHERE substr(server_id, 1, length(p.value)) = p.value))`;
     const page = (where: string) =>
       db.prepare<unknown[], unknown[]>(`SELECT ${COLUMNS} FROM sessions WHERE ${where} seq > @cursor AND dead_at > @now ORDER BY seq LIMIT @limit`).raw(true);
-    this.lists = {
-      all: page(''),
-      server: page('server_id = @serverId AND'),
-      subject: page('subject = @subject AND'),
-      both: page('server_id = @serverId AND subject = @subject AND'),
-    };
+    const pages = (extra: string) => ({
+      all: page(extra),
+      server: page(`${extra} server_id = @serverId AND`),
+      subject: page(`${extra} subject = @subject AND`),
+      both: page(`${extra} server_id = @serverId AND subject = @subject AND`),
+    });
+    this.lists = { any: pages(''), within: pages(`${scoped} AND`) };
+    // Bounded: a subject with a million sessions is revoked a batch per write unit.
     const revoke = (where: string) =>
-      db.prepare(`UPDATE sessions SET revoke_time = @now, dead_at = @now WHERE ${where} AND dead_at > @now`);
-    this.revokes = {
-      server: revoke('server_id = @serverId'),
-      subject: revoke('subject = @subject'),
-      both: revoke('server_id = @serverId AND subject = @subject'),
-    };
+      db.prepare(`UPDATE sessions SET revoke_time = @now, dead_at = @now
+        WHERE seq IN (SELECT seq FROM sessions WHERE ${where} AND dead_at > @now LIMIT @limit)`);
+    const revokes = (extra: string) => ({
+      server: revoke(`${extra}server_id = @serverId`),
+      subject: revoke(`${extra}subject = @subject`),
+      both: revoke(`${extra}server_id = @serverId AND subject = @subject`),
+    });
+    this.revokes = { any: revokes(''), within: revokes(`${scoped} AND `) };
     this.beginStmt = db.prepare('BEGIN DEFERRED');
     this.commitStmt = db.prepare('COMMIT');
     this.purgeStmt = db.prepare(PURGE_BATCH_SQL);
@@ -208,20 +221,23 @@ export class SqliteSessionRepository implements SessionRepository {
     return guarded(() => this.modifyTx(id, change));
   }
 
-  revokeMatching(filter: SessionFilter, now: number): number {
+  revokeMatching(filter: SessionFilter, now: number, limit: number): number {
     const which = filter.serverId && filter.subject ? 'both' : filter.serverId ? 'server' : 'subject';
-    return guarded(() => this.revokes[which].run({ ...filter, now }).changes);
+    const [set, within] = scopeOf(filter);
+    return guarded(() => this.revokes[set][which].run({ serverId: filter.serverId, subject: filter.subject, ...within, now, limit }).changes);
   }
 
   list(filter: SessionFilter, cursor: number, limit: number, now: number): ListPage {
     const which = filter.serverId && filter.subject ? 'both' : filter.serverId ? 'server' : filter.subject ? 'subject' : 'all';
+    const [set, within] = scopeOf(filter);
     // One row beyond the page tells whether another page exists, so the last
     // page carries no next token (AIP-158) and clients need no extra round trip.
-    const rows = guarded(() => this.lists[which].all({ ...filter, cursor, now, limit: limit + 1 }).map(rowOf));
+    const rows = guarded(() => this.lists[set][which].all({ serverId: filter.serverId, subject: filter.subject, ...within, cursor, now, limit: limit + 1 }).map(rowOf));
     const more = rows.length > limit;
     const pageRows = more ? rows.slice(0, limit) : rows;
     return {
       sessions: pageRows.map(fromRow),
+      cursors: pageRows.map((r) => r.seq),
       nextCursor: more ? pageRows[pageRows.length - 1]!.seq : undefined,
     };
   }

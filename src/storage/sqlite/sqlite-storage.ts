@@ -30,6 +30,8 @@ export interface StorageHooks {
   onCheckpoint?(result: CheckpointResult): void;
   /** The off-loop fsync (wal-sync.ts); fs.fdatasync unless a test stands in a failing disk. */
   fsync?: WalSyncFn;
+  /** Called for each write refused because max-pending-writes were already waiting; must not throw. */
+  onShed?(): void;
 }
 
 /**
