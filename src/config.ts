@@ -1,5 +1,5 @@
 import { DEFAULT_POLICY, largestSessionBytes, type SessionPolicy } from './domain/session';
-import { MAX_TOKEN_BYTES } from './domain/session-manager';
+import { TOKEN_LENGTH } from './domain/tokens';
 import { readPrincipalsFile } from './principals-file';
 import { envName, parseSetting, SETTINGS, type SettingName, type Spec } from './settings';
 import type { JournalMode, StorageOptions, Synchronous } from './storage/sqlite/pragmas';
@@ -220,7 +220,8 @@ function checkCombinations(v: Map<string, unknown>, problems: string[]): void {
  * and nothing much larger needs to be read.
  */
 export function largestRequestBytes(policy: SessionPolicy): number {
-  const batch = MAX_BATCH_ITEMS * (MAX_TOKEN_BYTES + 24);
+  // Only our own tokens can validate, and they all have TOKEN_LENGTH characters.
+  const batch = MAX_BATCH_ITEMS * (TOKEN_LENGTH + 16);
   const create = largestSessionBytes(policy) + 256;
   return Math.max(batch, create);
 }
@@ -255,7 +256,8 @@ function checkCallers(v: Map<string, unknown>, problems: string[]): void {
     principals += read.entries.length;
   }
   const allow = v.get('allow-unauthenticated') === true;
-  const listen = v.get('listen') as string | undefined;
+  // A listen address that is not host:port is a problem of its own (checkCombinations).
+  const listen = isHostPort(String(v.get('listen'))) ? (v.get('listen') as string) : undefined;
   if (allow && principals > 0) {
     problems.push('allow-unauthenticated has no effect with principals configured (principals-file or admin-token): every caller must present credentials then; remove one of them');
   }

@@ -12,7 +12,7 @@ import { SessiondClient } from '../src/client';
 import { BATCH_MAX_HEADER, MAX_BATCH_ITEMS } from '../src/transport/stream-protocol';
 import { scrape, value } from './helpers/prometheus';
 import { frame, lfield, message, RawGrpc, vfield } from './helpers/raw-grpc';
-import { startTestServer, type TestServer } from './helpers/server';
+import { SMALL_MESSAGES, startTestServer, type TestServer } from './helpers/server';
 
 /*
  * ValidateSessionStream's batched form (items in, answers out) end to end
@@ -205,7 +205,7 @@ test('messages of the original form are still answered one by one in the origina
 
 test('answers to large sessions are spread over several responses, each within the response budget', async (t) => {
   // --max-message-bytes 64 KiB: a batched response is written once its answers reach 16 KiB.
-  const s = await server(t, { SESSIOND_MAX_MESSAGE_BYTES: '64KiB' });
+  const s = await server(t, { ...SMALL_MESSAGES });
   const big = await s.client.createSession({ serverId: 'gw', attributes: { a: 'x'.repeat(3000), b: 'y'.repeat(3000) } });
   const r = await exchange(s.address, [{ items: Array.from({ length: 10 }, (_, i) => item(i + 1, big.token)) }]);
   t.is(r.error, undefined);

@@ -8,8 +8,9 @@ import { startApp } from '../src/app';
 import { SessiondClient, ServingStatus, tlsCredentials, type ClientOptions } from '../src/client';
 import { ConfigError, loadConfig } from '../src/config';
 import { createLogger } from '../src/log';
-import { makeTestCerts, NAMED_HOST, type TestCerts } from './helpers/certs';
+import { CLIENT_DNS, CLIENT_URI, makeTestCerts, NAMED_HOST, type TestCerts } from './helpers/certs';
 import { rejectsWithCode } from './helpers/grpc';
+import { writePrincipals } from './helpers/principals';
 import { runServerToExit } from './helpers/process';
 import { startTestServer, tempDir, type TestServer } from './helpers/server';
 
@@ -124,17 +125,39 @@ test('mTLS: a client certificate from the trusted CA gets in; none, or one from 
   });
 });
 
-test('mTLS: a verified client certificate is not an admin credential; the admin token still is', async (t) => {
+test('mTLS with principals: a verified certificate names its principal by SAN; one that names none is UNAUTHENTICATED; an API key still works', async (t) => {
   const adminToken = 'admin-token-for-the-mtls-test';
-  await withServer({ ...tlsEnv(true), SESSIOND_ADMIN_TOKEN: adminToken }, async (s) => {
-    const creds = () => tlsCredentials({ caFile: certs.caCert, certFile: certs.clientCert, keyFile: certs.clientKey });
-    await using(dial(s, { credentials: creds() }), async (c) => {
-      await rejectsWithCode(t, c.getStorageStatus(), status.UNAUTHENTICATED);
-      // Session calls need no admin token.
-      await c.createSession({ serverId: 'web-1' });
+  const dir = tempDir('sessiond-mtls-principals-');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = writePrincipals(dir, [
+    { name: 'ops-cli', permissions: ['admin', 'sessions.read'], serverIds: ['*'], tlsIdentity: [CLIENT_URI], key: false },
+    { name: 'web-backend', permissions: ['sessions.write', 'sessions.read'], serverIds: ['web-*'], tlsIdentity: [CLIENT_DNS], key: false },
+  ]);
+  await withServer({ ...tlsEnv(true), SESSIOND_ADMIN_TOKEN: adminToken, SESSIOND_PRINCIPALS_FILE: file.path }, async (s) => {
+    const creds = (cert: string, key: string) => tlsCredentials({ caFile: certs.caCert, certFile: cert, keyFile: key });
+    // CN=web-1 and no SAN: verified, but no principal is named by it.
+    await using(dial(s, { credentials: creds(certs.clientCert, certs.clientKey) }), async (c) => {
+      await rejectsWithCode(t, c.getStorageStatus(), status.UNAUTHENTICATED, /names no principal/);
+      await rejectsWithCode(t, c.createSession({ serverId: 'web-1' }), status.UNAUTHENTICATED, /names no principal/);
     });
-    await using(dial(s, { credentials: creds(), adminToken }), async (c) => {
+    // The same connection with the admin token: the key decides.
+    await using(dial(s, { credentials: creds(certs.clientCert, certs.clientKey), adminToken }), async (c) => {
       t.is((await c.getStorageStatus()).journalMode.toLowerCase(), 'wal');
+    });
+    // A DNS SAN: a backend of web-*.
+    let id = '';
+    await using(dial(s, { credentials: creds(certs.dnsClientCert, certs.dnsClientKey) }), async (c) => {
+      const created = await c.createSession({ serverId: 'web-1' });
+      id = created.session!.id;
+      t.true((await c.validateSession(created.token)).valid);
+      await rejectsWithCode(t, c.createSession({ serverId: 'api-1' }), status.PERMISSION_DENIED, /web-backend may not act for server_id "api-1"/);
+      await rejectsWithCode(t, c.getStorageStatus(), status.PERMISSION_DENIED, /web-backend lacks the permission admin/);
+    });
+    // A URI SAN (SPIFFE): an operator with admin and read.
+    await using(dial(s, { credentials: creds(certs.uriClientCert, certs.uriClientKey) }), async (c) => {
+      t.is((await c.getStorageStatus()).liveSessions, 1);
+      t.is((await c.getSession(id)).session?.serverId, 'web-1');
+      await rejectsWithCode(t, c.createSession({ serverId: 'web-1' }), status.PERMISSION_DENIED, /ops-cli lacks the permission sessions.write/);
     });
   });
 });

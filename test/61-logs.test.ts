@@ -11,6 +11,7 @@ import { Metrics } from '../src/metrics/metrics';
 import { StorageObserver, WAL_WARN_REPEAT_MS } from '../src/storage-observer';
 import { rejectsWithCode } from './helpers/grpc';
 import { spawnServer } from './helpers/process';
+import { writePrincipals, type PrincipalSpec } from './helpers/principals';
 import { startTestServer, tempDir, type TestServer } from './helpers/server';
 import { waitFor } from './helpers/wait';
 
@@ -24,8 +25,8 @@ const ADMIN_TOKEN = 'admin-secret-Zq8HvX2mW4pL9rT6';
 
 type Line = Record<string, unknown>;
 
-async function server(t: ExecutionContext, env: Record<string, string> = {}): Promise<TestServer> {
-  const s = await startTestServer({ env });
+async function server(t: ExecutionContext, env: Record<string, string> = {}, principals?: PrincipalSpec[]): Promise<TestServer> {
+  const s = await startTestServer({ env, principals });
   t.teardown(() => s.close());
   return s;
 }
@@ -34,18 +35,22 @@ async function server(t: ExecutionContext, env: Record<string, string> = {}): Pr
 const withMsg = (logs: Line[], msg: string | RegExp) => logs.filter((l) => (typeof msg === 'string' ? l['msg'] === msg : msg.test(String(l['msg']))));
 
 test('no session token and no admin token appears in any log line, at debug level, whatever the calls', async (t) => {
-  const s = await server(t, { SESSIOND_ADMIN_TOKEN: ADMIN_TOKEN, SESSIOND_SLOW_CALL_THRESHOLD: '1ms' });
+  const s = await server(t, { SESSIOND_ADMIN_TOKEN: ADMIN_TOKEN, SESSIOND_SLOW_CALL_THRESHOLD: '1ms' }, [
+    { name: 'web', permissions: ['sessions.read', 'sessions.write'], serverIds: ['web-*'] },
+  ]);
   t.is(s.config.logLevel, 'debug');
+  const stranger = new SessiondClient(s.address, { apiKey: 'sk_sessiond_not-a-key-anyone-was-given-Qm4x', defaultDeadlineMs: 10_000 });
+  t.teardown(() => stranger.close());
   const admin = new SessiondClient(s.address, { adminToken: ADMIN_TOKEN, defaultDeadlineMs: 10_000 });
   const intruder = new SessiondClient(s.address, { adminToken: 'wrong-admin-token-Kp3Xr7Lm', defaultDeadlineMs: 10_000 });
   t.teardown(() => {
     admin.close();
     intruder.close();
   });
-  const secrets: string[] = [ADMIN_TOKEN, 'wrong-admin-token-Kp3Xr7Lm'];
+  const secrets: string[] = [ADMIN_TOKEN, 'wrong-admin-token-Kp3Xr7Lm', s.keys['web']!, 'sk_sessiond_not-a-key-anyone-was-given-Qm4x'];
 
   const a = await s.client.createSession({ serverId: 'web-1', subject: 'alice', attributes: { role: 'admin' }, requestId: 'req-1', ttl: { seconds: 120, nanos: 0 } });
-  const again = await s.client.createSession({ serverId: 'web-1', subject: 'alice', requestId: 'req-1' });
+  const again = await s.client.createSession({ serverId: 'web-1', subject: 'alice', attributes: { role: 'admin' }, requestId: 'req-1', ttl: { seconds: 120, nanos: 0 } });
   const b = await s.client.createSession({ serverId: 'web-2', subject: 'bob' });
   secrets.push(a.token, again.token, b.token);
   t.true((await s.client.validateSession(a.token, true)).valid);
@@ -68,8 +73,10 @@ test('no session token and no admin token appears in any log line, at debug leve
   s.clock.advance(10 * 60_000);
   await admin.purgeExpiredSessions({});
   await s.app.sweeper.runOnce();
-  await rejectsWithCode(t, intruder.getStorageStatus(), status.PERMISSION_DENIED);
-  await rejectsWithCode(t, s.client.getStorageStatus(), status.UNAUTHENTICATED);
+  await rejectsWithCode(t, intruder.getStorageStatus(), status.UNAUTHENTICATED);
+  await rejectsWithCode(t, s.client.getStorageStatus(), status.PERMISSION_DENIED);
+  await rejectsWithCode(t, stranger.createSession({ serverId: 'web-1' }), status.UNAUTHENTICATED);
+  await rejectsWithCode(t, s.client.createSession({ serverId: 'api-1' }), status.PERMISSION_DENIED);
   const header = new Metadata();
   header.set('authorization', `Basic ${ADMIN_TOKEN}`);
   await rejectsWithCode(t, s.client.checkpoint({}, { metadata: header }), status.UNAUTHENTICATED);
@@ -81,6 +88,8 @@ test('no session token and no admin token appears in any log line, at debug leve
   t.true(s.logs.length > 10, `a busy log (${s.logs.length} lines)`);
   t.true(s.logs.some((l) => l['level'] === 'debug'), 'debug lines are written at debug level');
   t.true(withMsg(s.logs, 'slow call').length > 0, 'slow-call warnings (threshold 1ms) name calls without their payloads');
+  const refused = withMsg(s.logs, 'call refused');
+  t.true(refused.some((l) => l['code'] === 'unauthenticated') && refused.some((l) => /principal web may not act for server_id "api-1"/.test(String(l['reason']))), 'refusals are logged with their reason');
   const text = JSON.stringify(s.logs);
   for (const secret of secrets) t.false(text.includes(secret), `a secret appears in the log: ${secret.slice(0, 6)}...`);
   // Nor any hash or prefix of one that would help an attacker: no field called token at all.
@@ -220,11 +229,12 @@ test('the logger writes JSON lines, redacts secrets by field name as a second li
 test('a real server process logs its configuration at start-up with the admin token redacted, then each shutdown step', async (t) => {
   const dir = tempDir();
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const p = await spawnServer({ SESSIOND_DB_PATH: join(dir, 'sessions.db'), SESSIOND_ADMIN_TOKEN: ADMIN_TOKEN, SESSIOND_LOG_LEVEL: 'debug' });
+  const file = writePrincipals(dir, [{ name: 'web', permissions: ['sessions.write'], serverIds: ['web-1'] }]);
+  const p = await spawnServer({ SESSIOND_DB_PATH: join(dir, 'sessions.db'), SESSIOND_ADMIN_TOKEN: ADMIN_TOKEN, SESSIOND_PRINCIPALS_FILE: file.path, SESSIOND_LOG_LEVEL: 'debug' });
   t.teardown(() => {
     if (p.proc.exitCode === null) p.proc.kill('SIGKILL');
   });
-  const client = new SessiondClient(p.address, { adminToken: ADMIN_TOKEN, defaultDeadlineMs: 10_000 });
+  const client = new SessiondClient(p.address, { apiKey: file.keys['web'], adminToken: ADMIN_TOKEN, defaultDeadlineMs: 10_000 });
   const created = await client.createSession({ serverId: 'web-1' });
   await client.checkpoint({ mode: CheckpointMode.CHECKPOINT_MODE_FULL });
   client.close();
@@ -246,5 +256,6 @@ test('a real server process logs its configuration at start-up with the admin to
   }
   t.is(withMsg(lines, 'checkpoint').length, 1, 'the admin checkpoint; the final one is logged as its shutdown step');
   t.false(p.stderr().includes(ADMIN_TOKEN));
+  t.false(p.stderr().includes(file.keys['web']!));
   t.false(p.stderr().includes(created.token));
 });

@@ -6,6 +6,7 @@ import { AdminServiceService } from '../../generated/sessions/v1/admin_service';
 import { CreateSessionRequest, SessionServiceService } from '../../generated/sessions/v1/session_service';
 import { strictlyDecodedPaths } from '../../src/transport/request-decoding';
 import { NEVER, quietServer, stillServing, StoreWatcher } from '../helpers/badweather';
+import { SMALL_MESSAGES } from '../helpers/server';
 import { duration, frame, lfield, mapEntry, message, RawGrpc, vfield } from '../helpers/raw-grpc';
 
 /*
@@ -175,7 +176,7 @@ function framingCases(): Case[] {
 }
 
 test('every hostile request gets its status, rejected ones write nothing, and the server keeps serving', async (t) => {
-  const s = await quietServer({ SESSIOND_MAX_MESSAGE_BYTES: '64KiB' });
+  const s = await quietServer({ ...SMALL_MESSAGES });
   t.teardown(() => s.close());
   const known = await s.client.createSession({ serverId: 'srv-a', subject: 'known' });
   const knownId = known.session!.id;

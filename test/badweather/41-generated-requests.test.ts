@@ -8,7 +8,7 @@ import {
 } from '../../generated/sessions/v1/session_service';
 import { ServingStatus } from '../../src/client';
 import { quietServer, StoreWatcher } from '../helpers/badweather';
-import type { TestServer } from '../helpers/server';
+import { SMALL_MESSAGES, type TestServer } from '../helpers/server';
 import { frame, RawGrpc } from '../helpers/raw-grpc';
 
 /*
@@ -184,7 +184,7 @@ async function stillHealthy(t: ExecutionContext, s: TestServer): Promise<void> {
 
 function setUp() {
   return async () => {
-    const s = await quietServer({ SESSIOND_MAX_MESSAGE_BYTES: '64KiB' });
+    const s = await quietServer({ ...SMALL_MESSAGES });
     const created = await s.client.createSession({ serverId: 'web-1', subject: 'alice', attributes: { a: '1' } });
     await s.client.createSession({ serverId: 'web-1', subject: 'bob' });
     const page = await s.client.listSessions({ serverId: 'web-1', pageSize: 1 });

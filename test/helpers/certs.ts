@@ -17,6 +17,11 @@ export interface TestCerts {
   /** Client certificate (CN=web-1, clientAuth), signed by the CA. */
   clientCert: string;
   clientKey: string;
+  /** Client certificates from the CA naming a principal by SAN: a SPIFFE URI, and a DNS name. */
+  uriClientCert: string;
+  uriClientKey: string;
+  dnsClientCert: string;
+  dnsClientKey: string;
   /** A second CA that nothing here trusts, and certificates it signed. */
   otherCaCert: string;
   otherServerCert: string;
@@ -26,6 +31,10 @@ export interface TestCerts {
   /** Removes the folder. */
   remove(): void;
 }
+
+/** The URI SAN of uriClientCert, and the DNS SAN of dnsClientCert. */
+export const CLIENT_URI = 'spiffe://cluster.local/ns/ops/sa/cli';
+export const CLIENT_DNS = 'backend.web.internal';
 
 /** The only name in namedServerCert. */
 export const NAMED_HOST = 'sessiond.example.internal';
@@ -63,6 +72,8 @@ export function makeTestCerts(): TestCerts {
   leaf('server', 'ca', 'localhost', SERVER);
   leaf('named-server', 'ca', NAMED_HOST, `subjectAltName=DNS:${NAMED_HOST}\nextendedKeyUsage=serverAuth`);
   leaf('client', 'ca', 'web-1', CLIENT);
+  leaf('uri-client', 'ca', 'ops-cli', `subjectAltName=URI:${CLIENT_URI}\n${CLIENT}`);
+  leaf('dns-client', 'ca', 'web-backend', `subjectAltName=DNS:${CLIENT_DNS}\n${CLIENT}`);
   leaf('other-server', 'other-ca', 'localhost', SERVER);
   leaf('other-client', 'other-ca', 'web-1', CLIENT);
   const p = (f: string) => join(dir, f);
@@ -75,6 +86,10 @@ export function makeTestCerts(): TestCerts {
     namedServerKey: p('named-server.key'),
     clientCert: p('client.pem'),
     clientKey: p('client.key'),
+    uriClientCert: p('uri-client.pem'),
+    uriClientKey: p('uri-client.key'),
+    dnsClientCert: p('dns-client.pem'),
+    dnsClientKey: p('dns-client.key'),
     otherCaCert: p('other-ca.pem'),
     otherServerCert: p('other-server.pem'),
     otherServerKey: p('other-server.key'),

@@ -405,8 +405,8 @@ export function repositoryContract(name: string, open: () => OpenedRepository): 
   });
 
   it('list of an empty repository is one empty page', (t, repo) => {
-    t.deepEqual(repo.list(ANY, 0, 10, T0), { sessions: [], nextCursor: undefined });
-    t.deepEqual(repo.list({ serverId: 'srv-a', subject: 'alice' }, 0, 10, T0), { sessions: [], nextCursor: undefined });
+    t.deepEqual(repo.list(ANY, 0, 10, T0), { sessions: [], cursors: [], nextCursor: undefined });
+    t.deepEqual(repo.list({ serverId: 'srv-a', subject: 'alice' }, 0, 10, T0), { sessions: [], cursors: [], nextCursor: undefined });
   });
 
   it('list returns full records', (t, repo) => {

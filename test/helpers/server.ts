@@ -6,6 +6,7 @@ import { SessiondClient, type ClientOptions } from '../../src/client';
 import { loadConfig, type Config } from '../../src/config';
 import { ManualClock } from '../../src/domain/clock';
 import { createLogger, type Logger } from '../../src/log';
+import { writePrincipals, type PrincipalSpec } from './principals';
 
 export interface TestServer {
   app: App;
@@ -17,6 +18,12 @@ export interface TestServer {
   address: string;
   /** Log lines written by the server, parsed. */
   logs: Record<string, unknown>[];
+  /** The API key of each principal given in `principals` (none in protected mode). */
+  keys: Record<string, string>;
+  /** The principals file, when `principals` were given. */
+  principalsFile: string | undefined;
+  /** A new client that calls as the named principal (closed with the server). */
+  clientAs(name: string, options?: ClientOptions): SessiondClient;
   /** Shuts the server down, closes the client, removes the temp folder. */
   close(): Promise<void>;
 }
@@ -28,17 +35,22 @@ export function tempDir(prefix = 'sessiond-test-'): string {
 /**
  * A real server on 127.0.0.1:0 over a real SQLite file in a fresh temp folder,
  * configured through the same loader as production (SESSIOND_* variables), with
- * a manual clock so that tests move time instead of sleeping.
+ * a manual clock so that tests move time instead of sleeping. Without
+ * `principals` it runs in protected mode (the loopback client needs no key);
+ * with them, a principals file is written and `client` calls as the first.
  */
 export async function startTestServer(
-  opts: { env?: Record<string, string>; clientOptions?: ClientOptions; dir?: string; clock?: ManualClock } = {},
+  opts: { env?: Record<string, string>; clientOptions?: ClientOptions; dir?: string; clock?: ManualClock; principals?: PrincipalSpec[] } = {},
 ): Promise<TestServer> {
   const dir = opts.dir ?? tempDir();
   const dbPath = join(dir, 'sessions.db');
+  const file = opts.principals ? writePrincipals(dir, opts.principals) : undefined;
+  const keys = file?.keys ?? {};
   const { config } = loadConfig([], {
     SESSIOND_LISTEN: '127.0.0.1:0',
     SESSIOND_DB_PATH: dbPath,
     SESSIOND_LOG_LEVEL: 'debug',
+    ...(file ? { SESSIOND_PRINCIPALS_FILE: file.path } : {}),
     ...opts.env,
   });
   const logs: Record<string, unknown>[] = [];
@@ -46,8 +58,18 @@ export async function startTestServer(
   const clock = opts.clock ?? new ManualClock(Date.now());
   const app = await startApp(config, { clock, log });
   const address = `127.0.0.1:${app.port}`;
-  const client = new SessiondClient(address, { defaultDeadlineMs: 10_000, ...opts.clientOptions });
+  const first = opts.principals?.[0]?.name;
+  const client = new SessiondClient(address, { defaultDeadlineMs: 10_000, apiKey: first && keys[first], ...opts.clientOptions });
+  const others: SessiondClient[] = [];
   return {
+    keys,
+    principalsFile: file?.path,
+    clientAs(name, options) {
+      if (!(name in keys)) throw new Error(`no principal ${name} with a key in this test server`);
+      const c = new SessiondClient(address, { defaultDeadlineMs: 10_000, apiKey: keys[name], ...options });
+      others.push(c);
+      return c;
+    },
     app,
     client,
     clock,
@@ -58,8 +80,20 @@ export async function startTestServer(
     logs,
     async close() {
       client.close();
+      for (const c of others) c.close();
       await app.shutdown('test');
       if (!opts.dir) rmSync(dir, { recursive: true, force: true });
     },
   };
 }
+
+/**
+ * A 64 KiB message limit, for tests of what happens at and past it. The
+ * attribute and page limits shrink with it: the configuration refuses a
+ * message limit below the largest legitimate request or page.
+ */
+export const SMALL_MESSAGES: Readonly<Record<string, string>> = {
+  SESSIOND_MAX_MESSAGE_BYTES: '64KiB',
+  SESSIOND_MAX_ATTRIBUTES: '8',
+  SESSIOND_MAX_PAGE_BYTES: '16KiB',
+};
