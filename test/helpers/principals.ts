@@ -20,13 +20,16 @@ export interface PrincipalsFile {
   keys: Record<string, string>;
 }
 
-/** Writes `specs` as a principals file in `dir` (YAML, as operators write it), each with a new API key. */
-export function writePrincipals(dir: string, specs: PrincipalSpec[], name = 'principals.yaml'): PrincipalsFile {
+/**
+ * Writes `specs` as a principals file in `dir` (YAML, as operators write it),
+ * each with the key it has in `reuse`, or a new one.
+ */
+export function writePrincipals(dir: string, specs: PrincipalSpec[], name = 'principals.yaml', reuse: Record<string, string> = {}): PrincipalsFile {
   const keys: Record<string, string> = {};
   const principals = specs.map((p) => {
     const entry: Record<string, unknown> = { name: p.name, server_ids: p.serverIds, permissions: p.permissions };
     if (p.key !== false) {
-      keys[p.name] = newApiKey();
+      keys[p.name] = reuse[p.name] ?? newApiKey();
       entry['api_key_sha256'] = [apiKeySha256(keys[p.name]!)];
     }
     if (p.tlsIdentity) entry['tls_identity'] = p.tlsIdentity;
