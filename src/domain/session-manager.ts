@@ -167,8 +167,9 @@ export class SessionManager {
     }
     const answer = await earlier.answer;
     const now = this.clock.now();
-    const current = this.repo.findById(answer.session.id);
-    if (!current || sessionState(current, now) !== 'live' || current.tokenRotateTime !== answer.session.tokenRotateTime) {
+    // Looked up by the token itself: a rotation in the same millisecond leaves every time as it was.
+    const current = this.repo.findByTokenHash(hashToken(answer.token));
+    if (!current || current.id !== answer.session.id || sessionState(current, now) !== 'live') {
       throw new AlreadyExistsError(`request_id ${shown} created session ${answer.session.id}, which has since been rotated, revoked or expired: its first token is not returned again`);
     }
     return { session: current, token: answer.token };
