@@ -9,7 +9,7 @@ import { startTestServer } from './helpers/server';
  * still holds that token. Anything else gets ALREADY_EXISTS and no token.
  */
 
-const REQUEST = { serverId: 'web-1', subject: 'alice', attributes: { role: 'admin', plan: 'pro' }, ip: '203.0.113.7', userAgent: 'ua/1', ttl: { seconds: 3600, nanos: 0 }, requestId: 'login-42' };
+const REQUEST: { serverId: string; subject: string; attributes: Record<string, string>; ip: string; userAgent: string; ttl: { seconds: number; nanos: number }; requestId: string } = { serverId: 'web-1', subject: 'alice', attributes: { role: 'admin', plan: 'pro' }, ip: '203.0.113.7', userAgent: 'ua/1', ttl: { seconds: 3600, nanos: 0 }, requestId: 'login-42' };
 
 async function server(t: ExecutionContext) {
   const s = await startTestServer({
@@ -44,10 +44,11 @@ test('a replay by another principal gets no token, even with the same server_ids
 test('a replay with any field changed gets no token', async (t) => {
   const s = await server(t);
   await s.client.createSession(REQUEST);
-  for (const change of [
+  const changes: Partial<typeof REQUEST & { idleTimeout: { seconds: number; nanos: number } }>[] = [
     { subject: 'mallory' }, { attributes: { role: 'admin' } }, { attributes: { role: 'admin', plan: 'free' } }, { ip: '198.51.100.1' },
     { userAgent: 'ua/2' }, { ttl: { seconds: 7200, nanos: 0 } }, { idleTimeout: { seconds: 60, nanos: 0 } },
-  ]) {
+  ];
+  for (const change of changes) {
     await rejectsWithCode(t, s.client.createSession({ ...REQUEST, ...change }), status.ALREADY_EXISTS, /already used for a create with other fields/);
   }
   // Another server_id is another key: a new session, not a replay.
