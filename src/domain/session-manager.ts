@@ -1,70 +1,25 @@
 import type { Clock } from './clock';
-import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from './errors';
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from './errors';
 import { requireServerId, type Principal } from './principals';
-import { createFingerprint, RecentCreates, replayKey, type CreateAnswer } from './recent-creates';
+import type { CreateAnswer } from './recent-creates';
+import { SessionCreator, type CreateSessionInput } from './session-creator';
+import type { ListSessionsInput, RevokeFilter, SessionLimits, UpdateSessionInput, ValidateResult } from './session-requests';
 import { decodePageToken, encodePageToken } from './page-token';
 import {
-  checkAttributes, checkIp, checkString, encodedSizeBound, etagOf, resolveDuration, sessionState, touchedIdleExpiry,
-  type SessionPolicy, type SessionRecord, type SessionState,
+  checkAttributes, checkString, encodedSizeBound, etagOf, sessionState, touchedIdleExpiry,
+  type SessionPolicy, type SessionRecord,
 } from './session';
 import type { PurgeRunner, SessionFilter, SessionRepository, WriteRunner } from './session-repository';
-import { hashToken, ID_PATTERN, newSessionId, newToken } from './tokens';
+import { hashToken, ID_PATTERN, newToken } from './tokens';
 
-export interface CreateSessionInput {
-  serverId: string;
-  subject: string;
-  attributes: Record<string, string>;
-  ip: string;
-  userAgent: string;
-  /** undefined or 0: the policy default. */
-  ttlMs?: number;
-  idleTimeoutMs?: number;
-  /** Idempotency key, unique per serverId; empty or undefined: none. */
-  requestId?: string;
-}
 
-export interface UpdateSessionInput {
-  id: string;
-  attributes: Record<string, string>;
-  merge: boolean;
-  removeAttributes: string[];
-  /** Empty: unconditional. */
-  etag: string;
-}
-
-export interface ListSessionsInput {
-  /** Empty: every server_id the caller may see. */
-  serverId: string;
-  subject: string;
-  pageSize: number;
-  pageToken: string;
-}
-
-export interface RevokeFilter {
-  serverId: string;
-  subject: string;
-}
-
-export interface SessionLimits {
-  /** Where purge batches run; without one, through the WriteRunner like any other write. */
-  readonly purger?: PurgeRunner | undefined;
-  /** Sessions revoked per write unit by revokeMatching. */
-  readonly revokeBatchSize?: number;
-  /** A list page stops before its sessions' encoded size reaches this (one session at least). */
-  readonly maxPageBytes?: number;
-}
-
-export type InvalidReason = Exclude<SessionState, 'live'> | 'not-found';
-
-export type ValidateResult =
-  | { valid: true; session: SessionRecord }
-  | { valid: false; reason: InvalidReason };
+export type { CreateSessionInput } from './session-creator';
+export type { InvalidReason, ListSessionsInput, RevokeFilter, SessionLimits, UpdateSessionInput, ValidateResult } from './session-requests';
 
 export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1000;
 /** Far above any real token; bounds the hashing work an abusive caller can ask for. */
 export const MAX_TOKEN_BYTES = 512;
-const MAX_REQUEST_ID_BYTES = 128;
 
 /**
  * The session rules: everything between a request that transport has decoded
@@ -78,7 +33,7 @@ const MAX_REQUEST_ID_BYTES = 128;
  * validates as not found.
  */
 export class SessionManager {
-  private readonly recentCreates: RecentCreates;
+  private readonly creator: SessionCreator;
   private readonly purger: PurgeRunner | undefined;
   private readonly revokeBatchSize: number;
   private readonly maxPageBytes: number;
@@ -90,7 +45,7 @@ export class SessionManager {
     readonly policy: SessionPolicy,
     limits: SessionLimits = {},
   ) {
-    this.recentCreates = new RecentCreates(clock);
+    this.creator = new SessionCreator(repo, writes, clock, policy);
     this.purger = limits.purger;
     this.revokeBatchSize = limits.revokeBatchSize ?? 500;
     this.maxPageBytes = limits.maxPageBytes ?? 256 * 1024;
@@ -99,80 +54,10 @@ export class SessionManager {
   /**
    * @throws InvalidArgumentError; PermissionDeniedError for a server_id outside
    *   the caller's; AlreadyExistsError when `requestId` was used before and its
-   *   token cannot be answered again (see replay); storage errors.
+   *   token cannot be answered again (see SessionCreator); storage errors.
    */
-  async create(caller: Principal, input: CreateSessionInput): Promise<CreateAnswer> {
-    const p = this.policy;
-    checkString('server_id', input.serverId, p.maxIdBytes, true);
-    requireServerId(caller, input.serverId);
-    const requestId = input.requestId ?? '';
-    checkString('request_id', requestId, MAX_REQUEST_ID_BYTES);
-    checkString('subject', input.subject, p.maxIdBytes);
-    checkString('user_agent', input.userAgent, p.maxUserAgentBytes);
-    checkIp(input.ip);
-    checkAttributes('attributes', input.attributes, p);
-    const ttl = resolveDuration('ttl', input.ttlMs, p.defaultTtlMs, p.maxTtlMs);
-    const idle = resolveDuration('idle_timeout', input.idleTimeoutMs, p.defaultIdleTimeoutMs, p.maxTtlMs);
-    const key = replayKey(caller.name, input.serverId, requestId);
-    const fingerprint = requestId === '' ? '' : createFingerprint(input);
-    if (requestId !== '') {
-      const earlier = this.recentCreates.get(key);
-      if (earlier) return this.replay(requestId, fingerprint, earlier);
-    }
-    const now = this.clock.now();
-    const session: SessionRecord = {
-      id: newSessionId(now),
-      serverId: input.serverId,
-      subject: input.subject,
-      attributes: { ...input.attributes },
-      ip: input.ip,
-      userAgent: input.userAgent,
-      createTime: now,
-      updateTime: now,
-      expireTime: now + ttl,
-      idleExpireTime: Math.min(now + idle, now + ttl),
-      lastActiveTime: now,
-      idleTimeoutMs: idle,
-      tokenRotateTime: now,
-      revokeTime: null,
-      version: 1,
-    };
-    const token = newToken();
-    const tokenHash = hashToken(token);
-    const created = this.writes.run(() => {
-      // Checked inside the write unit, so no other create can slip in between.
-      const stored = requestId === '' ? undefined : this.repo.findByRequestId(input.serverId, requestId);
-      if (stored) {
-        throw new AlreadyExistsError(
-          `request_id ${JSON.stringify(requestId)} already created session ${stored.id}; its token is not kept, so it cannot be returned again`,
-        );
-      }
-      this.repo.insert(session, tokenHash, requestId || undefined);
-      return { session, token };
-    });
-    if (requestId !== '') this.recentCreates.put(key, fingerprint, created);
-    return created;
-  }
-
-  /**
-   * A retry of a create by the same caller: its answer again, token included,
-   * only when it asks for exactly the same thing and the session still holds
-   * that token (not rotated, not revoked, not expired).
-   * @throws AlreadyExistsError otherwise.
-   */
-  private async replay(requestId: string, fingerprint: string, earlier: { fingerprint: string; answer: Promise<CreateAnswer> }): Promise<CreateAnswer> {
-    const shown = JSON.stringify(requestId);
-    if (earlier.fingerprint !== fingerprint) {
-      throw new AlreadyExistsError(`request_id ${shown} was already used for a create with other fields; a retry must repeat the request exactly (use a new request_id for a new session)`);
-    }
-    const answer = await earlier.answer;
-    const now = this.clock.now();
-    // Looked up by the token itself: a rotation in the same millisecond leaves every time as it was.
-    const current = this.repo.findByTokenHash(hashToken(answer.token));
-    if (!current || current.id !== answer.session.id || sessionState(current, now) !== 'live') {
-      throw new AlreadyExistsError(`request_id ${shown} created session ${answer.session.id}, which has since been rotated, revoked or expired: its first token is not returned again`);
-    }
-    return { session: current, token: answer.token };
+  create(caller: Principal, input: CreateSessionInput): Promise<CreateAnswer> {
+    return this.creator.create(caller, input);
   }
 
   /** @throws InvalidArgumentError for a malformed id, NotFoundError unless live and the caller's. */

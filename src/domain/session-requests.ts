@@ -1,0 +1,42 @@
+import type { SessionRecord, SessionState } from './session';
+import type { PurgeRunner } from './session-repository';
+
+/* What SessionManager's methods take and answer. */
+
+export interface UpdateSessionInput {
+  id: string;
+  attributes: Record<string, string>;
+  merge: boolean;
+  removeAttributes: string[];
+  /** Empty: unconditional. */
+  etag: string;
+}
+
+export interface ListSessionsInput {
+  /** Empty: every server_id the caller may see. */
+  serverId: string;
+  subject: string;
+  pageSize: number;
+  pageToken: string;
+}
+
+export interface RevokeFilter {
+  serverId: string;
+  subject: string;
+}
+
+export interface SessionLimits {
+  /** Where purge batches run; without one, through the WriteRunner like any other write. */
+  readonly purger?: PurgeRunner | undefined;
+  /** Sessions revoked per write unit by revokeMatching. */
+  readonly revokeBatchSize?: number;
+  /** A list page stops before its sessions' encoded size reaches this (one session at least). */
+  readonly maxPageBytes?: number;
+}
+
+export type InvalidReason = Exclude<SessionState, 'live'> | 'not-found';
+
+export type ValidateResult =
+  | { valid: true; session: SessionRecord }
+  | { valid: false; reason: InvalidReason };
+
