@@ -59,7 +59,9 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
   const metrics = new Metrics();
   const storageObserver = new StorageObserver(metrics, log, config.storage.journalMode === 'wal' ? config.storage.walAutocheckpoint : 0);
   const callers = new Callers({ allowUnauthenticated: config.server.allowUnauthenticated });
-  const principals = new PrincipalsSource(config.server, callers, log, metrics);
+  // Streams are made further down; a reload only happens once the server is serving.
+  let streams: OpenStreams | undefined;
+  const principals = new PrincipalsSource(config.server, callers, log, metrics, () => streams?.recheckAll());
   // Before storage: a principals file that changed since the config was checked fails start-up with nothing opened.
   principals.start();
   if (callers.size === 0) {
@@ -85,7 +87,7 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
     // Every call of every service, unary or streaming, is counted and timed here.
     interceptors: [callObserver(metrics, log, config.slowCallThresholdMs)],
   });
-  const streams = new OpenStreams(config.server.maxMessageBytes);
+  streams = new OpenStreams(config.server.maxMessageBytes);
   server.addService(sessionService, sessionHandlers(sessions, auth, log, streams));
   server.addService(AdminServiceService, adminHandlers({ sessions, storage, auth, sweepBatchSize: config.sweepBatchSize, metrics }, log));
   health.addToServer(server);

@@ -29,7 +29,8 @@ export function readPrincipalsFile(path: string): PrincipalsRead {
   }
   let doc: unknown;
   try {
-    doc = parseYaml(text, { uniqueKeys: true, maxAliasCount: 0 });
+    // Aliases are YAML, but bounded: a few nested ones must not expand into gigabytes.
+    doc = parseYaml(text, { uniqueKeys: true, maxAliasCount: 100 });
   } catch (err) {
     // The parser's own words say where (line and column), not what the file holds.
     const first = String((err as Error).message ?? err).split('\n')[0]!.slice(0, 160);

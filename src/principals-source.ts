@@ -30,6 +30,8 @@ export class PrincipalsSource {
     private readonly callers: Callers,
     private readonly log: Logger,
     private readonly metrics: Metrics,
+    /** Called after a reload put a new set in force (open streams check their callers again). */
+    private readonly onReload: () => void = () => undefined,
   ) {}
 
   /**
@@ -56,6 +58,7 @@ export class PrincipalsSource {
     }
     this.apply(loaded.entries, true);
     this.log.info('principals reloaded', { reason, principals: loaded.entries.map((e) => e.principal.name) });
+    this.onReload();
     return true;
   }
 

@@ -190,3 +190,25 @@ test('start-up lists the file\'s problems with the other configuration problems,
   const both = t.throws(() => loadConfig([], { SESSIOND_PRINCIPALS_FILE: ok.path, SESSIOND_ALLOW_UNAUTHENTICATED: 'true' }), { instanceOf: ConfigError }) as ConfigError;
   t.regex(both.problems.join('\n'), /allow-unauthenticated has no effect with principals configured/);
 });
+
+test('open validation streams are checked again at a reload: a removed key ends its stream, a kept one goes on with its new server_ids', async (t) => {
+  const GW: PrincipalSpec = { name: 'gateway', permissions: ['sessions.validate'], serverIds: ['web-*'] };
+  const s = await startTestServer({ principals: [WEB, GW, { ...GW, name: 'old-gateway' }] });
+  t.teardown(() => s.close());
+  const web1 = await s.client.createSession({ serverId: 'web-1' });
+  const kept = s.clientAs('gateway').openValidator();
+  const removed = s.clientAs('old-gateway').openValidator();
+  t.teardown(() => {
+    kept.close();
+    removed.close();
+  });
+  t.true((await kept.validate(web1.token)).valid);
+  t.true((await removed.validate(web1.token)).valid);
+  // gateway keeps its key but now sees only api-*; old-gateway is gone.
+  writePrincipals(s.dir, [WEB, { ...GW, serverIds: ['api-*'] }], 'principals.yaml', s.keys);
+  t.true(s.app.reloadPrincipals('test'));
+  const err = (await t.throwsAsync(removed.validate(web1.token))) as { code?: number; details?: string };
+  t.is(err.code, status.UNAUTHENTICATED, JSON.stringify(err));
+  t.regex(String(err.details), /not valid/);
+  t.like(await kept.validate(web1.token), { valid: false, reason: 1 }, 'the same stream now answers with the new server_ids');
+});

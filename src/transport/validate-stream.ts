@@ -44,7 +44,7 @@ const MAX_QUEUED_VALIDATIONS = 4 * VALIDATIONS_PER_TURN;
  * deadline on every SIGTERM. Also the settings and the turns they share.
  */
 export class OpenStreams {
-  private readonly closers = new Set<() => void>();
+  private readonly streams = new Set<{ close(): void; recheck(): void }>();
   /** Bytes of answers per batched response message (see DEFAULT_RESPONSE_BUDGET_BYTES). */
   readonly responseBudgetBytes: number;
   readonly turns = new Turns(VALIDATIONS_PER_TURN);
@@ -54,14 +54,24 @@ export class OpenStreams {
     this.responseBudgetBytes = Math.max(1, Math.min(DEFAULT_RESPONSE_BUDGET_BYTES, Math.floor(maxMessageBytes / 4)));
   }
 
-  add(close: () => void): () => void {
-    this.closers.add(close);
-    return () => this.closers.delete(close);
+  add(stream: { close(): void; recheck(): void }): () => void {
+    this.streams.add(stream);
+    return () => this.streams.delete(stream);
+  }
+
+  /**
+   * After the principals changed: each stream names its caller again from the
+   * metadata it opened with, and one whose key was removed (or whose
+   * principal lost the permission) ends, so that a reload reaches streams a
+   * gateway keeps open for good.
+   */
+  recheckAll(): void {
+    for (const s of [...this.streams]) s.recheck();
   }
 
   /** Stops reading every stream; each ends once its pending answers are written. */
   closeAll(): void {
-    for (const close of [...this.closers]) close();
+    for (const s of [...this.streams]) s.close();
   }
 }
 
@@ -145,14 +155,15 @@ class ValidationStream {
 
   constructor(
     private readonly call: Call,
-    private readonly caller: Principal,
+    private caller: Principal,
+    private readonly auth: Authorizer,
     private readonly sessions: SessionManager,
     private readonly log: Logger,
     private readonly budget: number,
     open: OpenStreams,
   ) {
     this.turns = open.turns;
-    this.forget = open.add(() => this.stopReading());
+    this.forget = open.add({ close: () => this.stopReading(), recheck: () => this.recheck() });
     const md = new Metadata();
     md.set(BATCH_MAX_HEADER, String(MAX_BATCH_ITEMS));
     call.sendMetadata(md);
@@ -335,15 +346,26 @@ class ValidationStream {
     this.finish();
   }
 
+  /** Names the caller again (after a reload); ends the stream with the refusal when it is no longer allowed. */
+  private recheck(): void {
+    if (this.closed) return;
+    try {
+      this.caller = this.auth.check(this.call, SessionServiceService.validateSessionStream);
+    } catch (err) {
+      const se = toServiceError(err, 'ValidateSessionStream', this.log);
+      this.fail(se.details, se.code);
+    }
+  }
+
   /** Ends the stream with INVALID_ARGUMENT for a message that cannot be answered item by item. */
-  private fail(details: string): void {
+  private fail(details: string, code: status = status.INVALID_ARGUMENT): void {
     this.call.removeAllListeners('data');
     this.call.pause();
     // Answers already due for earlier messages go out before the status.
     if (this.out.length > 0) this.flush();
     this.closed = true;
     this.forget();
-    this.call.emit('error', statusError(status.INVALID_ARGUMENT, details));
+    this.call.emit('error', statusError(code, details));
   }
 }
 
@@ -369,6 +391,6 @@ export function validateStreamHandler(
       call.emit('error', toServiceError(err, 'ValidateSessionStream', log));
       return;
     }
-    void new ValidationStream(call, caller, sessions, log, open.responseBudgetBytes, open);
+    void new ValidationStream(call, caller, auth, sessions, log, open.responseBudgetBytes, open);
   };
 }

@@ -36,7 +36,7 @@ export function writePrincipals(dir: string, specs: PrincipalSpec[], name = 'pri
     return entry;
   });
   const path = join(dir, name);
-  writeFileSync(path, stringify({ principals }), { mode: 0o600 });
+  writeFileSync(path, stringify({ principals }, { aliasDuplicateObjects: false }), { mode: 0o600 });
   return { path, keys };
 }
 
