@@ -60,7 +60,7 @@ export interface Config {
  * that one environment can serve both. SESSIOND_ADMIN_TOKEN is both a server
  * setting and what the client sends.
  */
-export const CLIENT_VARIABLES = ['SESSIOND_ADDRESS', 'SESSIOND_TLS_CA', 'SESSIOND_TLS_CLIENT_CERT', 'SESSIOND_TLS_CLIENT_KEY', 'SESSIOND_TLS_SERVER_NAME'] as const;
+export const CLIENT_VARIABLES = ['SESSIOND_ADDRESS', 'SESSIOND_API_KEY', 'SESSIOND_TLS_CA', 'SESSIOND_TLS_CLIENT_CERT', 'SESSIOND_TLS_CLIENT_KEY', 'SESSIOND_TLS_SERVER_NAME'] as const;
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
