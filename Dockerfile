@@ -24,9 +24,18 @@ RUN node_modules/.bin/tsc -p tsconfig.build.json \
 
 # --- runtime: same base (same glibc for the native module), no compilers -----
 FROM ${NODE_IMAGE} AS runtime
+# Listening on every interface needs principals (docs/security.md), so the image
+# expects the principals file where deploy/kubernetes/ mounts its Secret and
+# fails to start without one, naming the path. Mount a folder holding
+# principals.yaml (readable by uid 1000), not the file alone, so that edits reach
+# the running server:
+#   docker run -v "$PWD/principals:/etc/sessiond/principals:ro" -p 50051:50051 sessiond:0.1.0
+# Only behind something that authenticates every caller:
+#   docker run -e SESSIOND_PRINCIPALS_FILE= -e SESSIOND_ALLOW_UNAUTHENTICATED=true ...
 ENV NODE_ENV=production \
     SESSIOND_LISTEN=0.0.0.0:50051 \
-    SESSIOND_DB_PATH=/var/lib/sessiond/sessions.db
+    SESSIOND_DB_PATH=/var/lib/sessiond/sessions.db \
+    SESSIOND_PRINCIPALS_FILE=/etc/sessiond/principals/principals.yaml
 WORKDIR /app
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules

@@ -60,7 +60,7 @@ export interface Config {
  * that one environment can serve both. SESSIOND_ADMIN_TOKEN is both a server
  * setting and what the client sends.
  */
-export const CLIENT_VARIABLES = ['SESSIOND_ADDRESS', 'SESSIOND_TLS_CA', 'SESSIOND_TLS_CLIENT_CERT', 'SESSIOND_TLS_CLIENT_KEY', 'SESSIOND_TLS_SERVER_NAME'] as const;
+export const CLIENT_VARIABLES = ['SESSIOND_ADDRESS', 'SESSIOND_API_KEY', 'SESSIOND_TLS_CA', 'SESSIOND_TLS_CLIENT_CERT', 'SESSIOND_TLS_CLIENT_KEY', 'SESSIOND_TLS_SERVER_NAME'] as const;
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -250,9 +250,11 @@ function checkCallers(v: Map<string, unknown>, problems: string[]): void {
   if (token !== undefined && token !== '' && token.length < 16) problems.push('admin-token must be at least 16 characters (it is an API key of the admin principal)');
   const file = v.get('principals-file') as string | undefined;
   let principals = token ? 1 : 0;
+  let fileProblems = false;
   if (file) {
     const read = readPrincipalsFile(file);
     for (const p of read.problems) problems.push(`principals-file ${file}: ${p}`);
+    fileProblems = read.problems.length > 0;
     principals += read.entries.length;
   }
   const allow = v.get('allow-unauthenticated') === true;
@@ -267,7 +269,7 @@ function checkCallers(v: Map<string, unknown>, problems: string[]): void {
       'Set principals-file (see docs/security.md), or allow-unauthenticated=true when something in front of sessiond authenticates every caller',
     );
   }
-  if (!allow && file && principals === 0 && listen !== undefined && !isLoopbackListen(listen)) {
+  if (!allow && file && !fileProblems && principals === 0 && listen !== undefined && !isLoopbackListen(listen)) {
     problems.push(`principals-file ${file} lists no principals and listen ${listen} is not a loopback address: nobody could call; add a principal`);
   }
 }

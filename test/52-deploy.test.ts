@@ -1,11 +1,13 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, posix } from 'node:path';
 import { promisify } from 'node:util';
 import { parseAllDocuments } from 'yaml';
+import { apiKeySha256, newApiKey } from '../src/api-keys';
 import { SessiondClient, ServingStatus } from '../src/client';
-import { ConfigError, envName, loadConfig, SETTINGS } from '../src/config';
+import { CLIENT_VARIABLES, ConfigError, envName, isLoopbackListen, loadConfig, SETTINGS } from '../src/config';
+import { readPrincipalsFile } from '../src/principals-file';
 import { LIVENESS_SERVICE } from '../src/transport/health';
 import { spawnServer } from './helpers/process';
 
@@ -13,8 +15,10 @@ import { spawnServer } from './helpers/process';
  * deploy/kubernetes/ and the Dockerfile, checked as far as this machine
  * allows (no Docker engine, no cluster): the manifests parse, name only real
  * settings, and agree with each other and with the code on ports, probes,
- * grace period and user; the Dockerfile's CMD is what the build produces, and
- * that layout, built with tsc, starts and answers the probes.
+ * grace period, user and the principals file (a Secret mounted as a folder,
+ * where the image expects it); a NetworkPolicy admits only client pods; the
+ * Dockerfile's CMD is what the build produces, and that layout, built with
+ * tsc, starts with the example principals and answers the probes.
  */
 
 const ROOT = join(__dirname, '..');
@@ -45,6 +49,52 @@ function one(kind: string, name?: string): Doc {
 const statefulSet = () => one('StatefulSet');
 const container = () => statefulSet().spec.template.spec.containers[0];
 const configMapData = (): Record<string, string> => one('ConfigMap', container().envFrom[0].configMapRef.name).data;
+const principalsPath = (): string => configMapData()['SESSIOND_PRINCIPALS_FILE']!;
+
+/** The volume and mount that put the principals file where SESSIOND_PRINCIPALS_FILE says, and the Secret it comes from. */
+function principalsVolume(): { volume: Doc; mount: Doc; secret: Doc } {
+  const mount = container().volumeMounts.find((m: Doc) => m.mountPath === posix.dirname(principalsPath()));
+  if (!mount) throw new Error(`nothing is mounted at ${posix.dirname(principalsPath())}`);
+  const volume = statefulSet().spec.template.spec.volumes.find((v: Doc) => v.name === mount.name);
+  return { volume, mount, secret: one('Secret', volume.secret.secretName) };
+}
+
+/** The Secret's principals file as shipped: placeholders where the key hashes go. */
+const examplePrincipalsText = (): string => principalsVolume().secret.stringData[posix.basename(principalsPath())];
+const PLACEHOLDER = /"REPLACE[^"]*"/g;
+
+/**
+ * The example principals file with each placeholder replaced by the hash of a
+ * new key, as an operator does with `sessiond keys generate`, written to `dir`.
+ * @returns its path and each principal's key, by name.
+ */
+function realPrincipals(dir: string): { file: string; keys: Map<string, string> } {
+  const made: string[] = [];
+  const text = examplePrincipalsText().replace(PLACEHOLDER, () => {
+    made.push(newApiKey());
+    return JSON.stringify(apiKeySha256(made.at(-1)!));
+  });
+  const file = join(dir, 'principals.yaml');
+  writeFileSync(file, text, { mode: 0o600 });
+  const keys = new Map<string, string>();
+  for (const e of readPrincipalsFile(file).entries) {
+    const key = made.find((k) => e.apiKeySha256.includes(apiKeySha256(k)));
+    if (key) keys.set(e.principal.name, key);
+  }
+  return { file, keys };
+}
+
+let scratch: string;
+test.before(() => {
+  mkdirSync(join(ROOT, '.test-output'), { recursive: true });
+  scratch = mkdtempSync(join(ROOT, '.test-output', 'deploy-'));
+});
+test.after.always(() => scratch && rmSync(scratch, { recursive: true, force: true }));
+
+/** The ConfigMap's settings with the example principals made real, at a path of this machine: the configuration the pod starts with. */
+function podEnv(): Record<string, string> {
+  return { ...configMapData(), SESSIOND_PRINCIPALS_FILE: realPrincipals(mkdtempSync(join(scratch, 'p-'))).file };
+}
 
 /** The Dockerfile as instructions (continuations joined), with the stage each belongs to. */
 function dockerfile(): { stage: string; op: string; args: string }[] {
@@ -68,7 +118,7 @@ function finalStage() {
 
 test('every manifest parses as YAML, and the kustomization lists each file', (t) => {
   const docs = manifests();
-  t.deepEqual([...new Set(docs.map((d) => d.doc.kind))].sort(), ['ConfigMap', 'Kustomization', 'Secret', 'Service', 'StatefulSet']);
+  t.deepEqual([...new Set(docs.map((d) => d.doc.kind))].sort(), ['ConfigMap', 'Kustomization', 'NetworkPolicy', 'Secret', 'Service', 'StatefulSet']);
   const files = readdirSync(K8S).filter((f) => /\.ya?ml$/.test(f) && f !== 'kustomization.yaml').sort();
   t.deepEqual([...one('Kustomization').resources].sort(), files);
 });
@@ -92,28 +142,104 @@ test('the StatefulSet runs one writer on a ReadWriteOncePod volume, and says why
   t.deepEqual(sts.spec.selector.matchLabels, sts.spec.template.metadata.labels);
 });
 
-test('every SESSIOND_ variable the manifests set is a setting, and the ConfigMap is a valid configuration', (t) => {
-  const known = new Set<string>(SETTINGS.map((s) => envName(s.flag)));
-  const named = new Set<string>([...Object.keys(configMapData()), ...container().env.map((e: Doc) => e.name as string)]);
+test('every SESSIOND_ variable the manifests set is a setting, and the ConfigMap is a valid configuration once the principals are real', (t) => {
+  // A comment may name a client's variable (SESSIOND_API_KEY); the pod's environment may not (below).
+  const known = new Set<string>([...SETTINGS.map((s) => envName(s.flag)), ...CLIENT_VARIABLES]);
+  const named = new Set<string>([...Object.keys(configMapData()), ...(container().env ?? []).map((e: Doc) => e.name as string)]);
   for (const file of readdirSync(K8S)) {
     for (const m of readFileSync(join(K8S, file), 'utf8').matchAll(/\bSESSIOND_[A-Z0-9_]+/g)) named.add(m[0]);
   }
   t.true(named.size >= 5);
   for (const name of named) t.true(known.has(name), `${name} is not a setting in src/config.ts`);
+  for (const name of [...Object.keys(configMapData()), ...(container().env ?? []).map((e: Doc) => e.name as string)]) {
+    t.true(SETTINGS.some((s) => envName(s.flag) === name), `the pod is given ${name}, which is not a server setting`);
+  }
 
-  const secret = one('Secret', container().env.find((e: Doc) => e.name === 'SESSIOND_ADMIN_TOKEN').valueFrom.secretKeyRef.name);
-  const key = container().env.find((e: Doc) => e.name === 'SESSIOND_ADMIN_TOKEN').valueFrom.secretKeyRef.key;
-  t.true(key in secret.stringData, 'the secretKeyRef names a key of the Secret');
-  // With a real token, the ConfigMap loads as it is.
-  const { config } = loadConfig([], { ...configMapData(), SESSIOND_ADMIN_TOKEN: 'k8s-admin-token-0123456789abcdef' });
+  const { config } = loadConfig([], podEnv());
   t.is(config.server.listen, '0.0.0.0:50051');
-  // The placeholder token fails closed: the pod will not start until it is replaced.
-  const err = t.throws(() => loadConfig([], { ...configMapData(), SESSIOND_ADMIN_TOKEN: secret.stringData[key] }), { instanceOf: ConfigError }) as ConfigError;
-  t.deepEqual(err.problems.map((p) => /admin-token/.test(p)), [true]);
+  t.false(config.server.allowUnauthenticated);
+  // Without the principals file, a pod listening on every interface does not start.
+  const { SESSIOND_PRINCIPALS_FILE: _, ...withoutFile } = configMapData();
+  const err = t.throws(() => loadConfig([], withoutFile), { instanceOf: ConfigError }) as ConfigError;
+  t.regex(err.problems.join('\n'), /not a loopback address and no principals are configured/);
+});
+
+test('the example principals fail closed until their placeholders are replaced, and then load', (t) => {
+  const text = examplePrincipalsText();
+  t.regex(readFileSync(join(K8S, 'secret.yaml'), 'utf8'), /sessiond keys generate/, 'the Secret says how to make real entries');
+  const placeholders = text.match(PLACEHOLDER) ?? [];
+  t.true(placeholders.length >= 2);
+  const dir = mkdtempSync(join(scratch, 'p-'));
+  writeFileSync(join(dir, 'principals.yaml'), text);
+  const err = t.throws(() => loadConfig([], { ...configMapData(), SESSIOND_PRINCIPALS_FILE: join(dir, 'principals.yaml') }), { instanceOf: ConfigError }) as ConfigError;
+  const hashProblems = err.problems.filter((p) => /api_key_sha256\[0\]: is not 64 hex digits/.test(p));
+  t.is(hashProblems.length, placeholders.length, err.message);
+  // Besides those, at most the consequence: no principal loaded, on a listen address that needs one.
+  for (const p of err.problems.filter((x) => !hashProblems.includes(x))) t.regex(p, /lists no principals/);
+  t.false(err.message.includes('REPLACE'), 'the refusal quotes no value of the file');
+
+  const { file, keys } = realPrincipals(dir);
+  const read = readPrincipalsFile(file);
+  t.deepEqual(read.problems, []);
+  t.deepEqual([...keys.keys()].sort(), read.entries.map((e) => e.principal.name).sort(), 'one key per principal');
+  const byName = new Map(read.entries.map((e) => [e.principal.name, e.principal]));
+  t.true([...byName.values()].some((p) => p.permissions.has('admin')), 'an operator principal for the admin commands');
+  t.true([...byName.values()].some((p) => !p.permissions.has('admin') && !p.scope.all && p.permissions.has('sessions.write')), 'a backend confined to its server_ids');
+});
+
+test('the principals Secret is mounted as a folder (no subPath, so updates arrive), read-only, where SESSIOND_PRINCIPALS_FILE and the image look', (t) => {
+  const { volume, mount, secret } = principalsVolume();
+  t.is(posix.basename(principalsPath()) in secret.stringData, true, 'the file is a key of the Secret');
+  t.is(volume.secret.items, undefined, 'every key keeps its name');
+  t.is(mount.subPath, undefined, 'a subPath mount never sees a Secret update');
+  t.is(mount.subPathExpr, undefined);
+  t.true(mount.readOnly);
+  const text = readFileSync(join(K8S, 'statefulset.yaml'), 'utf8');
+  t.regex(text, /never with subPath/, 'and the manifest says why');
+  // 0440: the pod's group (fsGroup) reads it; nobody else.
+  t.is(volume.secret.defaultMode, 0o440);
+  t.is(statefulSet().spec.template.spec.securityContext.fsGroup, statefulSet().spec.template.spec.securityContext.runAsGroup);
+  // No credential in the pod's environment: the principals are a file, and the admin token is not used.
+  t.false((container().env ?? []).some((e: Doc) => e.name === 'SESSIOND_ADMIN_TOKEN'));
+
+  // The image: listens on every interface and expects the same file, so it fails closed without one.
+  const env = Object.fromEntries(
+    finalStage().filter((i) => i.op === 'ENV').flatMap((i) => i.args.split(/\s+/).map((kv) => kv.split('=', 2) as [string, string])),
+  );
+  t.false(isLoopbackListen(env['SESSIOND_LISTEN']!));
+  t.is(env['SESSIOND_PRINCIPALS_FILE'], principalsPath());
+  const imageEnv = Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith('SESSIOND_')));
+  const err = t.throws(() => loadConfig([], imageEnv), { instanceOf: ConfigError }) as ConfigError;
+  t.is(err.problems[0], `principals-file ${principalsPath()}: cannot read the file (ENOENT)`);
+  for (const p of err.problems) t.true(p.startsWith(`principals-file ${principalsPath()}`), p);
+  t.notThrows(() => loadConfig([], { ...imageEnv, SESSIOND_PRINCIPALS_FILE: '', SESSIOND_ALLOW_UNAUTHENTICATED: 'true' }), 'or it is told that something else authenticates');
+});
+
+test('the NetworkPolicy admits gRPC from client pods only, and nothing else', (t) => {
+  const policy = one('NetworkPolicy');
+  t.deepEqual(policy.spec.podSelector.matchLabels, statefulSet().spec.template.metadata.labels, 'it selects the sessiond pod');
+  t.true(policy.spec.policyTypes.includes('Ingress'), 'selected, the pod denies every ingress no rule admits');
+  const c = container();
+  const grpcPort = c.ports.find((p: Doc) => p.name === 'grpc');
+  const rules: Doc[] = policy.spec.ingress;
+  for (const rule of rules) {
+    t.true(Array.isArray(rule.from) && rule.from.length > 0, 'no rule admits every source');
+    t.true(Array.isArray(rule.ports) && rule.ports.length > 0, 'no rule admits every port');
+  }
+  const admits = (port: Doc) => rules.filter((r) => r.ports.some((p: Doc) => p.port === port.containerPort || p.port === port.name));
+  const grpcRules = admits(grpcPort);
+  t.is(grpcRules.length, 1);
+  t.deepEqual(grpcRules[0].from, [{ podSelector: { matchLabels: { 'sessiond-client': 'true' } } }]);
+  t.is(grpcRules[0].ports.find((p: Doc) => p.port === grpcPort.containerPort || p.port === 'grpc').protocol, 'TCP');
+  // Any other port the pod exposes (metrics) only from a namespace (monitoring), never from anywhere.
+  for (const port of c.ports.filter((p: Doc) => p !== grpcPort)) {
+    for (const r of admits(port)) for (const from of r.from) t.truthy(from.namespaceSelector, `${port.name} from a namespace only`);
+  }
+  for (const r of rules) for (const from of r.from) t.is(from.ipBlock, undefined, 'no address range: callers are named by label');
 });
 
 test('ports and probes agree with the listen setting and the health names', (t) => {
-  const port = Number(loadConfig([], configMapData()).config.server.listen.split(':').at(-1));
+  const port = Number(loadConfig([], podEnv()).config.server.listen.split(':').at(-1));
   const c = container();
   t.deepEqual(c.ports.map((p: Doc) => p.containerPort), [port]);
   const portName = c.ports[0].name;
@@ -134,7 +260,7 @@ test('ports and probes agree with the listen setting and the health names', (t) 
 });
 
 test('terminationGracePeriodSeconds covers the drain plus the final checkpoint', (t) => {
-  const { config } = loadConfig([], configMapData());
+  const { config } = loadConfig([], podEnv());
   const graceMs = statefulSet().spec.template.spec.terminationGracePeriodSeconds * 1000;
   // The checkpoint may wait for readers up to the busy timeout; a few more seconds close the database.
   t.true(graceMs >= config.server.drainTimeoutMs + config.storage.busyTimeoutMs + 5000, `grace ${graceMs} ms, drain ${config.server.drainTimeoutMs} ms`);
@@ -196,16 +322,14 @@ function replayCopies(stage: string, dir: string, stages: Record<string, string>
   }
 }
 
-test('the image layout, built from the Dockerfile\'s COPY lines with tsc, starts with the ConfigMap settings and answers both probes', async (t) => {
+test('the image layout, built from the Dockerfile\'s COPY lines with tsc, starts with the ConfigMap settings and the example principals, and answers both probes without a key', async (t) => {
   const all = dockerfile();
   t.true(all.filter((i) => i.op === 'WORKDIR').every((i) => i.args === '/app'), 'WORKDIR /app in every stage');
   const [buildStage, runtimeStage] = [all.find((i) => i.op === 'FROM')!.stage, all.filter((i) => i.op === 'FROM').at(-1)!.stage];
   const tscStep = all.find((i) => i.stage === buildStage && i.op === 'RUN' && i.args.includes('tsc -p tsconfig.build.json'));
   t.truthy(tscStep, 'the build stage compiles with tsconfig.build.json');
 
-  mkdirSync(join(ROOT, '.test-output'), { recursive: true });
-  const root = mkdtempSync(join(ROOT, '.test-output', 'image-'));
-  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const root = mkdtempSync(join(scratch, 'image-'));
   const build = join(root, 'build');
   const app = join(root, 'app');
   // Only what the build stage copies is there: an import of anything else fails tsc here, as in docker build.
@@ -233,19 +357,27 @@ test('the image layout, built from the Dockerfile\'s COPY lines with tsc, starts
 
   const data = join(root, 'var-lib-sessiond');
   mkdirSync(data);
-  const env = { ...configMapData(), SESSIOND_LISTEN: '127.0.0.1:0', SESSIOND_DB_PATH: join(data, posix.basename(configMapData()['SESSIOND_DB_PATH']!)), SESSIOND_ADMIN_TOKEN: 'k8s-admin-token-0123456789abcdef' };
+  const { file, keys } = realPrincipals(root);
+  const env = {
+    ...configMapData(), SESSIOND_LISTEN: '127.0.0.1:0', SESSIOND_DB_PATH: join(data, posix.basename(configMapData()['SESSIOND_DB_PATH']!)), SESSIOND_PRINCIPALS_FILE: file,
+  };
   const server = await spawnServer(env, [], 30_000, { cwd: app, entry: cmd.slice(1) });
+  // As the kubelet probes: no key.
   const client = new SessiondClient(server.address, { defaultDeadlineMs: 5000 });
+  const backend = new SessiondClient(server.address, { defaultDeadlineMs: 5000, apiKey: keys.get('web-frontend') });
   try {
     t.is((await client.health('')).status, ServingStatus.SERVING, 'readiness');
     t.is((await client.health(LIVENESS_SERVICE)).status, ServingStatus.SERVING, 'liveness');
-    const { token } = await client.createSession({ serverId: 'web-1' });
-    t.true((await client.validateSession(token)).valid);
+    const err = await client.createSession({ serverId: 'web-1' }).then(() => undefined, (e: { code: number }) => e.code);
+    t.is(err, 16 /* UNAUTHENTICATED */, 'a session call needs a key');
+    const { token } = await backend.createSession({ serverId: 'web-1' });
+    t.true((await backend.validateSession(token)).valid);
     // The CLI as an exec probe would run it in the image: from dist/, with no src/ beside it.
     const probe = await promisify(execFile)(process.execPath, [join(app, 'bin', 'sessiond.js'), 'health', '--service', LIVENESS_SERVICE, '--address', server.address], { cwd: app });
     t.regex(probe.stdout, /^SERVING/);
   } finally {
     client.close();
+    backend.close();
     server.proc.kill('SIGTERM');
   }
   t.is(await server.exited, 0, server.stderr());

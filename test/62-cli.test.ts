@@ -133,7 +133,7 @@ test('admin purge deletes expired sessions in batches', async (t) => {
   t.regex(bad.stderr, /not a positive integer/);
 });
 
-test('admin commands carry the admin token from SESSIOND_ADMIN_TOKEN or --admin-token', async (t) => {
+test('admin commands carry the admin token from SESSIOND_ADMIN_TOKEN or --admin-token; a wrong one is an unknown key', async (t) => {
   const s = await server(t, { SESSIOND_ADMIN_TOKEN: ADMIN_TOKEN });
   const [none, fromEnv, fromFlag, wrong] = await Promise.all([
     runCli(['admin', 'status', '--address', s.address]),
@@ -146,7 +146,8 @@ test('admin commands carry the admin token from SESSIOND_ADMIN_TOKEN or --admin-
   ok(t, fromEnv);
   ok(t, fromFlag);
   t.is(wrong.code, 1);
-  t.regex(wrong.stderr, /^sessiond: PERMISSION_DENIED: /);
+  // The admin token is the key of one principal: any other key names no principal at all.
+  t.regex(wrong.stderr, /^sessiond: UNAUTHENTICATED: /);
   for (const r of [none, fromEnv, fromFlag, wrong]) t.false((r.stdout + r.stderr).includes(ADMIN_TOKEN), 'the token is never printed');
 });
 
@@ -261,15 +262,16 @@ test('sessions revoke: one by id, or in bulk by subject or server id', async (t)
 });
 
 test('usage: help for the program and for serve; bad options exit 64', async (t) => {
-  const [help, serveHelp, badTimeout, unknownOption, adminHelp] = await Promise.all([
+  const [help, serveHelp, badTimeout, unknownOption, adminHelp, listHelp] = await Promise.all([
     runCli(['--help']),
     runCli(['serve', '--help']),
     runCli(['health', '--timeout', 'soon']),
     runCli(['health', '--no-such-option']),
     runCli(['admin', '--help']),
+    runCli(['sessions', 'list', '--help']),
   ]);
   ok(t, help);
-  for (const command of ['serve', 'health', 'admin', 'sessions']) t.regex(help.stdout, new RegExp(`^\\s+${command}\\b`, 'm'));
+  for (const command of ['serve', 'health', 'admin', 'sessions', 'keys']) t.regex(help.stdout, new RegExp(`^\\s+${command}\\b`, 'm'));
   ok(t, serveHelp);
   for (const flag of ['--listen', '--db-path', '--metrics-listen', '--slow-call-threshold', 'SESSIOND_ADMIN_TOKEN']) t.true(serveHelp.stdout.includes(flag), flag);
   t.is(badTimeout.code, 64);
@@ -278,6 +280,8 @@ test('usage: help for the program and for serve; bad options exit 64', async (t)
   t.regex(unknownOption.stderr, /unknown option '--no-such-option'/);
   ok(t, adminHelp);
   for (const sub of ['checkpoint', 'status', 'purge']) t.regex(adminHelp.stdout, new RegExp(`^\\s+${sub}\\b`, 'm'));
+  ok(t, listHelp);
+  for (const needle of ['--api-key <key>', 'SESSIOND_API_KEY', '--admin-token <token>']) t.true(listHelp.stdout.includes(needle), needle);
 });
 
 test('`sessiond` with no command serves, with SESSIOND_ADDRESS in its environment; `sessiond serve` too; SIGTERM stops it', async (t) => {
@@ -306,7 +310,8 @@ test('`sessiond` with no command serves, with SESSIOND_ADDRESS in its environmen
   t.regex(stray.stderr, /unexpected argument "no-such-command"/);
 });
 
-test('the server accepts the client-only variable SESSIOND_ADDRESS but still rejects unknown ones', (t) => {
+test('the server accepts the client-only variables SESSIOND_ADDRESS and SESSIOND_API_KEY but still rejects unknown ones', (t) => {
   t.notThrows(() => loadConfig([], { SESSIOND_ADDRESS: '10.0.0.1:50051' }));
+  t.notThrows(() => loadConfig([], { SESSIOND_API_KEY: 'sk_sessiond_of-the-cli-in-the-same-environment' }));
   t.throws(() => loadConfig([], { SESSIOND_ADRESS: '10.0.0.1:50051' }), { message: /unknown variable SESSIOND_ADRESS/ });
 });

@@ -14,7 +14,7 @@ const MODES = ['passive', 'full', 'restart', 'truncate'] as const;
 export function addAdminCommands(program: Command): void {
   const admin = program
     .command('admin')
-    .description('operator calls (sessions.v1.AdminService): they need the admin token, or a loopback connection when the server has none');
+    .description('operator calls (sessions.v1.AdminService): they need a principal with the admin permission (--api-key or --admin-token), or a loopback connection to a server without principals');
 
   withGlobalOptions(admin.command('checkpoint'))
     .description('run a WAL checkpoint; "busy: yes" means readers or writers kept it from completing')

@@ -6,7 +6,9 @@ import { parseDuration } from '../units';
 export interface GlobalOptions {
   /** host:port of the server (or any grpc-js target, e.g. dns:host:port). */
   readonly address: string;
-  /** Sent as the bearer token on admin calls. */
+  /** The caller's API key, sent as the bearer token on every call. */
+  readonly apiKey?: string | undefined;
+  /** Sent as the bearer token on admin calls, in place of apiKey. */
   readonly adminToken?: string | undefined;
   /** Deadline of each call, in ms. */
   readonly timeout: number;
@@ -34,7 +36,8 @@ export const DEFAULT_TIMEOUT = '10s';
 export function withGlobalOptions(command: Command): Command {
   return command
     .addOption(new Option('--address <host:port>', 'server to call').env('SESSIOND_ADDRESS').default(DEFAULT_ADDRESS))
-    .addOption(new Option('--admin-token <token>', 'admin token for admin calls (prefer the variable: flags show in ps)').env('SESSIOND_ADMIN_TOKEN'))
+    .addOption(new Option('--api-key <key>', 'API key of a principal, sent on every call (prefer the variable: flags show in ps)').env('SESSIOND_API_KEY'))
+    .addOption(new Option('--admin-token <token>', 'key sent on admin calls in place of --api-key (prefer the variable: flags show in ps)').env('SESSIOND_ADMIN_TOKEN'))
     .addOption(new Option('--timeout <duration>', 'deadline of each call (e.g. 500ms, 5s)').default(parseTimeout(DEFAULT_TIMEOUT), DEFAULT_TIMEOUT).argParser(parseTimeout))
     .option('--json', 'print the reply as proto JSON (as grpcurl does), for scripts')
     // The variables differ from the flags where the server's own settings
@@ -58,13 +61,14 @@ function parseTimeout(text: string): number {
 
 /**
  * The one place the CLI's connection settings become a client: the address,
- * the admin token, the deadline and TLS.
+ * the API key and the admin token, the deadline and TLS.
  * @throws Error naming each TLS file that cannot be used.
  */
 export function connect(options: GlobalOptions): SessiondClient {
   const tls = Boolean(options.tls || options.tlsCa || options.tlsCert || options.tlsKey);
   const serverName = options.tlsServerName || undefined;
   return new SessiondClient(options.address, {
+    apiKey: options.apiKey || undefined,
     adminToken: options.adminToken || undefined,
     defaultDeadlineMs: options.timeout,
     ...(tls ? { credentials: tlsCredentials({ caFile: options.tlsCa, certFile: options.tlsCert, keyFile: options.tlsKey }) } : {}),

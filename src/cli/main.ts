@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { addAdminCommands } from './admin-commands';
 import { addHealthCommand } from './health-command';
+import { addKeysCommand } from './keys-command';
 import { EXIT } from './run';
 import { addSessionCommands } from './session-commands';
 
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
   addHealthCommand(program);
   addAdminCommands(program);
   addSessionCommands(program);
+  addKeysCommand(program);
   program.commands.forEach(exitOverrideAll);
   return program;
 }
