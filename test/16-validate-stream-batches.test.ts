@@ -204,17 +204,18 @@ test('messages of the original form are still answered one by one in the origina
 });
 
 test('answers to large sessions are spread over several responses, each within the response budget', async (t) => {
-  // --max-message-bytes 64 KiB: a batched response is written once its answers reach 16 KiB.
-  const s = await server(t, { SESSIOND_MAX_MESSAGE_BYTES: '64KiB' });
+  // --max-message-bytes 1 MiB (it must hold a full batch of requests): a
+  // batched response is written once its answers reach 64 KiB.
+  const s = await server(t, { SESSIOND_MAX_MESSAGE_BYTES: '1MiB' });
   const big = await s.client.createSession({ serverId: 'gw', attributes: { a: 'x'.repeat(3000), b: 'y'.repeat(3000) } });
-  const r = await exchange(s.address, [{ items: Array.from({ length: 10 }, (_, i) => item(i + 1, big.token)) }]);
+  const r = await exchange(s.address, [{ items: Array.from({ length: 40 }, (_, i) => item(i + 1, big.token)) }]);
   t.is(r.error, undefined);
-  t.is(answersById(t, r.responses).size, 10);
-  // About 6 KiB an answer: three reach the budget, so 3 + 3 + 3 + 1.
+  t.is(answersById(t, r.responses).size, 40);
+  // About 6 KiB an answer: eleven reach the budget, so 11 + 11 + 11 + 7.
   t.true(r.responses.length >= 4, `${r.responses.length} responses`);
   for (const res of r.responses) {
-    t.true(res.answers.length <= 3, `${res.answers.length} answers of about 6 KiB in one response`);
-    t.true(ValidateSessionStreamResponse.encode(res).finish().length < 24 * 1024, 'within the budget plus one answer');
+    t.true(res.answers.length <= 11, `${res.answers.length} answers of about 6 KiB in one response`);
+    t.true(ValidateSessionStreamResponse.encode(res).finish().length < 72 * 1024, 'within the budget plus one answer');
   }
 });
 
