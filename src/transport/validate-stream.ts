@@ -109,7 +109,11 @@ export class ItemLimitExceeded extends Error {
 function checkItemFraming(reader: BinaryReader): void {
   let index = 0;
   while (reader.pos < reader.len) {
-    const [field, wireType] = reader.tag();
+    // Indexed, not destructured: destructuring goes through the array
+    // iterator, a few objects per field, and this runs for every item.
+    const tag = reader.tag();
+    const field = tag[0];
+    const wireType = tag[1];
     if (field !== ITEMS_FIELD || wireType !== LENGTH_DELIMITED) {
       reader.skip(wireType, field);
       continue;
@@ -118,8 +122,8 @@ function checkItemFraming(reader: BinaryReader): void {
     const end = reader.uint32() + reader.pos;
     try {
       while (reader.pos < end) {
-        const [f, w] = reader.tag();
-        reader.skip(w, f);
+        const t = reader.tag();
+        reader.skip(t[1], t[0]);
       }
       if (reader.pos !== end) throw new Error('a field runs past the end of the item');
     } catch (err) {
