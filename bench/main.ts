@@ -3,7 +3,9 @@
  * measured against its own empty RPC. The server is compiled first and runs
  * as node dist/src/main.js, as in the Docker image (BENCH_SERVER=tsx runs it
  * from the sources). In order:
- *   micro   the hot-path changes, old and new way alternately, in-process
+ *   micro   the hot-path changes, old and new way alternately, in-process;
+ *           and a max-size ValidateSessionStream message of empty items,
+ *           decoded against refused before decoding (time and heap)
  *   unary   every call, alternately with the empty RPC, synchronous=NORMAL
  *   stream  ValidateSessionStream vs Redis GET (same server process)
  *   full    CreateSession with synchronous=FULL on a second server process
@@ -25,6 +27,7 @@ import { Channels } from './rpc';
 import { buildServer, startServer, useServerSettings, type ServerProcess } from './server-process';
 import { measureStalls, type StallResults } from './stalls';
 import { measureStreaming, type StreamResults } from './stream';
+import { measureDecodeLimit, type DecodeLimitResults } from './decode-limit';
 import { measureMicro, type MicroRow } from './micro';
 import { measureUnary, type UnaryRow } from './unary';
 import { Pools } from './workloads';
@@ -86,6 +89,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
   };
   let unary: UnaryRow[] = [];
   let micro: MicroRow[] = [];
+  let decodeLimit: DecodeLimitResults | null = null;
   let streaming: StreamResults | null = null;
   let stalls: StallResults | null = null;
   try {
@@ -101,6 +105,8 @@ async function run(o: BenchOptions): Promise<BenchResults> {
       if (wants('micro')) {
         log('hot-path changes, before and after (in-process)');
         micro = await measureMicro(dbPath, o.sessions, o.smoke, log);
+        log('ValidateSessionStream item limit, before and after decoding (in-process)');
+        decodeLimit = measureDecodeLimit(o.serverSettings, o.smoke, log);
       }
       if (wants('unary') || wants('stream')) {
         await onServer(dbPath, {}, o, async (server, channels) => {
@@ -148,7 +154,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
   }
   meta['loadavgAtEnd'] = loadavg();
   meta['finishedAt'] = new Date().toISOString();
-  return { meta, options: o, unary, micro, streaming, stalls, targets: checkTargets(o, unary, streaming, stalls) };
+  return { meta, options: o, unary, micro, decodeLimit, streaming, stalls, targets: checkTargets(o, unary, streaming, stalls) };
 }
 
 async function main(): Promise<void> {

@@ -2,6 +2,7 @@
  * The issue's targets checked against the figures, the printed tables, and
  * the JSON (the same figures) for bench/results/latest.json.
  */
+import type { DecodeLimitResults } from './decode-limit';
 import type { MicroRow } from './micro';
 import type { BenchOptions, OpName } from './options';
 import type { StallResults } from './stalls';
@@ -23,6 +24,8 @@ export interface BenchResults {
   unary: UnaryRow[];
   /** In-process before/after of the hot-path changes (bench/micro.ts). */
   micro: MicroRow[];
+  /** A max-size message of empty items: the generated decoder against the refusal before decoding (bench/decode-limit.ts). */
+  decodeLimit: DecodeLimitResults | null;
   streaming: StreamResults | null;
   stalls: StallResults | null;
   targets: TargetCheck[];
@@ -113,6 +116,17 @@ export function formatReport(r: BenchResults): string {
     out.push(table(['change', 'before', 'after', 'before us', 'after us', 'saved us'], r.micro.map((m) => [
       m.change, m.before, m.after, num(m.beforeUs, 1), num(m.afterUs, 1), num(m.beforeUs - m.afterUs, 1),
     ])), '');
+  }
+  if (r.decodeLimit) {
+    const d = r.decodeLimit;
+    const mib = (n: number) => num(n / 1024 / 1024, 2);
+    out.push(`ValidateSessionStream item limit: one ${mib(d.messageBytes)} MiB message (max-message-bytes) of ${d.items} empty items, in-process`,
+      '(CPU per message, median of the rounds; heap allocated while decoding, and still held by the result after a full collection):', '');
+    out.push(table(['decoded by', 'CPU ms', 'allocated MiB', 'retained MiB'], [
+      ['generated decoder (an object per item, counted after)', num(d.generated.cpuUs / 1000, 3), mib(d.generated.allocatedBytes), mib(d.generated.retainedBytes)],
+      ['strict decoder: refused at item 1001, before decoding', num(d.refused.cpuUs / 1000, 3), mib(d.refused.allocatedBytes), mib(d.refused.retainedBytes)],
+      ['ratio', `x${num(d.ratio.cpu)}`, `x${num(d.ratio.allocated)}`, ''],
+    ]), '');
   }
   if (r.streaming) {
     const s = r.streaming;

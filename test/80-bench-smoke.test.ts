@@ -84,6 +84,18 @@ test('the smoke bench runs end to end and reports every figure with sane values'
   if (!(r.micro.at(-1)!.afterUs > 0)) problems.push(`micro validation: ${r.micro.at(-1)!.afterUs}`);
   t.regex(output, /Hot-path changes, before and after/);
 
+  // A max-size message of empty items, decoded and refused before decoding: heap counts are not noise, times are.
+  const d = r.decodeLimit!;
+  t.truthy(d);
+  t.is(d.items, Math.floor(d.messageBytes / 2));
+  for (const [name, c] of [['generated', d.generated], ['refused', d.refused]] as const) {
+    if (!(finitePositive(c.cpuUs) && finitePositive(c.allocatedBytes) && c.retainedBytes >= 0 && Number.isFinite(c.retainedBytes))) problems.push(`decode limit ${name}: ${JSON.stringify(c)}`);
+  }
+  // An object per item is tens of bytes; the refusal walks 1001 items and keeps one error.
+  if (!(d.generated.retainedBytes > d.items * 16)) problems.push(`decode limit: the decoded message holds only ${d.generated.retainedBytes} bytes`);
+  if (!(d.ratio.allocated > 10 && finitePositive(d.ratio.cpu))) problems.push(`decode limit ratios: ${JSON.stringify(d.ratio)}`);
+  t.regex(output, /ValidateSessionStream item limit: one /);
+
   // The on/off rows: CreateSession without group commit, the checkpoint worker
   // or the off-loop fsync, at the largest concurrency only, each against its own empty RPC.
   const variants = r.unary.filter((u) => u.variant !== undefined);

@@ -10,7 +10,7 @@ import {
   CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, RevokeSessionsRequest,
   RotateSessionTokenRequest, SessionServiceService, TouchSessionRequest, UpdateSessionRequest, ValidateSessionRequest,
 } from '../../generated/sessions/v1/session_service';
-import { StrictValidateSessionStreamRequest } from './validate-stream';
+import { ItemLimitExceeded, StrictValidateSessionStreamRequest } from './validate-stream';
 
 /*
  * Request bytes that do not decode are the caller's fault, so they get
@@ -22,6 +22,9 @@ import { StrictValidateSessionStreamRequest } from './validate-stream';
  * (proto3 requires string fields to be valid UTF-8: a session must not be
  * stored under a subject the client never sent), and one server interceptor
  * answers a MalformedRequest, before any handler runs, with INVALID_ARGUMENT.
+ * The one refusal a handler answers itself is a ValidateSessionStream message
+ * over the item limit (ItemLimitExceeded): that stream still answers the
+ * messages before it.
  */
 
 /** What a deserializer returns for bytes that are not the message it expects. */
@@ -31,6 +34,8 @@ export class MalformedRequest {
 
 interface Decoder {
   decode(input: BinaryReader | Uint8Array): unknown;
+  /** Walks the message's framing in place of the generic walk, and throws where it is broken. */
+  checkFraming?(reader: BinaryReader): void;
 }
 
 /** Our request messages, decoded strictly; the other services' (health, reflection) only tolerantly. */
@@ -38,7 +43,7 @@ const STRICT_TYPES: ReadonlyMap<string, Decoder> = new Map<string, Decoder>([
   [SessionServiceService.createSession.path, CreateSessionRequest],
   [SessionServiceService.getSession.path, GetSessionRequest],
   [SessionServiceService.validateSession.path, ValidateSessionRequest],
-  // Its batch items are checked for framing too (see validate-stream.ts).
+  // Its batch items are checked for framing, and counted, too (see validate-stream.ts).
   [SessionServiceService.validateSessionStream.path, StrictValidateSessionStreamRequest],
   [SessionServiceService.touchSession.path, TouchSessionRequest],
   [SessionServiceService.updateSession.path, UpdateSessionRequest],
@@ -73,13 +78,17 @@ function decodeUtf8Fatally(bytes: Uint8Array): string {
  * Decodes `bytes` as `type`, refusing what ts-proto would let through: a
  * top-level field number 0 or a stray end-group tag (ts-proto stops there and
  * returns the fields read so far), bytes left over, and invalid UTF-8.
- * @throws Error describing the first problem.
+ * The framing is walked first, so that the generated decoder runs only on
+ * bytes that passed it.
+ * @throws Error describing the first problem (an ItemLimitExceeded from
+ * ValidateSessionStreamRequest's walk).
  */
 export function decodeStrictly(type: Decoder, bytes: Uint8Array): unknown {
   // BinaryReader.tag() refuses field number 0 and wire types 6 and 7; skip()
   // refuses a length beyond the end and an end-group without its start.
   const framing = new BinaryReader(bytes);
-  while (framing.pos < framing.len) framing.skip(framing.tag()[1]);
+  if (type.checkFraming) type.checkFraming(framing);
+  else while (framing.pos < framing.len) framing.skip(framing.tag()[1]);
   const reader = new BinaryReader(bytes, decodeUtf8Fatally);
   const message = type.decode(reader);
   if (reader.pos !== reader.len) throw new Error('bytes left over after the message');
@@ -94,7 +103,10 @@ function why(err: unknown): string {
   return `it does not decode (${text.slice(0, 120)})`;
 }
 
-/** A copy of `definition` whose deserializers return a MalformedRequest instead of throwing. */
+/**
+ * A copy of `definition` whose deserializers return a MalformedRequest instead
+ * of throwing (or the ItemLimitExceeded, for the handler to answer).
+ */
 export function decodeSafely<D extends ServiceDefinition>(definition: D): D {
   const out: Record<string, unknown> = {};
   for (const [name, method] of Object.entries(definition)) {
@@ -106,6 +118,7 @@ export function decodeSafely<D extends ServiceDefinition>(definition: D): D {
         try {
           return decode(bytes);
         } catch (err) {
+          if (err instanceof ItemLimitExceeded) return err;
           return new MalformedRequest(why(err));
         }
       },
@@ -120,16 +133,26 @@ export function decodeSafely<D extends ServiceDefinition>(definition: D): D {
  * complete message (a truncated frame; grpc-js would say UNIMPLEMENTED), and
  * for a second message on a unary call. A bad message on ValidateSessionStream
  * ends that stream: without its correlation_id it cannot be answered in-stream.
+ * One over the item limit goes on to the handler, which ends the stream once
+ * it has answered the messages before it. After either, nothing more of the
+ * request is read.
  */
 export const rejectMalformedRequests: ServerInterceptor = (method, next) => {
   let received = 0;
   const reject = (details: string) => call.sendStatus({ code: status.INVALID_ARGUMENT, details });
-  const call: ServerInterceptingCall = new ServerInterceptingCall(next, {
+  const call = new ReadsUntilRefused(next, {
     start: (go) =>
       go({
         onReceiveMessage: (message, pass) => {
           received++;
-          if (message instanceof MalformedRequest) return reject(`the request is not a valid ${messageName(method.path)} message: ${message.reason}`);
+          if (message instanceof ItemLimitExceeded) {
+            call.stopReading();
+            return pass(message);
+          }
+          if (message instanceof MalformedRequest) {
+            call.stopReading();
+            return reject(`the request is not a valid ${messageName(method.path)} message: ${message.reason}`);
+          }
           if (!method.requestStream && received > 1) return reject(`${method.path} takes exactly one request message`);
           pass(message);
         },
@@ -143,6 +166,27 @@ export const rejectMalformedRequests: ServerInterceptor = (method, next) => {
   });
   return call;
 };
+
+/**
+ * A call that asks grpc-js for no more request messages once one was refused.
+ * The handler's stream asks for the next message as soon as it has taken one
+ * (until it holds 16, even while paused), and grpc-js then reads and decodes
+ * the next DATA frame: messages behind a refused one would be decoded for a
+ * stream that is about to end. Only the rest of the frame that completed the
+ * refused message is decoded still, as grpc-js decodes a frame's messages
+ * together.
+ */
+class ReadsUntilRefused extends ServerInterceptingCall {
+  private stopped = false;
+
+  stopReading(): void {
+    this.stopped = true;
+  }
+
+  override startRead(): void {
+    if (!this.stopped) super.startRead();
+  }
+}
 
 function messageName(path: string): string {
   return `${path.slice(1).replace('/', '.')} request`;

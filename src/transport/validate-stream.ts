@@ -30,11 +30,20 @@ const DEFAULT_RESPONSE_BUDGET_BYTES = 64 * 1024;
 const VALIDATIONS_PER_TURN = 16;
 
 /**
- * Validations a stream may have read but not yet done before it stops reading
- * (grpc-js then holds a few messages, and HTTP/2 flow control the rest):
+ * Validations a stream may have read but not yet done before it stops reading:
  * several turns' worth (see Turns), so that the server is not left without
  * work between the client's writes, and no more, so that a client that writes
  * without end is held back instead of filling the server's memory.
+ *
+ * Past this figure grpc-js still decodes a little ahead: the call's readable
+ * side (object mode, highWaterMark 16) goes on asking for messages while
+ * paused until it holds 16, and grpc-js reads the next DATA frame only when
+ * asked for a message with none queued, but then decodes every message that
+ * frame completes (at most SETTINGS_MAX_FRAME_SIZE bytes, 16 KiB in Node).
+ * The rest waits undecoded under HTTP/2 flow control. A paused stream thus
+ * holds, decoded, its queued validations, 16 messages and one frame's worth,
+ * none over the item limit (the decoder refuses those undecoded, below); and
+ * after a refused message grpc-js is asked for nothing more (request-decoding.ts).
  */
 const MAX_QUEUED_VALIDATIONS = 4 * VALIDATIONS_PER_TURN;
 
@@ -81,23 +90,50 @@ export class OpenStreams {
  * end-group inside a nested message and goes on reading the rest as fields of
  * the outer one: a damaged item could turn into a different validation. The
  * framing of each item is checked the same way first.
+ *
+ * The same walk counts the items: the generated decoder makes an object of
+ * every item before the handler could count them, and an empty item is two
+ * bytes, so a message within --max-message-bytes would otherwise cost
+ * hundreds of thousands of objects before being refused. The walk allocates
+ * nothing and stops at the first item past the limit.
  */
 const ITEMS_FIELD = 4;
 const LENGTH_DELIMITED = 2;
 
+function tooManyItems(count: string): string {
+  return `items: ${count} in one message; the limit is ${MAX_BATCH_ITEMS} (response header ${BATCH_MAX_HEADER})`;
+}
+
+/**
+ * A message with more items than MAX_BATCH_ITEMS, refused before it is
+ * decoded. The deserializer hands it to the handler in the request's place
+ * (request-decoding.ts), so that the messages before it are still answered
+ * before the stream ends with INVALID_ARGUMENT.
+ */
+export class ItemLimitExceeded extends Error {
+  constructor() {
+    super(tooManyItems(`more than ${MAX_BATCH_ITEMS}`));
+  }
+}
+
 function checkItemFraming(reader: BinaryReader): void {
   let index = 0;
   while (reader.pos < reader.len) {
-    const [field, wireType] = reader.tag();
+    // Indexed, not destructured: destructuring goes through the array
+    // iterator, a few objects per field, and this runs for every item.
+    const tag = reader.tag();
+    const field = tag[0];
+    const wireType = tag[1];
     if (field !== ITEMS_FIELD || wireType !== LENGTH_DELIMITED) {
       reader.skip(wireType, field);
       continue;
     }
+    if (index === MAX_BATCH_ITEMS) throw new ItemLimitExceeded();
     const end = reader.uint32() + reader.pos;
     try {
       while (reader.pos < end) {
-        const [f, w] = reader.tag();
-        reader.skip(w, f);
+        const t = reader.tag();
+        reader.skip(t[1], t[0]);
       }
       if (reader.pos !== end) throw new Error('a field runs past the end of the item');
     } catch (err) {
@@ -107,14 +143,22 @@ function checkItemFraming(reader: BinaryReader): void {
   }
 }
 
-/** ValidateSessionStreamRequest's decoder with the item check above; request-decoding.ts uses it. */
+/**
+ * ValidateSessionStreamRequest for request-decoding.ts: its framing walk is
+ * the item check above, in place of the generic one, so that a message over
+ * the item limit never reaches the generated decoder.
+ */
 export const StrictValidateSessionStreamRequest = {
-  decode(input: BinaryReader | Uint8Array): ValidateSessionStreamRequest {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const start = reader.pos;
+  /**
+   * Walks the whole message from `reader`'s position.
+   * @throws ItemLimitExceeded at the first item past MAX_BATCH_ITEMS.
+   * @throws Error naming the item whose framing is broken.
+   */
+  checkFraming(reader: BinaryReader): void {
     checkItemFraming(reader);
-    reader.pos = start;
-    return ValidateSessionStreamRequest.decode(reader);
+  },
+  decode(input: BinaryReader | Uint8Array): ValidateSessionStreamRequest {
+    return ValidateSessionStreamRequest.decode(input);
   },
 };
 
@@ -167,7 +211,7 @@ class ValidationStream {
     const md = new Metadata();
     md.set(BATCH_MAX_HEADER, String(MAX_BATCH_ITEMS));
     call.sendMetadata(md);
-    call.on('data', (req: ValidateSessionStreamRequest) => this.enqueue(req));
+    call.on('data', (req: ValidateSessionStreamRequest | ItemLimitExceeded) => this.enqueue(req));
     call.on('end', () => {
       this.ended = true;
       this.finish();
@@ -177,14 +221,15 @@ class ValidationStream {
     call.on('error', () => undefined);
   }
 
-  private enqueue(req: ValidateSessionStreamRequest): void {
-    const validations = Math.max(1, req.items.length);
+  /** A refused message waits its turn too: the messages read before it are answered first. */
+  private enqueue(req: ValidateSessionStreamRequest | ItemLimitExceeded): void {
+    const validations = req instanceof ItemLimitExceeded ? 1 : Math.max(1, req.items.length);
     this.queuedValidations += validations;
     if (this.queuedValidations >= MAX_QUEUED_VALIDATIONS) this.call.pause();
     this.turns.push(validations, () => this.take(req, validations));
   }
 
-  private take(req: ValidateSessionStreamRequest, validations: number): void {
+  private take(req: ValidateSessionStreamRequest | ItemLimitExceeded, validations: number): void {
     this.queuedValidations -= validations;
     // A stream that failed drops what it had read after the bad message; a
     // cancelled one has nobody to answer.
@@ -199,11 +244,12 @@ class ValidationStream {
     if (!this.ended && !this.backedUp && this.queuedValidations < MAX_QUEUED_VALIDATIONS) this.call.resume();
   }
 
-  private read(req: ValidateSessionStreamRequest): void {
+  private read(req: ValidateSessionStreamRequest | ItemLimitExceeded): void {
+    if (req instanceof ItemLimitExceeded) return this.fail(req.message);
     if (req.items.length === 0) return this.readOne(req);
-    if (req.items.length > MAX_BATCH_ITEMS) {
-      return this.fail(`items: ${req.items.length} in one message; the limit is ${MAX_BATCH_ITEMS} (response header ${BATCH_MAX_HEADER})`);
-    }
+    // The decoder refuses such a message before decoding it; a decoder without
+    // that check (a server not built by SafeDecodingServer) ends here, alike.
+    if (req.items.length > MAX_BATCH_ITEMS) return this.fail(tooManyItems(String(req.items.length)));
     if (req.correlationId !== 0 || req.token !== '' || req.touch) {
       return this.fail('a message carries either one validation (correlation_id, token, touch) or items, not both');
     }
