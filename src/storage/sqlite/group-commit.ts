@@ -1,5 +1,5 @@
 import type { Database } from 'better-sqlite3';
-import { StorageBusyError, StorageError } from '../../domain/errors';
+import { OverloadedError, StorageBusyError, StorageError } from '../../domain/errors';
 import type { WriteRunner } from '../../domain/session-repository';
 import { toStorageError } from './sqlite-errors';
 
@@ -16,6 +16,14 @@ export interface GroupCommitOptions {
   busyTimeoutMs: number;
   /** Most units in one transaction; bounds the time one flush holds the event loop. */
   maxBatch?: number;
+  /**
+   * Most units that may wait to be committed; past it run() refuses at once
+   * with OverloadedError, so that a flood is shed instead of every caller's
+   * latency growing with the queue. Unbounded when absent.
+   */
+  maxPending?: number;
+  /** Called for each unit refused because maxPending were waiting; must not throw. */
+  onShed?: () => void;
   /**
    * Asked before each batch: true holds the batch back for a few milliseconds
    * (on a timer, the event loop stays free) and asks again. The SQLite storage
@@ -47,6 +55,11 @@ const WAIT_POLL_MS = 5;
  * busy_timeout), and the retry waits on a timer, so reads, health checks and
  * other calls keep being served. Units that have waited longer than
  * busyTimeoutMs fail with StorageBusyError (UNAVAILABLE, retryable).
+ *
+ * The queue is bounded (maxPending): a unit that finds it full is refused at
+ * once with OverloadedError (UNAVAILABLE, retryable) and never runs, so under a
+ * flood or a stalled disk callers learn to back off instead of waiting ever
+ * longer behind the queue.
  */
 export class GroupCommitter implements WriteRunner {
   private queue: Job[] = [];
@@ -64,6 +77,13 @@ export class GroupCommitter implements WriteRunner {
 
   run<T>(work: () => T): Promise<T> {
     if (this.closed) return Promise.reject(new StorageError('storage is closing; the write was not applied', undefined));
+    const max = this.options.maxPending;
+    if (max !== undefined && this.queue.length >= max) {
+      this.options.onShed?.();
+      return Promise.reject(new OverloadedError(
+        `too many writes are waiting: ${this.queue.length} already wait to be committed (max-pending-writes ${max}); the write was not applied, retry with backoff`,
+      ));
+    }
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ work, resolve: resolve as (v: unknown) => void, reject, giveUpAt: performance.now() + this.options.busyTimeoutMs });
       this.schedule();

@@ -65,6 +65,8 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
     this.writes = new GroupCommitter(db, {
       busyTimeoutMs: options.busyTimeoutMs,
       maxBatch: options.groupCommit ? undefined : 1,
+      maxPending: options.maxPendingWrites,
+      onShed: () => hooks.onShed?.(),
       shouldWait: pressure && (() => pressure.shouldWait()),
       durable: this.walSync,
     });
