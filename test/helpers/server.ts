@@ -6,6 +6,7 @@ import { SessiondClient, type ClientOptions } from '../../src/client';
 import { loadConfig, type Config } from '../../src/config';
 import { ManualClock } from '../../src/domain/clock';
 import { createLogger, type Logger } from '../../src/log';
+import type { StorageHooks } from '../../src/storage/sqlite/sqlite-storage';
 
 export interface TestServer {
   app: App;
@@ -31,7 +32,7 @@ export function tempDir(prefix = 'sessiond-test-'): string {
  * a manual clock so that tests move time instead of sleeping.
  */
 export async function startTestServer(
-  opts: { env?: Record<string, string>; clientOptions?: ClientOptions; dir?: string; clock?: ManualClock } = {},
+  opts: { env?: Record<string, string>; clientOptions?: ClientOptions; dir?: string; clock?: ManualClock; storageHooks?: Pick<StorageHooks, 'fsync'> } = {},
 ): Promise<TestServer> {
   const dir = opts.dir ?? tempDir();
   const dbPath = join(dir, 'sessions.db');
@@ -44,7 +45,7 @@ export async function startTestServer(
   const logs: Record<string, unknown>[] = [];
   const log: Logger = createLogger(config.logLevel, (line) => void logs.push(JSON.parse(line) as Record<string, unknown>));
   const clock = opts.clock ?? new ManualClock(Date.now());
-  const app = await startApp(config, { clock, log });
+  const app = await startApp(config, { clock, log, storageHooks: opts.storageHooks });
   const address = `127.0.0.1:${app.port}`;
   const client = new SessiondClient(address, { defaultDeadlineMs: 10_000, ...opts.clientOptions });
   return {
