@@ -1,5 +1,4 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { FailedPreconditionError, StorageError } from '../../domain/errors';
@@ -11,6 +10,7 @@ import { Checkpointer, type RawCheckpoint } from './checkpointer';
 import { GroupCommitter } from './group-commit';
 import { checkSchemaVersion, migrate } from './migrations';
 import { checkDatabaseContents, checkOwnSchema, createDatabaseFile, inspectDatabaseFile } from './database-file';
+import { makePrivateFolder, tightenModes } from './file-modes';
 import { CommitSync, commitSyncPlan, type SyncFn } from './commit-sync';
 import { applyPragmas, checkpointSynchronous, connectionPragmas, type StorageOptions } from './pragmas';
 import { SqliteSessionRepository } from './sqlite-session-repository';
@@ -95,9 +95,10 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
   }
 
   /**
-   * Opens the database, or creates it where no file is; checks the file (see
-   * database-file.ts), applies and verifies the pragmas, and migrates the
-   * schema. Nothing is written to a file that fails a check.
+   * Opens the database, or creates it where no file is (0600, in a 0700
+   * folder, see file-modes.ts); checks the file (see database-file.ts),
+   * tightens its mode if others may read it, applies and verifies the pragmas,
+   * and migrates the schema. Nothing is written to a file that fails a check.
    * @throws Error naming the file and the problem: its folder cannot be made
    *   or written, it is empty, truncated, damaged, not SQLite or another
    *   application's database, a pragma did not take effect, or the schema is
@@ -108,9 +109,10 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
     try {
       const onDisk = options.path !== ':memory:';
       if (onDisk) {
-        makeFolder(dirname(options.path));
+        makePrivateFolder(dirname(options.path));
         const file = inspectDatabaseFile(options.path);
         if (file.exists) {
+          tightenModes(options.path);
           checkDatabaseContents(options.path, file.bytes, checkSchemaVersion);
         } else {
           createDatabaseFile(options.path, (fresh) => {
@@ -298,14 +300,5 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
   private journalMode(): string {
     // Reading journal_mode takes no lock and never changes the mode.
     return String(this.db.pragma('journal_mode', { simple: true })).toLowerCase();
-  }
-}
-
-/** mkdir -p, with an error that says the folder is the problem (ENOTDIR: a parent is a file; EACCES, EROFS). */
-function makeFolder(dir: string): void {
-  try {
-    mkdirSync(dir, { recursive: true });
-  } catch (err) {
-    throw new Error(`cannot create its folder ${dir}: ${(err as Error).message}`, { cause: err });
   }
 }
