@@ -11,6 +11,8 @@
  *   full    CreateSession with synchronous=FULL on a second server process
  *   ablation CreateSession on servers with group commit, the checkpoint worker
  *           or the off-loop fsync switched off, each against its own empty RPC: what each buys
+ *   durable RotateSessionToken at synchronous=NORMAL with --durable-revocations on,
+ *           then off: what the fsync before each answer costs
  *   stalls  purge, sweep and TRUNCATE checkpoint with a million expired sessions; RSS
  * Prints the tables and writes the same figures as JSON (BENCH_OUT).
  * Settings: bench/options.ts, or `node --import tsx bench/main.ts --help`.
@@ -22,7 +24,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fillDatabase } from './fill';
 import { BenchOptionsError, helpText, loadBenchOptions, type BenchOptions, type OpName } from './options';
 import { startRedis } from './redis';
-import { checkTargets, formatReport, type BenchResults } from './report';
+import { checkTargets, durabilityCost, formatReport, type BenchResults } from './report';
 import { Channels } from './rpc';
 import { buildServer, startServer, useServerSettings, type ServerProcess } from './server-process';
 import { measureStalls, type StallResults } from './stalls';
@@ -72,6 +74,15 @@ const ABLATIONS: { name: string; synchronous: UnaryRow['synchronous']; env: Reco
   { name: 'fsync in commits', synchronous: 'FULL', env: { SESSIOND_SYNCHRONOUS: 'full', SESSIOND_OFF_LOOP_FSYNC: 'false' } },
 ];
 
+/**
+ * The same rotations with the fsync before each answer and without it
+ * (--durable-revocations), each server against its own empty RPC.
+ */
+const DURABILITY: { name: string; env: Record<string, string> }[] = [
+  { name: 'durable revocations on', env: { SESSIOND_DURABLE_REVOCATIONS: 'true' } },
+  { name: 'durable revocations off', env: { SESSIOND_DURABLE_REVOCATIONS: 'false' } },
+];
+
 async function run(o: BenchOptions): Promise<BenchResults> {
   if (o.server === 'dist') {
     log('compiling the server (tsc -p tsconfig.build.json): it runs as node dist/src/main.js, as in the Docker image');
@@ -94,7 +105,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
   let stalls: StallResults | null = null;
   try {
     const wants = (p: BenchOptions['parts'][number]) => o.parts.includes(p);
-    if (wants('micro') || wants('unary') || wants('stream') || wants('full') || wants('ablation')) {
+    if (wants('micro') || wants('unary') || wants('stream') || wants('full') || wants('ablation') || wants('durable')) {
       const dbPath = join(dir, 'sessions.db');
       const spare = Math.max(100, Math.floor(o.sessions / 4));
       log(`filling ${o.sessions} live (+${spare} spare) sessions...`);
@@ -142,6 +153,16 @@ async function run(o: BenchOptions): Promise<BenchResults> {
           });
         }
       }
+      // Last of the parts on the filled database: rotations leave the pool's tokens stale.
+      if (wants('durable')) {
+        const top = [Math.max(...o.concurrency)];
+        for (const v of DURABILITY) {
+          await onServer(dbPath, v.env, o, async (server, channels) => {
+            log(`RotateSessionToken, synchronous=NORMAL, ${v.name} (server pid ${server.pid})`);
+            unary = unary.concat(await measureUnary(server, channels, pools, ['RotateSessionToken'], 'NORMAL', o, log, { name: v.name, concurrency: top }));
+          });
+        }
+      }
       meta['deleteMisses'] = pools.deleteMisses;
       if (pools.deleteMisses > 0) log(`  note: ${pools.deleteMisses} DeleteSession calls found no session left to delete (sent with allow_missing)`);
     }
@@ -154,7 +175,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
   }
   meta['loadavgAtEnd'] = loadavg();
   meta['finishedAt'] = new Date().toISOString();
-  return { meta, options: o, unary, micro, decodeLimit, streaming, stalls, targets: checkTargets(o, unary, streaming, stalls) };
+  return { meta, options: o, unary, micro, decodeLimit, streaming, stalls, durability: durabilityCost(unary), targets: checkTargets(o, unary, streaming, stalls) };
 }
 
 async function main(): Promise<void> {

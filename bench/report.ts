@@ -28,7 +28,43 @@ export interface BenchResults {
   decodeLimit: DecodeLimitResults | null;
   streaming: StreamResults | null;
   stalls: StallResults | null;
+  /** What --durable-revocations costs RotateSessionToken at NORMAL; null when the durable part did not run. */
+  durability: DurabilityCost | null;
   targets: TargetCheck[];
+}
+
+export interface DurabilityCost {
+  concurrency: number;
+  /** Calls per second with the fsync before each answer, and without it. */
+  onRate: number;
+  offRate: number;
+  /** onRate / offRate. */
+  rateRatio: number;
+  /** Each side as a share of its own server's empty RPC, and the one over the other: the same, less the drift between the two servers' runs. */
+  onVsEmpty: number;
+  offVsEmpty: number;
+  ratioVsEmpty: number;
+  /** p99 latency, ms. */
+  onP99Ms: number;
+  offP99Ms: number;
+}
+
+/** The durable part's two rows side by side. */
+export function durabilityCost(unary: UnaryRow[]): DurabilityCost | null {
+  const on = unary.find((u) => u.variant === 'durable revocations on');
+  const off = unary.find((u) => u.variant === 'durable revocations off');
+  if (!on || !off) return null;
+  return {
+    concurrency: on.concurrency,
+    onRate: on.call.rate,
+    offRate: off.call.rate,
+    rateRatio: on.call.rate / off.call.rate,
+    onVsEmpty: on.ratio.rate,
+    offVsEmpty: off.ratio.rate,
+    ratioVsEmpty: on.ratio.rate / off.ratio.rate,
+    onP99Ms: on.call.p99Ms,
+    offP99Ms: off.call.p99Ms,
+  };
 }
 
 const STALL_LIMIT_MS = 20;
@@ -110,6 +146,12 @@ export function formatReport(r: BenchResults): string {
       if (u.call.errors + u.empty.errors > 0) rows.push([`  ! ${u.call.errors + u.empty.errors} errors: ${u.call.firstError ?? u.empty.firstError}`, '', '', '', '', '', '', '', '', '', '', '', '']);
     }
     out.push(table(['call', 'sync', 'conc', 'calls/s', 'p50 ms', 'p99 ms', 'CPU us/call', 'client us/call', 'x rate', 'x p99', 'x CPU', 'target', 'met'], rows), '');
+  }
+  if (r.durability) {
+    const d = r.durability;
+    out.push(`Durable revocations (RotateSessionToken, synchronous=NORMAL, ${d.concurrency} in flight): ` +
+      `on ${num(d.onRate)}/s (${num(d.onVsEmpty, 2)}x empty, p99 ${num(d.onP99Ms, 2)} ms), off ${num(d.offRate)}/s (${num(d.offVsEmpty, 2)}x empty, p99 ${num(d.offP99Ms, 2)} ms); ` +
+      `on/off ${num(d.rateRatio, 2)} (${num(d.ratioVsEmpty, 2)} of the x-empty ratios)`, '');
   }
   if (r.micro.length > 0) {
     out.push('Hot-path changes, before and after, in-process on the filled database (CPU us per operation, median of the rounds):', '');

@@ -3,10 +3,11 @@
  * from the pre-filled pools (bench/fill.ts): reads pick a live session at
  * random; touches walk the pool so that each one lands on a session not
  * touched since the fill (and writes) until the pool runs out; deletes revoke
- * sessions the CreateSession windows made, then the spare pool.
+ * sessions the CreateSession windows made, then the spare pool; rotations
+ * replace the token of a live session at random.
  */
 import {
-  CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, UpdateSessionRequest, ValidateSessionRequest,
+  CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, RotateSessionTokenRequest, UpdateSessionRequest, ValidateSessionRequest,
 } from '../generated/sessions/v1/session_service';
 import { idOf, SERVER_IDS, tokenOf } from './fill';
 import type { Issue } from './load';
@@ -155,6 +156,14 @@ export function workload(name: OpName | 'Empty', pools: Pools): Workload {
     }
     case 'DeleteSession':
       return { name, path: `${SVC}/DeleteSession`, request: () => toBuffer(DeleteSessionRequest.encode(pools.nextDelete()).finish()) };
+    case 'RotateSessionToken':
+      // A live session at random: each call writes (a new token hash), as a revocation does, and leaves the session live.
+      return {
+        name,
+        path: `${SVC}/RotateSessionToken`,
+        request: () => toBuffer(RotateSessionTokenRequest.encode({ id: idOf('live', pools.randomLive()) }).finish()),
+        check: (answer) => (stringAt(answer, [2]) ? undefined : 'RotateSessionToken answered without a token'),
+      };
   }
 }
 

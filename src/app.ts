@@ -7,7 +7,7 @@ import type { Logger } from './log';
 import { Metrics } from './metrics/metrics';
 import { startMetricsServer, type MetricsServer } from './metrics/metrics-server';
 import { StorageObserver } from './storage-observer';
-import { SqliteStorage } from './storage/sqlite/sqlite-storage';
+import { SqliteStorage, type StorageHooks } from './storage/sqlite/sqlite-storage';
 import { Sweeper } from './sweeper';
 import { PrincipalsSource } from './principals-source';
 import { adminHandlers } from './transport/admin-handlers';
@@ -45,6 +45,8 @@ export interface App {
 export interface AppOptions {
   clock?: Clock;
   log: Logger;
+  /** A disk of the test's own for the syncs after COMMIT; never set in production. */
+  storageHooks?: Pick<StorageHooks, 'fsync'>;
 }
 
 /**
@@ -53,7 +55,7 @@ export interface AppOptions {
  * @throws Error when storage cannot be opened or the address cannot be bound;
  *   nothing is left open then.
  */
-export async function startApp(config: Config, { clock = systemClock, log }: AppOptions): Promise<App> {
+export async function startApp(config: Config, { clock = systemClock, log, storageHooks }: AppOptions): Promise<App> {
   // TLS files first: a bad one fails start-up before the database is opened.
   const credentials = serverCredentials(config.server.tls);
   const metrics = new Metrics();
@@ -70,7 +72,7 @@ export async function startApp(config: Config, { clock = systemClock, log }: App
   }
   let storage: SqliteStorage;
   try {
-    storage = SqliteStorage.open(config.storage, { onCheckpoint: (r) => storageObserver.checkpoint(r), onShed: () => metrics.writeShed() });
+    storage = SqliteStorage.open(config.storage, { ...storageHooks, onCheckpoint: (r) => storageObserver.checkpoint(r), onShed: () => metrics.writeShed() });
   } catch (err) {
     principals.stop();
     throw err;

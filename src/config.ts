@@ -167,6 +167,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       groupCommit: get<boolean>('group-commit'),
       checkpointWorker: get<boolean>('checkpoint-worker'),
       offLoopFsync: get<boolean>('off-loop-fsync'),
+      durableRevocations: get<boolean>('durable-revocations'),
       maxPendingWrites: get<number>('max-pending-writes'),
     },
     policy: {

@@ -43,6 +43,7 @@ export const SETTINGS = [
   { flag: 'max-pending-writes', kind: 'int', default: String(S.maxPendingWrites), min: 1, max: 1_000_000, help: 'writes that may wait to be committed at once; past it a write is refused with UNAVAILABLE (retryable) instead of waiting' },
   { flag: 'group-commit', kind: 'bool', default: String(S.groupCommit), help: 'writes arriving in one event-loop turn share one transaction; false commits each alone (only to measure it, make bench)' },
   { flag: 'off-loop-fsync', kind: 'bool', default: String(S.offLoopFsync), help: 'with synchronous=full in WAL mode, commit at NORMAL and fsync the -wal file on the thread pool before answering; false lets SQLite fsync inside each commit on the main thread (only to measure it, make bench)' },
+  { flag: 'durable-revocations', kind: 'bool', default: 'true', help: 'fsync revocations and token rotations before answering them, at every synchronous setting; false answers them at commit, as other writes (only to measure it, make bench)' },
   { flag: 'checkpoint-worker', kind: 'bool', default: String(S.checkpointWorker), help: 'run WAL checkpoints on a worker thread; false runs them inside commits on the main thread (only to measure it, make bench)' },
   { flag: 'default-ttl', kind: 'duration', default: formatDuration(P.defaultTtlMs), min: 1000, help: 'absolute lifetime when CreateSession sets none' },
   { flag: 'default-idle-timeout', kind: 'duration', default: formatDuration(P.defaultIdleTimeoutMs), min: 1000, help: 'idle window when CreateSession sets none' },

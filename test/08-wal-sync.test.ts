@@ -6,12 +6,12 @@ import { StorageError } from '../src/domain/errors';
 import { GroupCommitter } from '../src/storage/sqlite/group-commit';
 import { DEFAULT_STORAGE_OPTIONS, type StorageOptions } from '../src/storage/sqlite/pragmas';
 import { SqliteStorage, type StorageHooks } from '../src/storage/sqlite/sqlite-storage';
-import { WalSync } from '../src/storage/sqlite/wal-sync';
+import { CommitSync } from '../src/storage/sqlite/commit-sync';
 import { hashOf, record } from './helpers/repository-contract';
 import { tempDir } from './helpers/server';
 
 /*
- * synchronous=FULL with the fsync off the event loop (wal-sync.ts): callers
+ * synchronous=FULL with the fsync off the event loop (commit-sync.ts): callers
  * are answered only after an fdatasync of the -wal file that started after
  * their commit; commits share syncs; a failed sync is final.
  */
@@ -27,7 +27,7 @@ function rig(t: ExecutionContext) {
   db.pragma('synchronous = normal');
   db.exec('CREATE TABLE t (v INTEGER)');
   const pending: Done[] = [];
-  const sync = new WalSync(`${path}-wal`, (_fd, done) => pending.push(done));
+  const sync = new CommitSync([{ what: 'the WAL', path: `${path}-wal`, open: 'held' }], true, (_fd, done) => pending.push(done));
   const writes = new GroupCommitter(db, { busyTimeoutMs: 1000, durable: sync });
   const insert = db.prepare('INSERT INTO t (v) VALUES (?)');
   const count = () => (db.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n;
@@ -163,14 +163,17 @@ test('synchronous=full in WAL mode: the storage fsyncs the -wal file itself, rep
   other.close();
 });
 
-test('--off-loop-fsync=false, or synchronous=normal: SQLite syncs (or not) inside commits and the storage keeps no -wal descriptor of its own', async (t) => {
+test('--off-loop-fsync=false, or synchronous=normal with --durable-revocations=false: SQLite syncs (or not) inside commits and the storage keeps no -wal descriptor of its own', async (t) => {
   const full = openStorage(t, { synchronous: 'full', offLoopFsync: false });
   t.is(full.storage.status().synchronous, 'FULL');
   t.false(holds(`${full.path}-wal`));
   await full.storage.writes.run(() => full.storage.sessions.insert(record(), hashOf('inline')));
-  const normal = openStorage(t, { synchronous: 'normal' });
+  const normal = openStorage(t, { synchronous: 'normal', durableRevocations: false });
   t.is(normal.storage.status().synchronous, 'NORMAL');
   t.false(holds(`${normal.path}-wal`));
+  // With durable revocations (the default) NORMAL holds one, for the revocations' fdatasync.
+  const durable = openStorage(t, { synchronous: 'normal' });
+  t.true(holds(`${durable.path}-wal`));
 });
 
 test('a disk that fails the fsync: the write fails with INTERNAL, later writes are refused, reads go on and the health probe says why', async (t) => {

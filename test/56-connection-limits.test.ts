@@ -33,11 +33,11 @@ async function server(t: ExecutionContext, env: Record<string, string>): Promise
 function countRunningStreams(t: ExecutionContext): { running: number; most: number; started: number } {
   const counts = { running: 0, most: 0, started: 0 };
   const add = OpenStreams.prototype.add;
-  OpenStreams.prototype.add = function (this: OpenStreams, close: () => void) {
+  OpenStreams.prototype.add = function (this: OpenStreams, stream: { close(): void; recheck(): void }) {
     counts.started++;
     counts.running++;
     counts.most = Math.max(counts.most, counts.running);
-    const forget = add.call(this, close);
+    const forget = add.call(this, stream);
     let forgotten = false;
     return () => {
       if (!forgotten) counts.running--;

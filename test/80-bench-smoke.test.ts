@@ -97,18 +97,25 @@ test('the smoke bench runs end to end and reports every figure with sane values'
   t.regex(output, /ValidateSessionStream item limit: one /);
 
   // The on/off rows: CreateSession without group commit, the checkpoint worker
-  // or the off-loop fsync, at the largest concurrency only, each against its own empty RPC.
+  // or the off-loop fsync, and RotateSessionToken with and without durable
+  // revocations, at the largest concurrency only, each against its own empty RPC.
   const variants = r.unary.filter((u) => u.variant !== undefined);
   t.deepEqual(
     variants.map((u) => `${u.synchronous} ${u.variant}`).sort(),
-    ['FULL fsync in commits', 'FULL no group commit', 'NORMAL checkpoints in commits', 'NORMAL no group commit', 'NORMAL no group commit, checkpoints in commits'],
+    ['FULL fsync in commits', 'FULL no group commit', 'NORMAL checkpoints in commits', 'NORMAL durable revocations off', 'NORMAL durable revocations on',
+      'NORMAL no group commit', 'NORMAL no group commit, checkpoints in commits'],
   );
   for (const u of variants) {
-    const what = `CreateSession ${u.synchronous} [${u.variant}]`;
-    if (u.op !== 'CreateSession' || u.concurrency !== Math.max(...o.concurrency)) problems.push(`${what}: ${u.op} at ${u.concurrency}`);
+    const op = u.variant!.startsWith('durable revocations') ? 'RotateSessionToken' : 'CreateSession';
+    const what = `${op} ${u.synchronous} [${u.variant}]`;
+    if (u.op !== op || u.concurrency !== Math.max(...o.concurrency)) problems.push(`${what}: ${u.op} at ${u.concurrency}`);
     problems.push(...saneSummary(u.call, what, true), ...saneSummary(u.empty, `${what} (empty)`, true));
   }
   t.regex(output, /CreateSession \[no group commit, checkpoints in commits\]/);
+  const durability = r.durability!;
+  t.truthy(durability, 'the durable part ran');
+  for (const [k, v] of Object.entries(durability)) if (!finitePositive(v)) problems.push(`durability ${k}: ${v}`);
+  t.regex(output, /Durable revocations \(RotateSessionToken, synchronous=NORMAL, \d+ in flight\): on \d+\/s .* off \d+\/s .*; on\/off [\d.]+/);
 
   // Streaming, and Redis when this machine has it.
   const hasRedis = !spawnSync('redis-server', ['--version']).error;

@@ -7,6 +7,7 @@ import { loadConfig, type Config } from '../../src/config';
 import { ManualClock } from '../../src/domain/clock';
 import { createLogger, type Logger } from '../../src/log';
 import { writePrincipals, type PrincipalSpec } from './principals';
+import type { StorageHooks } from '../../src/storage/sqlite/sqlite-storage';
 
 export interface TestServer {
   app: App;
@@ -40,7 +41,10 @@ export function tempDir(prefix = 'sessiond-test-'): string {
  * with them, a principals file is written and `client` calls as the first.
  */
 export async function startTestServer(
-  opts: { env?: Record<string, string>; clientOptions?: ClientOptions; dir?: string; clock?: ManualClock; principals?: PrincipalSpec[] } = {},
+  opts: {
+    env?: Record<string, string>; clientOptions?: ClientOptions; dir?: string; clock?: ManualClock;
+    principals?: PrincipalSpec[]; storageHooks?: Pick<StorageHooks, 'fsync'>;
+  } = {},
 ): Promise<TestServer> {
   const dir = opts.dir ?? tempDir();
   const dbPath = join(dir, 'sessions.db');
@@ -56,7 +60,7 @@ export async function startTestServer(
   const logs: Record<string, unknown>[] = [];
   const log: Logger = createLogger(config.logLevel, (line) => void logs.push(JSON.parse(line) as Record<string, unknown>));
   const clock = opts.clock ?? new ManualClock(Date.now());
-  const app = await startApp(config, { clock, log });
+  const app = await startApp(config, { clock, log, storageHooks: opts.storageHooks });
   const address = `127.0.0.1:${app.port}`;
   const first = opts.principals?.[0]?.name;
   const client = new SessiondClient(address, { defaultDeadlineMs: 10_000, apiKey: first && keys[first], ...opts.clientOptions });

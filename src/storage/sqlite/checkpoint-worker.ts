@@ -32,7 +32,10 @@ export interface WorkerData {
   busyTimeoutMs: number;
   autocheckpointFrames: number;
   pollMs: number;
-  /** The configured pragmas, for the purges' commits on this connection. */
+  /**
+   * The configured pragmas, for the purges' commits on this connection;
+   * synchronous as checkpoints need it (checkpointSynchronous in pragmas.ts).
+   */
   synchronous: string;
   cacheSize: number;
   journalSizeLimit: number;
@@ -53,7 +56,8 @@ const port = parentPort!;
 const db = new Database(data.path, { timeout: data.busyTimeoutMs });
 // Its own autocheckpoint stays off: this thread checkpoints at the threshold itself.
 db.pragma('wal_autocheckpoint = 0');
-// Purge commits happen here: the same durability as the main connection's, a
+// Purge commits happen here: the configured durability (and the checkpoints'
+// own, see checkpointSynchronous: in WAL mode OFF and NORMAL commit alike), a
 // cache no larger than the operator allowed it (RSS), and journal_size_limit,
 // which SQLite applies in whichever connection commits first after the WAL
 // rewinds. The main connection has none (see connectionPragmas): cutting a

@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants, copyFileSync, existsSync, fsyncSync, linkSync, openSync, readSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
+import { createPrivateFile } from './file-modes';
 
 /*
  * Start-up checks on the database file, and its creation. The rule they
@@ -171,7 +172,7 @@ export function quickCheck(db: Database.Database, bytes: number): boolean {
 
 /**
  * Creates a database where no file is, atomically: `init` runs on a temporary
- * file in the same folder, which is then hard-linked into place. link(2) never
+ * file (0600) in the same folder, which is then hard-linked into place. link(2) never
  * replaces an existing file, so a process that loses a creation race (another
  * sessiond starting on the same path) opens the winner's file instead, and a
  * crash during creation leaves no half-made file at the path (an empty file
@@ -183,6 +184,9 @@ export function createDatabaseFile(path: string, init: (db: Database.Database) =
   try {
     let db: Database.Database;
     try {
+      // Made 0600 first: SQLite would create it 0644 less the umask, and gives
+      // its -journal and -wal files the database file's mode.
+      createPrivateFile(tmp);
       db = new Database(tmp);
     } catch (err) {
       throw new Error(`cannot create a database file in ${dirname(path)}: ${(err as Error).message}`, { cause: err });
@@ -199,7 +203,8 @@ export function createDatabaseFile(path: string, init: (db: Database.Database) =
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EEXIST') return; // Another process created it first: use that one.
       if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
-      // No hard links on this filesystem: an exclusive copy still never replaces a file.
+      // No hard links on this filesystem: an exclusive copy still never
+      // replaces a file, and copyfile gives the copy the temporary file's mode.
       try {
         copyFileSync(tmp, path, constants.COPYFILE_EXCL);
       } catch (copyErr) {

@@ -1,10 +1,12 @@
 import type { Database } from 'better-sqlite3';
-import { StorageBusyError, StorageError } from '../../domain/errors';
-import type { WriteRunner } from '../../domain/session-repository';
+import { OverloadedError, StorageBusyError, StorageError } from '../../domain/errors';
+import type { WriteOptions, WriteRunner } from '../../domain/session-repository';
 import { toStorageError } from './sqlite-errors';
 
 interface Job {
   work: () => unknown;
+  /** Run with { durable: true }: answered only once a sync after its commit has returned. */
+  durable: boolean;
   resolve(value: unknown): void;
   reject(err: unknown): void;
   /** performance.now() after which a busy database fails the job with UNAVAILABLE. */
@@ -17,18 +19,28 @@ export interface GroupCommitOptions {
   /** Most units in one transaction; bounds the time one flush holds the event loop. */
   maxBatch?: number;
   /**
+   * Most units that may wait to be committed; past it run() refuses at once
+   * with OverloadedError, so that a flood is shed instead of every caller's
+   * latency growing with the queue. Unbounded when absent.
+   */
+  maxPending?: number;
+  /** Called for each unit refused because maxPending were waiting; must not throw. */
+  onShed?: () => void;
+  /**
    * Asked before each batch: true holds the batch back for a few milliseconds
    * (on a timer, the event loop stays free) and asks again. The SQLite storage
    * uses it to let the checkpointer catch up (see wal-pressure.ts).
    */
   shouldWait?: () => boolean;
   /**
-   * Durability after COMMIT: callers are answered once it resolves (see
-   * wal-sync.ts, synchronous=FULL with the fsync off the event loop). The next
-   * batch does not wait for it. A failure is final: queued and later units fail
-   * with it, before anything is written.
+   * Durability after COMMIT (commit-sync.ts): the callers it covers are
+   * answered once sync() resolves: with `everyCommit` every unit
+   * (synchronous=FULL with the fsync off the event loop), else only the units
+   * run with { durable: true } that succeeded, while the others of their batch
+   * are answered at COMMIT. The next batch does not wait for it. A failure is
+   * final: queued and later units fail with it, before anything is written.
    */
-  durable?: { sync(): Promise<void>; readonly failed: Error | undefined };
+  durable?: { sync(): Promise<void>; readonly failed: Error | undefined; readonly everyCommit: boolean };
 }
 
 const WAIT_POLL_MS = 5;
@@ -37,16 +49,21 @@ const WAIT_POLL_MS = 5;
  * Group commit: every write unit queued during one event-loop turn runs in one
  * transaction, each unit inside its own SAVEPOINT so that a unit that throws
  * (a stale etag, a full disk) is rolled back alone. Callers are resolved only
- * after COMMIT returns (and, with `durable`, after the fsync that covers it),
- * so an acknowledged write is as durable as the synchronous setting makes a
- * commit. One commit (and with synchronous=FULL one fsync) then serves many
- * calls.
+ * after COMMIT returns, so an acknowledged write is as durable as the
+ * synchronous setting makes a commit; a durable unit (a revocation, a token
+ * rotation) only once a sync that covers its commit has returned (`durable`),
+ * whatever the setting. One commit, and one sync, then serves many calls.
  *
  * A lock held by another process does not freeze the event loop: SQLite's own
  * busy handler is given only a few milliseconds (the connection's
  * busy_timeout), and the retry waits on a timer, so reads, health checks and
  * other calls keep being served. Units that have waited longer than
  * busyTimeoutMs fail with StorageBusyError (UNAVAILABLE, retryable).
+ *
+ * The queue is bounded (maxPending): a unit that finds it full is refused at
+ * once with OverloadedError (UNAVAILABLE, retryable) and never runs, so under a
+ * flood or a stalled disk callers learn to back off instead of waiting ever
+ * longer behind the queue.
  */
 export class GroupCommitter implements WriteRunner {
   private queue: Job[] = [];
@@ -62,10 +79,19 @@ export class GroupCommitter implements WriteRunner {
     this.maxBatch = options.maxBatch ?? 512;
   }
 
-  run<T>(work: () => T): Promise<T> {
+  run<T>(work: () => T, options?: WriteOptions): Promise<T> {
     if (this.closed) return Promise.reject(new StorageError('storage is closing; the write was not applied', undefined));
+    const max = this.options.maxPending;
+    if (max !== undefined && this.queue.length >= max) {
+      this.options.onShed?.();
+      return Promise.reject(new OverloadedError(
+        `too many writes are waiting: ${this.queue.length} already wait to be committed (max-pending-writes ${max}); the write was not applied, retry with backoff`,
+      ));
+    }
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ work, resolve: resolve as (v: unknown) => void, reject, giveUpAt: performance.now() + this.options.busyTimeoutMs });
+      this.queue.push({
+        work, durable: options?.durable === true, resolve: resolve as (v: unknown) => void, reject, giveUpAt: performance.now() + this.options.busyTimeoutMs,
+      });
       this.schedule();
     });
   }
@@ -147,15 +173,19 @@ export class GroupCommitter implements WriteRunner {
       this.next();
       return;
     }
-    const answer = () => batch.forEach((job, i) => (results[i]!.ok ? job.resolve(results[i]!.value) : job.reject(results[i]!.value)));
-    if (this.options.durable) {
+    const answer = (i: number) => (results[i]!.ok ? batch[i]!.resolve(results[i]!.value) : batch[i]!.reject(results[i]!.value));
+    const durable = this.options.durable;
+    const later: number[] = [];
+    for (let i = 0; i < batch.length; i++) {
+      if (durable && (durable.everyCommit || (batch[i]!.durable && results[i]!.ok))) later.push(i);
+      else answer(i);
+    }
+    if (durable && later.length > 0) {
       this.syncing++;
-      this.options.durable.sync().then(answer, (err: unknown) => batch.forEach((job) => job.reject(err))).finally(() => {
+      durable.sync().then(() => later.forEach(answer), (err: unknown) => later.forEach((i) => batch[i]!.reject(err))).finally(() => {
         this.syncing--;
         this.next();
       });
-    } else {
-      answer();
     }
     this.next();
   }

@@ -36,6 +36,13 @@ export interface StorageOptions {
    */
   readonly offLoopFsync: boolean;
   /**
+   * Revocations and token rotations (writes run with { durable: true }) are
+   * answered only once synced to disk, at every synchronous setting (true, see
+   * commit-sync.ts), or at commit like other writes (false: only to measure
+   * it, make bench).
+   */
+  readonly durableRevocations: boolean;
+  /**
    * Writes that may wait for the group committer at once; past it a write is
    * refused at once with UNAVAILABLE (retryable) instead of queueing, so that
    * a flood sheds load before every caller's latency runs away.
@@ -56,6 +63,7 @@ export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.free
   groupCommit: true,
   checkpointWorker: true,
   offLoopFsync: true,
+  durableRevocations: true,
   maxPendingWrites: 4096,
 });
 
@@ -78,11 +86,28 @@ export function syncsOffLoop(o: StorageOptions): boolean {
 }
 
 /**
+ * The synchronous setting of every connection that checkpoints. A durable
+ * write is synced in the -wal file (commit-sync.ts), but once a checkpoint
+ * has copied every frame into the database, the next writer rewinds the WAL
+ * and writes over those frames. At OFF a checkpoint never syncs the database,
+ * so a power loss after the rewind would lose a revocation that was answered
+ * as durable; from NORMAL up it syncs the database before it marks the frames
+ * copied (walCheckpoint in sqlite3.c), so before the WAL can rewind. In WAL
+ * mode NORMAL syncs nothing at commit either: a connection at NORMAL syncs
+ * only in its checkpoints and when it rewinds the WAL.
+ */
+export function checkpointSynchronous(o: StorageOptions): Synchronous {
+  return o.durableRevocations && o.journalMode === 'wal' && o.synchronous === 'off' && o.path !== ':memory:' ? 'normal' : o.synchronous;
+}
+
+/**
  * The values set on the main connection. Four may differ from the configuration
  * on purpose: synchronous=full is set as normal when the storage fsyncs off
- * the event loop itself (see syncsOffLoop); busy_timeout is one slice of the configured wait; with the
- * checkpoint worker in WAL mode, autocheckpoint is off because the worker runs
- * it at the configured threshold off the main thread, and journal_size_limit
+ * the event loop itself (see syncsOffLoop), and off as normal when this
+ * connection runs the checkpoints (see checkpointSynchronous); busy_timeout
+ * is one slice of the configured wait; with the checkpoint worker in WAL
+ * mode, autocheckpoint is off because the worker runs it at the configured
+ * threshold off the main thread, and journal_size_limit
  * is -1 because SQLite cuts the -wal file back inside the first commit after
  * the WAL rewinds, in whichever connection makes it: an ftruncate that took
  * the event loop 0.2-2.3 s for a WAL of 0.2-1.6 GB on a discard-mounted disk.
@@ -92,7 +117,7 @@ export function connectionPragmas(o: StorageOptions): StorageOptions {
   const worker = o.journalMode === 'wal' && o.checkpointWorker;
   return {
     ...o,
-    synchronous: syncsOffLoop(o) ? 'normal' : o.synchronous,
+    synchronous: syncsOffLoop(o) ? 'normal' : worker ? o.synchronous : checkpointSynchronous(o),
     busyTimeoutMs: Math.min(o.busyTimeoutMs, BUSY_SLICE_MS),
     walAutocheckpoint: worker ? 0 : o.walAutocheckpoint,
     journalSizeLimit: worker ? -1 : o.journalSizeLimit,

@@ -1,5 +1,4 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { FailedPreconditionError, StorageError } from '../../domain/errors';
@@ -11,12 +10,13 @@ import { Checkpointer, type RawCheckpoint } from './checkpointer';
 import { GroupCommitter } from './group-commit';
 import { checkSchemaVersion, migrate } from './migrations';
 import { checkDatabaseContents, checkOwnSchema, createDatabaseFile, inspectDatabaseFile } from './database-file';
-import { applyPragmas, connectionPragmas, synchronousName, syncsOffLoop, type StorageOptions } from './pragmas';
+import { makePrivateFolder, tightenModes } from './file-modes';
+import { CommitSync, commitSyncPlan, type SyncFn } from './commit-sync';
+import { applyPragmas, checkpointSynchronous, connectionPragmas, type StorageOptions } from './pragmas';
 import { SqliteSessionRepository } from './sqlite-session-repository';
 import { guarded, toStorageError } from './sqlite-errors';
 import { fileBytes, WalIndex } from './wal-index';
 import { WalPressure } from './wal-pressure';
-import { WalSync, type WalSyncFn } from './wal-sync';
 
 /** Uncheckpointed frames, in multiples of wal_autocheckpoint, past which writes wait for the checkpointer. */
 const WAL_PRESSURE_FACTOR = 4;
@@ -28,8 +28,8 @@ const CHECKPOINT_POLL_MS = 50;
 export interface StorageHooks {
   /** Called with every checkpoint that ran (admin, auto, shutdown); must not throw. */
   onCheckpoint?(result: CheckpointResult): void;
-  /** The off-loop fsync (wal-sync.ts); fs.fdatasync unless a test stands in a failing disk. */
-  fsync?: WalSyncFn;
+  /** The syncs after COMMIT (commit-sync.ts); fs.fdatasync and fs.fsync unless a test stands in a disk of its own. */
+  fsync?: SyncFn;
   /** Called for each write refused because max-pending-writes were already waiting; must not throw. */
   onShed?(): void;
 }
@@ -50,14 +50,15 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
   private readonly checkpointer: Checkpointer | undefined;
   /** The -shm header, read without a lock; its descriptor stays open until the connection is closed (see wal-index.ts). */
   private readonly walIndex: WalIndex;
-  /** synchronous=FULL's fsync, off the event loop (wal-sync.ts); absent at other settings. */
-  private readonly walSync: WalSync | undefined;
+  /** The syncs after COMMIT that SQLite does not make at this setting (commit-sync.ts); absent when it makes them all. */
+  private readonly commitSync: CommitSync | undefined;
 
   private constructor(private readonly db: Database.Database, readonly options: StorageOptions, private readonly hooks: StorageHooks) {
     this.sessions = new SqliteSessionRepository(db);
     this.walIndex = WalIndex.open(options.path);
-    // The connection has read the database in WAL mode by now, so the -wal file exists.
-    this.walSync = syncsOffLoop(options) ? new WalSync(`${options.path}-wal`, hooks.fsync) : undefined;
+    // The connection has read the database by now, so in WAL mode the -wal file exists.
+    const plan = commitSyncPlan(options);
+    this.commitSync = plan && new CommitSync(plan.targets, plan.everyCommit, hooks.fsync);
     const pressureFrames = options.journalMode === 'wal' && options.walAutocheckpoint > 0 ? options.walAutocheckpoint * WAL_PRESSURE_FACTOR : 0;
     const pressure = pressureFrames > 0
       ? new WalPressure(pressureFrames, () => this.walIndex.read(), () => this.checkpointer?.running === true)
@@ -65,8 +66,10 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
     this.writes = new GroupCommitter(db, {
       busyTimeoutMs: options.busyTimeoutMs,
       maxBatch: options.groupCommit ? undefined : 1,
+      maxPending: options.maxPendingWrites,
+      onShed: () => hooks.onShed?.(),
       shouldWait: pressure && (() => pressure.shouldWait()),
-      durable: this.walSync,
+      durable: this.commitSync,
     });
     this.heartbeat = db.prepare(
       "INSERT INTO meta (key, value) VALUES ('heartbeat', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -75,13 +78,15 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
       this.checkpointer = new Checkpointer(
         {
           path: options.path, walIndexFd: this.walIndex.descriptor, busyTimeoutMs: options.busyTimeoutMs, autocheckpointFrames: options.walAutocheckpoint, pollMs: CHECKPOINT_POLL_MS,
-          synchronous: options.synchronous, cacheSize: options.cacheSize, journalSizeLimit: options.journalSizeLimit,
+          synchronous: checkpointSynchronous(options), cacheSize: options.cacheSize, journalSizeLimit: options.journalSizeLimit,
         },
         (raw) => this.record(raw.mode ?? 'PASSIVE', 'auto', raw),
         // Without the worker, SQLite's own autocheckpoint must come back, or the
-        // WAL grows without bound, and so must the limit it was cut back to.
+        // WAL grows without bound, and so must the limit it was cut back to;
+        // the checkpoints now run on this connection, at their own setting.
         () => {
           if (!this.db.open) return;
+          this.db.pragma(`synchronous = ${checkpointSynchronous(options)}`);
           this.db.pragma(`wal_autocheckpoint = ${options.walAutocheckpoint | 0}`);
           this.db.pragma(`journal_size_limit = ${Math.trunc(options.journalSizeLimit)}`);
         },
@@ -90,9 +95,10 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
   }
 
   /**
-   * Opens the database, or creates it where no file is; checks the file (see
-   * database-file.ts), applies and verifies the pragmas, and migrates the
-   * schema. Nothing is written to a file that fails a check.
+   * Opens the database, or creates it where no file is (0600, in a 0700
+   * folder, see file-modes.ts); checks the file (see database-file.ts),
+   * tightens its mode if others may read it, applies and verifies the pragmas,
+   * and migrates the schema. Nothing is written to a file that fails a check.
    * @throws Error naming the file and the problem: its folder cannot be made
    *   or written, it is empty, truncated, damaged, not SQLite or another
    *   application's database, a pragma did not take effect, or the schema is
@@ -103,9 +109,10 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
     try {
       const onDisk = options.path !== ':memory:';
       if (onDisk) {
-        makeFolder(dirname(options.path));
+        makePrivateFolder(dirname(options.path));
         const file = inspectDatabaseFile(options.path);
         if (file.exists) {
+          tightenModes(options.path);
           checkDatabaseContents(options.path, file.bytes, checkSchemaVersion);
         } else {
           createDatabaseFile(options.path, (fresh) => {
@@ -167,8 +174,10 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
       return {
         ...wal,
         path: this.options.path,
-        // The guarantee, which with the off-loop fsync is not the connection's own setting.
-        synchronous: this.walSync ? 'FULL' : synchronousName(p('synchronous')),
+        // The guarantee configured (applyPragmas checked that the connection
+        // took it), which is not always the connection's own setting: see
+        // syncsOffLoop and checkpointSynchronous.
+        synchronous: this.options.synchronous.toUpperCase(),
         cacheSize: p('cache_size'),
         // The configured totals: the connection itself holds one busy slice, and
         // autocheckpoint is run by the worker at this threshold.
@@ -205,7 +214,7 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
 
   probe(): StorageHealth {
     if (this.closed) return { ok: false, reason: 'database is closed' };
-    if (this.walSync?.failed) return { ok: false, reason: this.walSync.failed.message };
+    if (this.commitSync?.failed) return { ok: false, reason: this.commitSync.failed.message };
     try {
       const mode = this.journalMode();
       if (mode !== this.options.journalMode) {
@@ -230,13 +239,16 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
     this.closing ??= (async () => {
       await this.writes.close();
       await this.checkpointer?.close();
+      // The last checkpoints, here and in close(), run on this connection.
+      if (this.journalMode() === 'wal') this.db.pragma(`synchronous = ${checkpointSynchronous(this.options)}`);
       const final = this.journalMode() === 'wal' ? this.checkpointHere('TRUNCATE', 'shutdown') : undefined;
       this.closed = true;
       this.db.close();
       // Only now: closing the -shm descriptor drops every lock this process holds on it.
       this.walIndex.close();
-      // writes.close() has waited for every sync.
-      this.walSync?.close();
+      // writes.close() has waited for every sync; a descriptor of the database
+      // file is closed only now, as closing it drops the process's locks on it.
+      this.commitSync?.close();
       return final;
     })();
     return this.closing;
@@ -288,14 +300,5 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
   private journalMode(): string {
     // Reading journal_mode takes no lock and never changes the mode.
     return String(this.db.pragma('journal_mode', { simple: true })).toLowerCase();
-  }
-}
-
-/** mkdir -p, with an error that says the folder is the problem (ENOTDIR: a parent is a file; EACCES, EROFS). */
-function makeFolder(dir: string): void {
-  try {
-    mkdirSync(dir, { recursive: true });
-  } catch (err) {
-    throw new Error(`cannot create its folder ${dir}: ${(err as Error).message}`, { cause: err });
   }
 }
