@@ -135,7 +135,7 @@ test('a message over the item limit ends the stream with INVALID_ARGUMENT naming
   const over = Array.from({ length: MAX_BATCH_ITEMS + 1 }, (_, i) => item(100 + i, live.token));
   const r = await exchange(s.address, [{ items: [item(1, live.token)] }, { items: over }]);
   t.is(r.error?.code, status.INVALID_ARGUMENT);
-  t.is(r.error?.details, `items: ${MAX_BATCH_ITEMS + 1} in one message; the limit is ${MAX_BATCH_ITEMS} (response header ${BATCH_MAX_HEADER})`);
+  t.is(r.error?.details, `items: more than ${MAX_BATCH_ITEMS} in one message; the limit is ${MAX_BATCH_ITEMS} (response header ${BATCH_MAX_HEADER})`);
   const byId = answersById(t, r.responses);
   t.deepEqual([...byId.keys()], [1], 'the message before was answered; none of the refused one was');
 
