@@ -43,7 +43,7 @@ COPY --from=build /app/dist ./dist
 # Server reflection reads the descriptor set from descriptors/ (next to dist/).
 COPY --from=build /app/descriptors/sessiond.binpb ./descriptors/sessiond.binpb
 # The `sessiond` command (admin, health, sessions) for kubectl exec and exec
-# probes: with no src/ beside it, bin/sessiond.js runs dist/src/cli/main.js.
+# probes: with no src/ beside it, bin/sessiond.js runs dist/src/sessiond.js.
 COPY bin/sessiond.js ./bin/sessiond.js
 RUN mkdir -p /var/lib/sessiond && chown 1000:1000 /var/lib/sessiond
 # The node image's "node" user, by number so that Kubernetes' runAsNonRoot can verify it.

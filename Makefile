@@ -36,10 +36,11 @@ check-generated: $(DEPS)
 	  fi; \
 	done; echo "generated/ and descriptors/ match proto/"
 
-## lint: buf lint on proto/, tsc type-check on everything
+## lint: buf lint on proto/, tsc type-check on everything, and src/'s import rules (.dependency-cruiser.cjs)
 lint: $(DEPS)
 	$(BIN)/buf lint
 	$(BIN)/tsc --noEmit -p tsconfig.json
+	$(BIN)/depcruise --config .dependency-cruiser.cjs --output-type err src
 
 ## build: compile to dist/
 build: $(DEPS)

@@ -14,9 +14,9 @@
 import { GCProfiler, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { ValidateSessionStreamRequest } from '../generated/sessions/v1/session_service';
-import { parseSetting, SETTINGS } from '../src/settings';
+import { parseSetting, SETTINGS } from '../src/server/settings';
 import { decodeStrictly } from '../src/transport/request-decoding';
-import { ItemLimitExceeded, StrictValidateSessionStreamRequest } from '../src/transport/validate-stream';
+import { ItemLimitExceeded, StrictValidateSessionStreamRequest } from '../src/transport/stream-request';
 
 export interface DecodeCost {
   cpuUs: number;

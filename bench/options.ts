@@ -1,9 +1,9 @@
 /*
  * The bench's settings: BENCH_* variables (make passes `make bench BENCH_X=...`
  * through), or the same names as --flags (`--window 1s`). Unknown names and bad
- * values are all reported at once, as src/config.ts does for the server.
+ * values are all reported at once, as src/server/config.ts does for the server.
  */
-import { parseDuration } from '../src/units';
+import { parseDuration } from '../src/shared/units';
 
 export const OPS = [
   'ValidateSession', 'ValidateSession+touch', 'GetSession', 'CreateSession', 'ListSessions', 'UpdateSession', 'DeleteSession',

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { CheckpointMode } from '../generated/sessions/v1/admin_service';
 import { ValidateSessionRequest } from '../generated/sessions/v1/session_service';
 import type { LoopDelayFigures } from '../src/transport/bench-service';
-import { SessiondClient } from '../src/client';
+import { SessiondClient } from '../src/client/client';
 import { fillDatabase, tokenOf } from './fill';
 import { runUntil, runWindow, summarize, type Issue, type Summary } from './load';
 import type { BenchOptions } from './options';

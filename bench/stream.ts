@@ -4,7 +4,7 @@
  * against Redis GET through ioredis at the same concurrency, alternately in
  * the same run: both answer "here is the session for this token".
  */
-import { SessiondClient, type StreamValidator } from '../src/client';
+import { SessiondClient, type StreamValidator } from '../src/client/client';
 import { idOf, serverIdOf } from './fill';
 import { median, runWindow, summarize, type Issue, type Summary, type Window } from './load';
 import type { BenchOptions } from './options';

@@ -7,15 +7,15 @@ const { existsSync } = require('node:fs');
 const { join } = require('node:path');
 
 const root = join(__dirname, '..');
-const source = join(root, 'src', 'cli', 'main.ts');
+const source = join(root, 'src', 'sessiond.ts');
 let cli;
 if (existsSync(source)) {
   require('tsx/cjs/api').register();
   cli = require(source);
 } else {
-  cli = require(join(root, 'dist', 'src', 'cli', 'main.js'));
+  cli = require(join(root, 'dist', 'src', 'sessiond.js'));
 }
-cli.main(process.argv.slice(2)).catch((err) => {
+cli.sessiond(process.argv.slice(2)).catch((err) => {
   process.stderr.write(`sessiond: ${err && err.stack ? err.stack : String(err)}\n`);
   process.exit(1);
 });

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CheckpointMode } from '../generated/sessions/v1/admin_service';
-import { ServingStatus } from '../src/client';
+import { ServingStatus } from '../src/client/client';
 import { SCHEMA_VERSION } from '../src/storage/sqlite/migrations';
 import { DEFAULT_STORAGE_OPTIONS, type StorageOptions } from '../src/storage/sqlite/pragmas';
 import { SqliteStorage } from '../src/storage/sqlite/sqlite-storage';

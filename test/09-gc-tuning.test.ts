@@ -2,7 +2,7 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { HEAP_GROWING_PERCENT, heapGrowthFlag } from '../src/gc-tuning';
+import { HEAP_GROWING_PERCENT, heapGrowthFlag } from '../src/server/gc-tuning';
 
 const run = promisify(execFile);
 const PROBE = join(__dirname, 'helpers', 'gc-probe.ts');

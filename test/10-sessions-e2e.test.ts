@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { startTestServer, type TestServer } from './helpers/server';
 import { rejectsWithCode } from './helpers/grpc';
 import { InvalidReason } from '../generated/sessions/v1/session_service';
-import type { Session } from '../src/client';
+import type { Session } from '../src/client/client';
 
 /*
  * End-to-end SessionService: every RPC's success path and every error status

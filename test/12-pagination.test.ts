@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { startTestServer, type TestServer } from './helpers/server';
-import type { Session } from '../src/client';
+import type { Session } from '../src/client/client';
 
 /*
  * ListSessions paging (AIP-158) end to end: page sizes, filters, and a stable

@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, loadConfig, redactedConfig, type Config } from '../src/config';
+import { ConfigError, loadConfig, redactedConfig, type Config } from '../src/server/config';
 import { runServerToExit } from './helpers/process';
 import { tempDir } from './helpers/server';
 

@@ -8,8 +8,8 @@ import {
   InvalidReason, SessionServiceClient, SessionServiceService,
   type ValidateSessionStreamAnswer, type ValidateSessionStreamItem, ValidateSessionStreamRequest, ValidateSessionStreamResponse,
 } from '../generated/sessions/v1/session_service';
-import { SessiondClient } from '../src/client';
-import { BATCH_MAX_HEADER, MAX_BATCH_ITEMS } from '../src/transport/stream-protocol';
+import { SessiondClient } from '../src/client/client';
+import { BATCH_MAX_HEADER, MAX_BATCH_ITEMS } from '../src/shared/stream-protocol';
 import { scrape, value } from './helpers/prometheus';
 import { frame, lfield, message, RawGrpc, vfield } from './helpers/raw-grpc';
 import { SMALL_MESSAGES, startTestServer, type TestServer } from './helpers/server';

@@ -10,7 +10,7 @@ import {
 } from '../generated/sessions/v1/session_service';
 import type { SessionRecord } from '../src/domain/session';
 import { encodeStreamAnswer, encodeStreamAnswers } from '../src/transport/session-wire';
-import { decodeStreamResponse, encodeStreamRequest, READ_FIELDS, WRITTEN_FIELDS } from '../src/validator-wire';
+import { decodeStreamResponse, encodeStreamRequest, READ_FIELDS, WRITTEN_FIELDS } from '../src/client/validator-wire';
 
 /*
  * The client's hand-written ValidateSessionStream codec must agree with the

@@ -1,9 +1,9 @@
 import test from 'ava';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { SessiondClient } from '../src/client';
-import { ConfigError, loadConfig } from '../src/config';
-import { parseSetting, SETTINGS, type Spec } from '../src/settings';
+import { SessiondClient } from '../src/client/client';
+import { ConfigError, loadConfig } from '../src/server/config';
+import { parseSetting, SETTINGS, type Spec } from '../src/server/settings';
 import { spawnServer } from './helpers/process';
 import { tempDir } from './helpers/server';
 

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HealthCheckResponse_ServingStatus as S, HealthClient, type HealthCheckResponse } from '../generated/grpc/health/v1/health';
-import { SessiondClient } from '../src/client';
+import { SessiondClient } from '../src/client/client';
 import { spawnServer, type ServerProcess } from './helpers/process';
 import { waitFor } from './helpers/wait';
 

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { credentials, Metadata, Server, ServerCredentials, status, type ClientReadableStream, type StatusObject } from '@grpc/grpc-js';
 import { HealthCheckResponse_ServingStatus as S, HealthClient, type HealthCheckResponse } from '../generated/grpc/health/v1/health';
-import { SessiondClient } from '../src/client';
+import { SessiondClient } from '../src/client/client';
 import { Health, HEALTH_SERVICES } from '../src/transport/health';
 import { rejectsWithCode } from './helpers/grpc';
 import { startTestServer, type TestServer } from './helpers/server';

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { Metadata, status } from '@grpc/grpc-js';
-import { SessiondClient } from '../src/client';
+import { SessiondClient } from '../src/client/client';
 import { UnauthenticatedError } from '../src/domain/errors';
 import { Callers, isLoopbackPeer, type IncomingCall } from '../src/transport/callers';
 import { rejectsWithCode } from './helpers/grpc';

@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { SessiondClient } from '../src/client';
+import { SessiondClient } from '../src/client/client';
 import { PERMISSION_OF } from '../src/transport/permissions';
 import { AdminServiceService } from '../generated/sessions/v1/admin_service';
 import { SessionServiceService } from '../generated/sessions/v1/session_service';

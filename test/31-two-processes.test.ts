@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SessiondClient } from '../src/client';
+import { SessiondClient } from '../src/client/client';
 import { DEFAULT_STORAGE_OPTIONS } from '../src/storage/sqlite/pragmas';
 import { SqliteStorage } from '../src/storage/sqlite/sqlite-storage';
 import { integrityCheck } from './helpers/crash-workload';

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SessiondClient } from '../src/client';
+import { SessiondClient } from '../src/client/client';
 import { runServerToExit, spawnServer } from './helpers/process';
 
 /*

@@ -3,7 +3,7 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { SessiondClient } from '../src/client';
+import type { SessiondClient } from '../src/client/client';
 import { OverloadedError } from '../src/domain/errors';
 import { GroupCommitter } from '../src/storage/sqlite/group-commit';
 import { parseExposition } from './helpers/prometheus';

@@ -3,7 +3,7 @@ import { status } from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { SessiondClient, ServingStatus } from '../src/client';
+import { SessiondClient, ServingStatus } from '../src/client/client';
 import { HEALTH_SERVICES, LIVENESS_SERVICE } from '../src/transport/health';
 import { rejectsWithCode } from './helpers/grpc';
 import { spawnServer } from './helpers/process';

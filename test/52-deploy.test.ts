@@ -4,10 +4,10 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { basename, dirname, join, posix } from 'node:path';
 import { promisify } from 'node:util';
 import { parseAllDocuments } from 'yaml';
-import { apiKeySha256, newApiKey } from '../src/api-keys';
-import { SessiondClient, ServingStatus } from '../src/client';
-import { CLIENT_VARIABLES, ConfigError, envName, isLoopbackListen, loadConfig, SETTINGS } from '../src/config';
-import { readPrincipalsFile } from '../src/principals-file';
+import { apiKeySha256, newApiKey } from '../src/shared/api-keys';
+import { SessiondClient, ServingStatus } from '../src/client/client';
+import { CLIENT_VARIABLES, ConfigError, envName, isLoopbackListen, loadConfig, SETTINGS } from '../src/server/config';
+import { readPrincipalsFile } from '../src/server/principals-file';
 import { LIVENESS_SERVICE } from '../src/transport/health';
 import { spawnServer } from './helpers/process';
 
@@ -150,7 +150,7 @@ test('every SESSIOND_ variable the manifests set is a setting, and the ConfigMap
     for (const m of readFileSync(join(K8S, file), 'utf8').matchAll(/\bSESSIOND_[A-Z0-9_]+/g)) named.add(m[0]);
   }
   t.true(named.size >= 5);
-  for (const name of named) t.true(known.has(name), `${name} is not a setting in src/config.ts`);
+  for (const name of named) t.true(known.has(name), `${name} is not a setting in src/server/config.ts`);
   for (const name of [...Object.keys(configMapData()), ...(container().env ?? []).map((e: Doc) => e.name as string)]) {
     t.true(SETTINGS.some((s) => envName(s.flag) === name), `the pod is given ${name}, which is not a server setting`);
   }

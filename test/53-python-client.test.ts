@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { apiKeySha256, newApiKey } from '../src/api-keys';
+import { apiKeySha256, newApiKey } from '../src/shared/api-keys';
 import { makeTestCerts } from './helpers/certs';
 import { startTestServer, tempDir, type TestServer } from './helpers/server';
 

@@ -5,7 +5,7 @@ import { connect as tcpConnect, type Socket } from 'node:net';
 import {
   SessionServiceClient, ValidateSessionStreamRequest, ValidateSessionStreamResponse,
 } from '../generated/sessions/v1/session_service';
-import { loadConfig } from '../src/config';
+import { loadConfig } from '../src/server/config';
 import { serverChannelOptions } from '../src/transport/server';
 import { OpenStreams } from '../src/transport/validate-stream';
 import { frame } from './helpers/raw-grpc';

@@ -6,7 +6,7 @@ import { Agent, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CheckpointMode } from '../generated/sessions/v1/admin_service';
 import { HealthClient } from '../generated/grpc/health/v1/health';
-import { ConfigError, loadConfig } from '../src/config';
+import { ConfigError, loadConfig } from '../src/server/config';
 import { rejectsWithCode } from './helpers/grpc';
 import { httpGet, scrape, value, type Sample } from './helpers/prometheus';
 import { frame, RawGrpc } from './helpers/raw-grpc';

@@ -2,7 +2,7 @@ import test, { type ExecutionContext } from 'ava';
 import { status } from '@grpc/grpc-js';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig } from '../src/config';
+import { loadConfig } from '../src/server/config';
 import { rejectsWithCode } from './helpers/grpc';
 import { runCli, spawnCliServer, type CliResult } from './helpers/cli';
 import { startTestServer, tempDir, type TestServer } from './helpers/server';

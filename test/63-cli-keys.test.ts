@@ -1,9 +1,9 @@
 import test, { type ExecutionContext } from 'ava';
 import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { API_KEY_PREFIX, apiKeySha256, newApiKey } from '../src/api-keys';
+import { API_KEY_PREFIX, apiKeySha256, newApiKey } from '../src/shared/api-keys';
 import { entryYaml, generateKey, type GeneratedEntry, type GeneratedKey } from '../src/cli/keys-command';
-import { principalsFromDocument, readPrincipalsFile } from '../src/principals-file';
+import { principalsFromDocument, readPrincipalsFile } from '../src/server/principals-file';
 import { runCli, spawnCliServer, type CliResult } from './helpers/cli';
 import { startTestServer, tempDir } from './helpers/server';
 import { waitFor } from './helpers/wait';

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { buildProgram } from '../src/cli/main';
-import { CLIENT_VARIABLES, envName, SETTINGS } from '../src/config';
-import { principalsFromDocument, readPrincipalsFile } from '../src/principals-file';
+import { CLIENT_VARIABLES, envName, SETTINGS } from '../src/server/config';
+import { principalsFromDocument, readPrincipalsFile } from '../src/server/principals-file';
 import { runCli } from './helpers/cli';
 
 const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
@@ -114,7 +114,7 @@ test('every flag, variable and metric docs/security.md names exists, and its lim
   for (const m of security.matchAll(/\bSESSIOND_[A-Z0-9_]+/g)) {
     t.true(SETTINGS.some((s) => envName(s.flag) === m[0]) || (CLIENT_VARIABLES as readonly string[]).includes(m[0]), `${m[0]} is a variable sessiond reads`);
   }
-  const metricsSource = readFileSync(join(ROOT, 'src', 'metrics', 'metrics.ts'), 'utf8');
+  const metricsSource = readFileSync(join(ROOT, 'src', 'server', 'metrics', 'metrics.ts'), 'utf8');
   for (const m of security.matchAll(/\bsessiond_[a-z_]+/g)) t.true(metricsSource.includes(`'${m[0]}'`), `${m[0]} is a metric`);
 
   const limits = new Map<string, string>();

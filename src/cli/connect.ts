@@ -1,6 +1,6 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { SessiondClient, tlsCredentials } from '../client';
-import { parseDuration } from '../units';
+import { SessiondClient, tlsCredentials } from '../client/client';
+import { parseDuration } from '../shared/units';
 
 /** The options every client command takes, as commander parses them. */
 export interface GlobalOptions {

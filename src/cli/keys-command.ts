@@ -1,6 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { apiKeySha256, newApiKey } from '../api-keys';
+import { apiKeySha256, newApiKey } from '../shared/api-keys';
 import { PERMISSIONS, type Permission } from '../domain/principals';
+import { principalsFromDocument } from '../domain/principals-document';
 import { EXIT } from './run';
 
 /*
@@ -77,8 +78,6 @@ export function generateKey(name: string, serverIds: readonly string[], permissi
  */
 function entryProblems(name: string, serverIds: readonly string[], permissions: readonly Permission[]): string[] {
   if (serverIds.length === 0) return ['give at least one --server-id (an exact server_id, "prefix-*", or "*" for every one): a key should reach only the sessions it needs'];
-  // Loaded here only: the file reader brings the YAML parser, which no other client command needs.
-  const { principalsFromDocument } = require('../principals-file') as typeof import('../principals-file');
   const entry = { name, api_key_sha256: ['0'.repeat(64)], server_ids: [...serverIds], permissions: [...permissions] };
   const labels = [`principals[0] (${name.slice(0, 64)}): `, 'principals[0]: '];
   return principalsFromDocument({ principals: [entry] }).problems.map((p) => {

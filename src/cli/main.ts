@@ -5,12 +5,16 @@ import { addKeysCommand } from './keys-command';
 import { EXIT } from './run';
 import { addSessionCommands } from './session-commands';
 
+/** Runs the server with its flags; src/sessiond.ts hands it in. */
+export type ServeRunner = (flags: string[], env: NodeJS.ProcessEnv) => Promise<void>;
+
 /**
  * The `sessiond` command: the server (`serve`, also what runs when no command
  * is given) and the operator client commands, which call a running server
- * through the generated gRPC client.
+ * through the generated gRPC client. The CLI ships without the server's code
+ * (its import rules say so): `serve` runs whatever `runServer` it is given.
  */
-export function buildProgram(): Command {
+export function buildProgram(runServer?: ServeRunner): Command {
   const program = new Command('sessiond')
     .description('gRPC session service on SQLite WAL: the server (serve, the default) and client commands for operators')
     // Options after a command belong to it: `sessiond serve --admin-token X` configures the server.
@@ -22,13 +26,17 @@ export function buildProgram(): Command {
     .command('serve', { isDefault: true })
     .description('run the server (the default when no command is given); `sessiond serve --help` lists its flags')
     .argument('[flags...]', 'server flags, e.g. --listen 0.0.0.0:50051 (each also a SESSIOND_* variable)')
-    // The server's flags are parsed, validated and documented by src/config.ts.
+    // The server's flags are parsed, validated and documented by src/server/config.ts.
     .helpOption(false)
     .allowUnknownOption()
     .allowExcessArguments()
     .passThroughOptions()
-    // Loaded only here: client commands need none of the server (SQLite, the app), and start faster without it.
-    .action((flags: string[]) => (require('../serve') as typeof import('../serve')).serve(flags, process.env));
+    .action((flags: string[]) => {
+      if (runServer) return runServer(flags, process.env);
+      process.stderr.write('sessiond: this CLI was started without the server (src/sessiond.ts starts both)\n');
+      process.exitCode = EXIT.usage;
+      return undefined;
+    });
 
   addHealthCommand(program);
   addAdminCommands(program);
@@ -44,18 +52,17 @@ function exitOverrideAll(command: Command): void {
 }
 
 /** Runs the CLI; usage errors exit 64 (help and version 0), client commands set their own exit code. */
-export async function main(argv: readonly string[]): Promise<void> {
+export async function main(argv: readonly string[], runServer?: ServeRunner): Promise<void> {
   // `sessiond sessions list --all | head` closes the pipe early: stop quietly, as other CLIs do.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
     throw err;
   });
   try {
-    await buildProgram().parseAsync(argv, { from: 'user' });
+    await buildProgram(runServer).parseAsync(argv, { from: 'user' });
   } catch (err) {
     if (!(err instanceof CommanderError)) throw err;
     process.exitCode = err.exitCode === 0 ? 0 : EXIT.usage;
   }
 }
 
-if (require.main === module) void main(process.argv.slice(2));

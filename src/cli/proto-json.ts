@@ -1,7 +1,7 @@
 import { createFileRegistry, fromBinary, toJson, type FileRegistry, type JsonValue } from '@bufbuild/protobuf';
 import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { readFileSync } from 'node:fs';
-import { descriptorSetPath } from '../transport/reflection';
+import { descriptorSetPath } from '../shared/descriptors';
 
 /** A generated (ts-proto) message type: enough to serialize a reply. */
 export interface Encoder<T> {

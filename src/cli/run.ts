@@ -1,7 +1,7 @@
 import { status, type ServiceError } from '@grpc/grpc-js';
 import type { JsonValue } from '@bufbuild/protobuf';
 import type { Command } from 'commander';
-import type { SessiondClient } from '../client';
+import type { SessiondClient } from '../client/client';
 import { connect, type GlobalOptions } from './connect';
 
 /** Exit codes of the client commands. */

@@ -7,7 +7,7 @@ import { withGlobalOptions } from './connect';
 import { keyValues, table } from './format';
 import { toProtoJson } from './proto-json';
 import { clientAction, UsageError } from './run';
-import { ID_PATTERN } from '../domain/tokens';
+import { SESSION_ID_PATTERN } from '../shared/ids';
 
 /**
  * Session ids are base64url, so one in 64 starts with '-', which commander
@@ -16,7 +16,7 @@ import { ID_PATTERN } from '../domain/tokens';
  * ones that are not an id, as commander would have.
  */
 function sessionIdArgument(id: string | undefined): string | undefined {
-  if (id !== undefined && id.startsWith('-') && !ID_PATTERN.test(id)) throw new UsageError(`unknown option '${id}'`);
+  if (id !== undefined && id.startsWith('-') && !SESSION_ID_PATTERN.test(id)) throw new UsageError(`unknown option '${id}'`);
   return id;
 }
 

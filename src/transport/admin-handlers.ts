@@ -2,8 +2,8 @@ import { AdminServiceService, type AdminServiceServer } from '../../generated/se
 import { InvalidArgumentError } from '../domain/errors';
 import type { SessionManager } from '../domain/session-manager';
 import type { CheckpointResult, StorageAdmin } from '../domain/storage-admin';
-import type { Logger } from '../log';
-import type { Metrics } from '../metrics/metrics';
+import type { Logger } from '../server/log';
+import type { Metrics } from '../server/metrics/metrics';
 import type { Authorizer } from './authorize';
 import { checkpointModeFromProto, checkpointModeToProto, msToDuration } from './convert';
 

@@ -1,6 +1,6 @@
 import type { handleUnaryCall, MethodDefinition, ServerUnaryCall } from '@grpc/grpc-js';
 import { requirePermission, type Permission, type Principal } from '../domain/principals';
-import type { Logger } from '../log';
+import type { Logger } from '../server/log';
 import type { Callers, IncomingCall } from './callers';
 import { PERMISSION_OF } from './permissions';
 import { unary } from './unary';

@@ -1,6 +1,6 @@
 import { ServerInterceptingCall, status, type ServerInterceptor } from '@grpc/grpc-js';
-import type { Logger } from '../log';
-import type { Metrics, RpcType } from '../metrics/metrics';
+import type { Logger } from '../server/log';
+import type { Metrics, RpcType } from '../server/metrics/metrics';
 
 /**
  * The one place every call is observed, whatever the service (sessions,

@@ -1,26 +1,14 @@
 import type { Server } from '@grpc/grpc-js';
 import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
 import { ReflectionService } from '@grpc/reflection';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { descriptorSetPath } from '../shared/descriptors';
 
 /**
- * Server reflection fed with the FileDescriptorSet that `buf build` writes
- * (descriptors/sessiond.binpb, imports included). proto-loader's package
- * definitions lose imported files such as google/protobuf/timestamp.proto,
- * and grpcurl then cannot resolve the messages; the buf image has them all.
+ * Server reflection fed with the descriptor set `buf build` writes
+ * (shared/descriptors.ts): grpcurl and buf curl resolve every message,
+ * imported ones included, from it.
  */
-export const DESCRIPTOR_SET_FILE = 'sessiond.binpb';
-
-export function descriptorSetPath(): string {
-  // src/transport under tsx, dist/src/transport when compiled: both reach descriptors/.
-  for (const up of ['../..', '../../..']) {
-    const candidate = join(__dirname, up, 'descriptors', DESCRIPTOR_SET_FILE);
-    if (existsSync(candidate)) return candidate;
-  }
-  throw new Error(`descriptors/${DESCRIPTOR_SET_FILE} not found: run make generate`);
-}
-
 /** Splits a serialized FileDescriptorSet into its serialized FileDescriptorProtos (field 1). */
 export function splitDescriptorSet(bytes: Uint8Array): Uint8Array[] {
   const reader = new BinaryReader(bytes);

@@ -10,7 +10,7 @@ import {
   CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, RevokeSessionsRequest,
   RotateSessionTokenRequest, SessionServiceService, TouchSessionRequest, UpdateSessionRequest, ValidateSessionRequest,
 } from '../../generated/sessions/v1/session_service';
-import { ItemLimitExceeded, StrictValidateSessionStreamRequest } from './validate-stream';
+import { ItemLimitExceeded, StrictValidateSessionStreamRequest } from './stream-request';
 
 /*
  * Request bytes that do not decode are the caller's fault, so they get

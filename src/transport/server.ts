@@ -1,6 +1,17 @@
 import { Server, ServerCredentials, type ChannelOptions } from '@grpc/grpc-js';
-import type { ServerOptions } from '../config';
-import { loadServerTls } from '../tls';
+import { loadServerTls, type ServerTlsFiles } from '../shared/tls';
+
+/** The connection limits the server's configuration sets (server/config.ts). */
+export interface ChannelLimits {
+  readonly maxMessageBytes: number;
+  readonly keepaliveTimeMs: number;
+  readonly keepaliveTimeoutMs: number;
+  readonly maxConcurrentStreams: number;
+  readonly maxConnectionMemoryBytes: number;
+  readonly maxConnectionIdleMs: number;
+  readonly maxConnectionAgeMs: number;
+  readonly maxConnectionAgeGraceMs: number;
+}
 
 /**
  * The longest delay a Node timer keeps (2^31-1 ms, about 24.8 days); a longer
@@ -17,7 +28,7 @@ const AGE_JITTER = 1.1;
  * grpc-js channel options made explicit, so that limits are ours and not a
  * library default (see grpc-js's server.js for each).
  */
-export function serverChannelOptions(o: ServerOptions): ChannelOptions {
+export function serverChannelOptions(o: ChannelLimits): ChannelOptions {
   const timer = (ms: number) => Math.min(ms, LONGEST_TIMER_MS);
   const options: ChannelOptions = {
     'grpc.max_receive_message_length': o.maxMessageBytes,
@@ -49,11 +60,11 @@ export function serverChannelOptions(o: ServerOptions): ChannelOptions {
 /**
  * Plaintext, TLS, or mTLS (TLS plus a required client certificate that chains
  * to the client CA). The files are read once, here, at start-up.
- * A verified client certificate does not make its holder an admin: AdminAuth
- * still asks for the admin token (or a loopback peer when none is set).
+ * A verified client certificate names a principal only through the
+ * principals file (transport/callers.ts); on its own it grants nothing.
  * @throws Error naming each file that is missing, unreadable or invalid.
  */
-export function serverCredentials(tls: ServerOptions['tls']): ServerCredentials {
+export function serverCredentials(tls: ServerTlsFiles | undefined): ServerCredentials {
   if (!tls) return ServerCredentials.createInsecure();
   const m = loadServerTls(tls);
   // checkClientCertificate=true fails the handshake unless the client presents a
@@ -63,7 +74,7 @@ export function serverCredentials(tls: ServerOptions['tls']): ServerCredentials 
 }
 
 /** "plaintext", "tls" or "mtls", for the start-up log. */
-export function transportSecurity(tls: ServerOptions['tls']): 'plaintext' | 'tls' | 'mtls' {
+export function transportSecurity(tls: ServerTlsFiles | undefined): 'plaintext' | 'tls' | 'mtls' {
   if (!tls) return 'plaintext';
   return tls.clientCaFile ? 'mtls' : 'tls';
 }

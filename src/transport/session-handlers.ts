@@ -3,7 +3,7 @@ import {
 } from '../../generated/sessions/v1/session_service';
 import type { SessionRecord } from '../domain/session';
 import type { SessionManager, ValidateResult } from '../domain/session-manager';
-import type { Logger } from '../log';
+import type { Logger } from '../server/log';
 import { durationToMs, reasonToProto, sessionToProto } from './convert';
 import { acceptPreEncoded, encodeListResponse, encodeSessionResponse, encodeValidateResponse, preEncoded } from './session-wire';
 import type { Authorizer } from './authorize';

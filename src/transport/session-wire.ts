@@ -2,7 +2,7 @@ import type { ServiceDefinition } from '@grpc/grpc-js';
 import type { SessionRecord } from '../domain/session';
 import type { ValidateResult } from '../domain/session-manager';
 import { reasonToProto } from './convert';
-import { varintSize, writeVarint } from './varint';
+import { varintSize, writeVarint } from '../shared/varint';
 
 /*
  * Responses that carry sessions, encoded straight from SessionRecords into one

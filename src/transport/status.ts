@@ -1,6 +1,6 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { DomainError, type ErrorKind } from '../domain/errors';
-import type { Logger } from '../log';
+import type { Logger } from '../server/log';
 
 /**
  * The one table from domain errors to gRPC codes

@@ -1,5 +1,5 @@
 import type { handleUnaryCall, ServerUnaryCall } from '@grpc/grpc-js';
-import type { Logger } from '../log';
+import type { Logger } from '../server/log';
 import { toServiceError } from './status';
 
 /**

@@ -1,17 +1,17 @@
 import { Metadata, status, type handleBidiStreamingCall, type ServerDuplexStream } from '@grpc/grpc-js';
-import { BinaryReader } from '@bufbuild/protobuf/wire';
+import { ItemLimitExceeded, tooManyItems } from './stream-request';
 import {
   InvalidReason, SessionServiceService, ValidateSessionStreamAnswer, ValidateSessionStreamRequest,
   type ValidateSessionStreamItem, type ValidateSessionStreamResponse,
 } from '../../generated/sessions/v1/session_service';
 import type { Principal } from '../domain/principals';
 import type { SessionManager, ValidateResult } from '../domain/session-manager';
-import type { Logger } from '../log';
+import type { Logger } from '../server/log';
 import type { Authorizer } from './authorize';
 import { reasonToProto, sessionToProto } from './convert';
 import { encodeStreamAnswer, encodeStreamAnswers, preEncoded } from './session-wire';
 import { statusError, toServiceError } from './status';
-import { BATCH_MAX_HEADER, MAX_BATCH_ITEMS } from './stream-protocol';
+import { BATCH_MAX_HEADER, MAX_BATCH_ITEMS } from '../shared/stream-protocol';
 import { Turns } from './turns';
 
 /**
@@ -97,71 +97,6 @@ export class OpenStreams {
  * hundreds of thousands of objects before being refused. The walk allocates
  * nothing and stops at the first item past the limit.
  */
-const ITEMS_FIELD = 4;
-const LENGTH_DELIMITED = 2;
-
-function tooManyItems(count: string): string {
-  return `items: ${count} in one message; the limit is ${MAX_BATCH_ITEMS} (response header ${BATCH_MAX_HEADER})`;
-}
-
-/**
- * A message with more items than MAX_BATCH_ITEMS, refused before it is
- * decoded. The deserializer hands it to the handler in the request's place
- * (request-decoding.ts), so that the messages before it are still answered
- * before the stream ends with INVALID_ARGUMENT.
- */
-export class ItemLimitExceeded extends Error {
-  constructor() {
-    super(tooManyItems(`more than ${MAX_BATCH_ITEMS}`));
-  }
-}
-
-function checkItemFraming(reader: BinaryReader): void {
-  let index = 0;
-  while (reader.pos < reader.len) {
-    // Indexed, not destructured: destructuring goes through the array
-    // iterator, a few objects per field, and this runs for every item.
-    const tag = reader.tag();
-    const field = tag[0];
-    const wireType = tag[1];
-    if (field !== ITEMS_FIELD || wireType !== LENGTH_DELIMITED) {
-      reader.skip(wireType, field);
-      continue;
-    }
-    if (index === MAX_BATCH_ITEMS) throw new ItemLimitExceeded();
-    const end = reader.uint32() + reader.pos;
-    try {
-      while (reader.pos < end) {
-        const t = reader.tag();
-        reader.skip(t[1], t[0]);
-      }
-      if (reader.pos !== end) throw new Error('a field runs past the end of the item');
-    } catch (err) {
-      throw new Error(`item ${index} of items: ${err instanceof Error ? err.message : String(err)}`);
-    }
-    index++;
-  }
-}
-
-/**
- * ValidateSessionStreamRequest for request-decoding.ts: its framing walk is
- * the item check above, in place of the generic one, so that a message over
- * the item limit never reaches the generated decoder.
- */
-export const StrictValidateSessionStreamRequest = {
-  /**
-   * Walks the whole message from `reader`'s position.
-   * @throws ItemLimitExceeded at the first item past MAX_BATCH_ITEMS.
-   * @throws Error naming the item whose framing is broken.
-   */
-  checkFraming(reader: BinaryReader): void {
-    checkItemFraming(reader);
-  },
-  decode(input: BinaryReader | Uint8Array): ValidateSessionStreamRequest {
-    return ValidateSessionStreamRequest.decode(input);
-  },
-};
-
 /** An answer the fast path (session-wire.ts) does not cover, through the generated encoder. */
 const encodeAnswer = (a: ValidateSessionStreamAnswer) => Buffer.from(ValidateSessionStreamAnswer.encode(a).finish());
 

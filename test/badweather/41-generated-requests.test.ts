@@ -6,7 +6,7 @@ import {
   CreateSessionRequest, GetSessionRequest, ListSessionsRequest, RevokeSessionsRequest, UpdateSessionRequest,
   ValidateSessionRequest, ValidateSessionStreamRequest,
 } from '../../generated/sessions/v1/session_service';
-import { ServingStatus } from '../../src/client';
+import { ServingStatus } from '../../src/client/client';
 import { quietServer, StoreWatcher } from '../helpers/badweather';
 import { SMALL_MESSAGES, type TestServer } from '../helpers/server';
 import { frame, RawGrpc } from '../helpers/raw-grpc';

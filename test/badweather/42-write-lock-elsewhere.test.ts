@@ -1,7 +1,7 @@
 import test from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { performance } from 'node:perf_hooks';
-import { ServingStatus } from '../../src/client';
+import { ServingStatus } from '../../src/client/client';
 import { childServer } from '../helpers/badweather';
 import { SQLITE3, SqliteShell } from '../helpers/sqlite-cli';
 

@@ -2,7 +2,7 @@ import test from 'ava';
 import { existsSync, statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { CheckpointMode } from '../../generated/sessions/v1/admin_service';
-import { ServingStatus, type SessiondClient } from '../../src/client';
+import { ServingStatus, type SessiondClient } from '../../src/client/client';
 import { childServer } from '../helpers/badweather';
 import { SQLITE3, SqliteShell } from '../helpers/sqlite-cli';
 

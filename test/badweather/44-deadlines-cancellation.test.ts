@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { InvalidReason } from '../../generated/sessions/v1/session_service';
-import { ServingStatus, type PerCall, type SessiondClient } from '../../src/client';
+import { ServingStatus, type PerCall, type SessiondClient } from '../../src/client/client';
 import { childServer, StoreWatcher } from '../helpers/badweather';
 
 /*

@@ -3,7 +3,7 @@ import { status } from '@grpc/grpc-js';
 import type { ExecutionContext } from 'ava';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ServingStatus, SessiondClient } from '../../src/client';
+import { ServingStatus, SessiondClient } from '../../src/client/client';
 import { spawnServer, type ServerProcess } from './process';
 import { startTestServer, tempDir, type TestServer } from './server';
 

@@ -2,7 +2,7 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { InvalidReason } from '../../generated/sessions/v1/session_service';
-import { SessiondClient, type Session } from '../../src/client';
+import { SessiondClient, type Session } from '../../src/client/client';
 import { spawnServer, type ServerProcess } from './process';
 
 /*

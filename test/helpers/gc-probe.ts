@@ -5,7 +5,7 @@
  * it first applies the server's GC setting.
  */
 import { constants, PerformanceObserver } from 'node:perf_hooks';
-import { tuneGc } from '../../src/gc-tuning';
+import { tuneGc } from '../../src/server/gc-tuning';
 
 if (process.argv[2] === 'tuned') tuneGc();
 let majors = 0;

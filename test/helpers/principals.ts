@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { apiKeySha256, newApiKey } from '../../src/api-keys';
+import { apiKeySha256, newApiKey } from '../../src/shared/api-keys';
 import type { Permission } from '../../src/domain/principals';
 
 export interface PrincipalSpec {

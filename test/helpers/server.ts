@@ -1,11 +1,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startApp, type App } from '../../src/app';
-import { SessiondClient, type ClientOptions } from '../../src/client';
-import { loadConfig, type Config } from '../../src/config';
+import { startApp, type App } from '../../src/server/app';
+import { SessiondClient, type ClientOptions } from '../../src/client/client';
+import { loadConfig, type Config } from '../../src/server/config';
 import { ManualClock } from '../../src/domain/clock';
-import { createLogger, type Logger } from '../../src/log';
+import { createLogger, type Logger } from '../../src/server/log';
 import { writePrincipals, type PrincipalSpec } from './principals';
 import type { StorageHooks } from '../../src/storage/sqlite/sqlite-storage';
 

@@ -1,4 +1,4 @@
-import type { CheckpointResult, WalSnapshot } from './domain/storage-admin';
+import type { CheckpointResult, WalSnapshot } from '../domain/storage-admin';
 import type { Logger } from './log';
 import type { Metrics } from './metrics/metrics';
 

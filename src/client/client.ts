@@ -2,11 +2,11 @@ import {
   connectivityState, credentials as grpcCredentials, Metadata, type CallOptions, type ChannelCredentials, type ChannelOptions,
   type Client, type ClientDuplexStream, type ClientUnaryCall, type ServiceError,
 } from '@grpc/grpc-js';
-import { HealthCheckResponse_ServingStatus, HealthClient } from '../generated/grpc/health/v1/health';
+import { HealthCheckResponse_ServingStatus, HealthClient } from '../../generated/grpc/health/v1/health';
 import {
   AdminServiceClient, CheckpointRequest, GetStorageStatusRequest, PurgeExpiredSessionsRequest,
   type CheckpointResponse, type GetStorageStatusResponse, type PurgeExpiredSessionsResponse,
-} from '../generated/sessions/v1/admin_service';
+} from '../../generated/sessions/v1/admin_service';
 import {
   CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, RevokeSessionsRequest,
   RotateSessionTokenRequest, SessionServiceClient, SessionServiceService, TouchSessionRequest, UpdateSessionRequest, ValidateSessionRequest,
@@ -14,10 +14,10 @@ import {
   type RevokeSessionsResponse, type RotateSessionTokenResponse, type TouchSessionResponse, type UpdateSessionResponse,
   type ValidateSessionResponse, type ValidateSessionStreamAnswer, type ValidateSessionStreamItem, type ValidateSessionStreamRequest,
   type ValidateSessionStreamResponse,
-} from '../generated/sessions/v1/session_service';
-import type { Session } from '../generated/sessions/v1/session';
-import { readTlsFiles } from './tls';
-import { BATCH_MAX_HEADER } from './transport/stream-protocol';
+} from '../../generated/sessions/v1/session_service';
+import type { Session } from '../../generated/sessions/v1/session';
+import { readTlsFiles } from '../shared/tls';
+import { BATCH_MAX_HEADER } from '../shared/stream-protocol';
 import { decodeStreamResponse, encodeStreamRequest } from './validator-wire';
 
 export type { Session, ServiceError };
@@ -111,7 +111,7 @@ export class SessiondClient {
    */
   openValidator(): StreamValidator {
     // The generated client's codec would do; this one is the same messages at a
-    // fraction of the CPU (src/validator-wire.ts).
+    // fraction of the CPU (src/client/validator-wire.ts).
     const stream = this.sessions.makeBidiStreamRequest(
       SessionServiceService.validateSessionStream.path, encodeStreamRequest, decodeStreamResponse, this.metadataOf(undefined),
     );

@@ -1,11 +1,11 @@
-import { DEFAULT_POLICY, largestSessionBytes, type SessionPolicy } from './domain/session';
-import { TOKEN_LENGTH } from './domain/tokens';
+import { DEFAULT_POLICY, largestSessionBytes, type SessionPolicy } from '../domain/session';
+import { TOKEN_LENGTH } from '../domain/tokens';
 import { readPrincipalsFile } from './principals-file';
 import { envName, parseSetting, SETTINGS, type SettingName, type Spec } from './settings';
-import type { JournalMode, StorageOptions, Synchronous } from './storage/sqlite/pragmas';
-import { checkServerTlsFiles, type ServerTlsFiles } from './tls';
-import { MAX_BATCH_ITEMS } from './transport/stream-protocol';
-import { formatDuration } from './units';
+import type { JournalMode, StorageOptions, Synchronous } from '../storage/sqlite/pragmas';
+import { checkServerTlsFiles, type ServerTlsFiles } from '../shared/tls';
+import { MAX_BATCH_ITEMS } from '../shared/stream-protocol';
+import { formatDuration } from '../shared/units';
 
 export { envName, helpText, SETTINGS, type SettingName } from './settings';
 

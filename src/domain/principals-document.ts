@@ -1,10 +1,9 @@
-import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
-import { PERMISSIONS, principal, type Permission, type PrincipalEntry } from './domain/principals';
+import { PERMISSIONS, principal, type Permission, type PrincipalEntry } from './principals';
 
 /*
- * The principals file (YAML or JSON; JSON is YAML too), read at start-up and
- * on every reload. Every problem is listed, each naming the entry and the
+ * The principals file's document, once parsed (server/principals-file.ts
+ * reads the file; `sessiond keys generate` checks the entry it prints with
+ * the same rules). Every problem is listed, each naming the entry and the
  * field, and none quotes a key hash: a hash is not a key, but there is no
  * reason to print it either.
  */
@@ -18,26 +17,6 @@ const FIELDS = ['name', 'api_key_sha256', 'tls_identity', 'server_ids', 'permiss
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/i;
 const MAX_SERVER_ID_BYTES = 256;
-
-/** Reads and checks the file. An unreadable or unparsable file is one problem; a bad entry is one problem per field. */
-export function readPrincipalsFile(path: string): PrincipalsRead {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    return { entries: [], problems: [`cannot read the file (${(err as NodeJS.ErrnoException).code ?? 'error'})`] };
-  }
-  let doc: unknown;
-  try {
-    // Aliases are YAML, but bounded: a few nested ones must not expand into gigabytes.
-    doc = parseYaml(text, { uniqueKeys: true, maxAliasCount: 100 });
-  } catch (err) {
-    // The parser's own words say where (line and column), not what the file holds.
-    const first = String((err as Error).message ?? err).split('\n')[0]!.slice(0, 160);
-    return { entries: [], problems: [`not YAML or JSON: ${first}`] };
-  }
-  return principalsFromDocument(doc);
-}
 
 /** The parsed document as principals, or the problems that stop it being one. */
 export function principalsFromDocument(doc: unknown): PrincipalsRead {

@@ -1,26 +1,26 @@
 import { Server } from '@grpc/grpc-js';
-import { AdminServiceService } from '../generated/sessions/v1/admin_service';
+import { AdminServiceService } from '../../generated/sessions/v1/admin_service';
 import type { Config } from './config';
-import { systemClock, type Clock } from './domain/clock';
-import { SessionManager } from './domain/session-manager';
+import { systemClock, type Clock } from '../domain/clock';
+import { SessionManager } from '../domain/session-manager';
 import type { Logger } from './log';
 import { Metrics } from './metrics/metrics';
 import { startMetricsServer, type MetricsServer } from './metrics/metrics-server';
 import { StorageObserver } from './storage-observer';
-import { SqliteStorage, type StorageHooks } from './storage/sqlite/sqlite-storage';
+import { SqliteStorage, type StorageHooks } from '../storage/sqlite/sqlite-storage';
 import { Sweeper } from './sweeper';
 import { PrincipalsSource } from './principals-source';
-import { adminHandlers } from './transport/admin-handlers';
-import { Authorizer } from './transport/authorize';
-import { Callers } from './transport/callers';
-import { callObserver } from './transport/call-observer';
-import { addBenchService } from './transport/bench-service';
-import { Health } from './transport/health';
-import { addReflection } from './transport/reflection';
-import { SafeDecodingServer } from './transport/request-decoding';
-import { bind, serverChannelOptions, serverCredentials, transportSecurity } from './transport/server';
-import { sessionHandlers, sessionService } from './transport/session-handlers';
-import { OpenStreams } from './transport/validate-stream';
+import { adminHandlers } from '../transport/admin-handlers';
+import { Authorizer } from '../transport/authorize';
+import { Callers } from '../transport/callers';
+import { callObserver } from '../transport/call-observer';
+import { addBenchService } from '../transport/bench-service';
+import { Health } from '../transport/health';
+import { addReflection } from '../transport/reflection';
+import { SafeDecodingServer } from '../transport/request-decoding';
+import { bind, serverChannelOptions, serverCredentials, transportSecurity } from '../transport/server';
+import { sessionHandlers, sessionService } from '../transport/session-handlers';
+import { OpenStreams } from '../transport/validate-stream';
 
 export interface App {
   /** The port bound (useful with a listen port of 0). */

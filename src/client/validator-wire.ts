@@ -1,9 +1,9 @@
-import type { Duration } from '../generated/google/protobuf/duration';
-import type { Session } from '../generated/sessions/v1/session';
+import type { Duration } from '../../generated/google/protobuf/duration';
+import type { Session } from '../../generated/sessions/v1/session';
 import {
   ValidateSessionStreamRequest, ValidateSessionStreamResponse, type ValidateSessionStreamAnswer,
-} from '../generated/sessions/v1/session_service';
-import { varintSize, writeVarint } from './transport/varint';
+} from '../../generated/sessions/v1/session_service';
+import { varintSize, writeVarint } from '../shared/varint';
 
 /*
  * The ValidateSessionStream messages as the TypeScript client writes and reads

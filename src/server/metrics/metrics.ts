@@ -1,6 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { status } from '@grpc/grpc-js';
-import type { CheckpointResult, StorageStatus } from '../domain/storage-admin';
+import type { CheckpointResult, StorageStatus } from '../../domain/storage-admin';
 
 /** What a scrape reads at collect time: cheap reads of state the app already keeps. */
 export interface MetricSources {

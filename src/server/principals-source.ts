@@ -1,10 +1,10 @@
 import { unwatchFile, watchFile, type Stats } from 'node:fs';
-import { apiKeySha256 } from './api-keys';
-import { principal, type PrincipalEntry } from './domain/principals';
+import { apiKeySha256 } from '../shared/api-keys';
+import { principal, type PrincipalEntry } from '../domain/principals';
 import type { Logger } from './log';
 import type { Metrics } from './metrics/metrics';
 import { readPrincipalsFile } from './principals-file';
-import type { Callers } from './transport/callers';
+import type { Callers } from '../transport/callers';
 
 /** How often the file's metadata is compared: a Kubernetes Secret update lands within a minute or so anyway. */
 const WATCH_INTERVAL_MS = 1000;

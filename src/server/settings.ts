@@ -1,6 +1,6 @@
-import { DEFAULT_POLICY } from './domain/session';
-import { DEFAULT_STORAGE_OPTIONS } from './storage/sqlite/pragmas';
-import { formatDuration, parseDuration, parseSize } from './units';
+import { DEFAULT_POLICY } from '../domain/session';
+import { DEFAULT_STORAGE_OPTIONS } from '../storage/sqlite/pragmas';
+import { formatDuration, parseDuration, parseSize } from '../shared/units';
 
 /*
  * Every server setting, and how one value of it is parsed. The table is the

@@ -1,6 +1,6 @@
 /*
  * Protobuf varints for the hand-written codecs (session-wire.ts on the server,
- * validator-wire.ts in the client), for non-negative safe integers only: each
+ * client/validator-wire.ts), for non-negative safe integers only: each
  * caller checks that before it takes its fast path. Division rather than bit
  * shifts, since JavaScript's shifts cut numbers to 32 bits.
  */

@@ -1,4 +1,4 @@
-import type { SessionManager } from './domain/session-manager';
+import type { SessionManager } from '../domain/session-manager';
 import type { Logger } from './log';
 import type { Metrics } from './metrics/metrics';
 
