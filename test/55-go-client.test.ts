@@ -163,13 +163,13 @@ goTest('the Go client without a key, or with a wrong one, is UNAUTHENTICATED (he
       t.is(out.error?.call, 'CreateSession');
     }
     for (const out of [none, wrong]) {
-      t.is(out.error?.code, 'Unauthenticated');
-      t.regex(out.stderr, /^sessiond-go-example: CreateSession: Unauthenticated: /);
+      t.is(out.error?.code, 'UNAUTHENTICATED');
+      t.regex(out.stderr, /^sessiond-go-example: CreateSession: UNAUTHENTICATED: /);
     }
     t.regex(none.error!.details, /needs credentials/);
     t.regex(wrong.error!.details, /the API key is not valid/);
     t.false(JSON.stringify(wrong).includes(wrongKey), 'the key is not in the answer');
-    t.is(other.error?.code, 'PermissionDenied');
+    t.is(other.error?.code, 'PERMISSION_DENIED');
     t.regex(other.error!.details, /principal other-backend may not act for server_id "web-go"/);
   } finally {
     await s.close();
@@ -196,7 +196,7 @@ goTest('the Go client speaks mTLS and sends its key over it; without its certifi
       t.is(refused.exitCode, 1);
       t.is(refused.health, undefined);
       t.is(refused.error?.call, 'Health.Check');
-      t.is(refused.error?.code, 'Unavailable');
+      t.is(refused.error?.code, 'UNAVAILABLE');
     }
   } finally {
     await s.close();

@@ -28,9 +28,12 @@ import (
 	"io/ioutil"
 	"os"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -187,7 +190,7 @@ func run() int {
 	case err == nil:
 	case errors.As(err, &ce):
 		st := status.Convert(ce.err)
-		out.Error = &rpcError{Call: ce.call, Code: st.Code().String(), Details: st.Message()}
+		out.Error = &rpcError{Call: ce.call, Code: canonicalCode(st.Code()), Details: st.Message()}
 		fmt.Fprintf(os.Stderr, "sessiond-go-example: %s: %s: %s\n", ce.call, out.Error.Code, out.Error.Details)
 	default:
 		out.Failed = err.Error()
@@ -393,6 +396,19 @@ func validateBatch(sessions sessionsv1.SessionServiceClient, callOpts []grpc.Cal
 		}
 	}
 	return out, nil
+}
+
+// canonicalCode names a status code as the gRPC documentation and the other
+// clients do (PERMISSION_DENIED); grpc-go's String() says PermissionDenied.
+func canonicalCode(c codes.Code) string {
+	var b strings.Builder
+	for i, r := range c.String() {
+		if i > 0 && unicode.IsUpper(r) {
+			b.WriteByte('_')
+		}
+		b.WriteRune(unicode.ToUpper(r))
+	}
+	return b.String()
 }
 
 func first(md metadata.MD, key string) string {
