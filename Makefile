@@ -7,7 +7,7 @@ BIN := node_modules/.bin
 DEPS := node_modules/.installed
 ARGS ?=
 
-.PHONY: deps generate check-generated lint build test run clean bench bench-smoke clients breaking soak
+.PHONY: deps generate check-generated lint build test run clean bench bench-smoke clients clients-go breaking soak
 
 $(DEPS): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -63,6 +63,29 @@ clients:
 	protoc -I proto/grpc/health/v1 --plugin=protoc-gen-grpc_python=$$(command -v grpc_python_plugin) \
 	  --python_out=$(PY_GEN) --grpc_python_out=$(PY_GEN) proto/grpc/health/v1/health.proto
 
+## clients-go: generate the Go client into $(GO_GEN) (a GOPATH root) with Debian's protoc, protoc-gen-go and
+## protoc-gen-go-grpc, and build clients/go/example into $(GO_GEN)/bin, offline, in GOPATH mode against the
+## Debian Go packages (apt-get install golang-go golang-google-grpc-dev golang-google-protobuf-dev
+## protoc-gen-go protoc-gen-go-grpc protobuf-compiler libprotobuf-dev)
+GO_GEN ?= clients/go/gen
+GO_BIN := $(GO_GEN)/bin/sessiond-go-example
+# proto/ has no go_package options (adding them would change generated/ and what buf breaking compares):
+# M mappings place the three files in one Go package instead.
+GO_PKG := sessiond/gen/sessions/v1
+GO_MAP := Msessions/v1/session.proto=$(GO_PKG);sessionsv1,Msessions/v1/session_service.proto=$(GO_PKG);sessionsv1,Msessions/v1/admin_service.proto=$(GO_PKG);sessionsv1
+clients-go: $(GO_BIN)
+$(GO_BIN): $(wildcard proto/sessions/v1/*.proto) clients/go/example/main.go
+	@for t in go protoc protoc-gen-go protoc-gen-go-grpc; do \
+	  command -v $$t >/dev/null || { echo "$$t not found: apt-get install golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc" >&2; exit 1; }; \
+	done
+	@[ -d /usr/share/gocode/src/google.golang.org/grpc ] || { echo "grpc-go not found in /usr/share/gocode: apt-get install golang-google-grpc-dev golang-google-protobuf-dev" >&2; exit 1; }
+	rm -rf $(GO_GEN)/src/$(GO_PKG) && mkdir -p $(GO_GEN)/src
+	protoc -I proto --go_out=$(GO_GEN)/src --go_opt='$(GO_MAP)' --go-grpc_out=$(GO_GEN)/src --go-grpc_opt='$(GO_MAP)' \
+	  proto/sessions/v1/*.proto
+	@# The build cache goes in the tree, as buf's does; GOFLAGS is cleared since module flags fail in GOPATH mode.
+	GO111MODULE=off GOFLAGS= GOPATH='$(abspath $(GO_GEN)):/usr/share/gocode' GOCACHE="$${GOCACHE:-$(CURDIR)/.cache/go-build}" \
+	  go build -o $@ ./clients/go/example
+
 ## test: generated-code check, lint, buf breaking, then every test under coverage (fails under 90% of lines)
 test: $(DEPS) check-generated lint breaking
 	bash scripts/test.sh
@@ -85,4 +108,4 @@ bench-smoke: $(DEPS)
 	BENCH_SMOKE=1 BENCH_OUT=bench/results/smoke.json node --import tsx bench/main.ts $(ARGS)
 
 clean:
-	rm -rf dist coverage .test-output .cache $(PY_GEN)
+	rm -rf dist coverage .test-output .cache $(PY_GEN) $(GO_GEN)

@@ -1,8 +1,8 @@
 /*
  * What refusing a ValidateSessionStream message over the item limit before
  * decoding saves: one message of --max-message-bytes of empty items (two
- * bytes each), through the generated decoder (an object per item, which is
- * what the server did before counting them) and through the server's strict
+ * bytes each), through the generated decoder (an object per item, as a server
+ * that did not count them first would make) and through the server's strict
  * decoder (the framing walk stops at the first item past the limit).
  * In-process, no gRPC. Time is CPU time per message, the median of the
  * rounds. Heap: bytes allocated while decoding (V8's GC profiler: the heap's

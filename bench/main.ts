@@ -62,8 +62,8 @@ async function onServer<T>(dbPath: string, env: Record<string, string>, o: Bench
 }
 
 /**
- * Servers without some of the write-path optimisations (the README's settings
- * --group-commit, --checkpoint-worker and --off-loop-fsync), to measure what each buys;
+ * Servers without some of the write-path optimisations (the measurement-only
+ * settings --group-commit, --checkpoint-worker and --off-loop-fsync), to measure what each buys;
  * the rows with both on come from the unary and full parts.
  */
 const ABLATIONS: { name: string; synchronous: UnaryRow['synchronous']; env: Record<string, string> }[] = [

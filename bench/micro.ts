@@ -1,9 +1,11 @@
 /*
- * The hot-path changes of issue 4, each measured before and after in one run,
- * in-process (no gRPC, no server), on the filled database: the old way and the
- * new way alternate round by round, and each figure is the median CPU time
- * (process.cpuUsage) per operation. CPU time, not wall time, so that other
- * work on the machine weighs less; the medians still move by 10-20 % between runs.
+ * The hot path's choices (raw-array row reads, one-shot hashing, session-wire.ts
+ * encoding, one snapshot per stream batch, pooled random bytes, time-ordered
+ * ids), each measured against the plain way in one run, in-process (no gRPC,
+ * no server), on the filled database: the two ways alternate round by round,
+ * and each figure is the median CPU time (process.cpuUsage) per operation.
+ * CPU time, not wall time, so that other work on the machine weighs less; the
+ * medians still move between runs, so compare rows of one run.
  */
 import Database from 'better-sqlite3';
 import { createHash, randomBytes } from 'node:crypto';
@@ -120,7 +122,7 @@ export async function measureMicro(dbPath: string, liveSessions: number, smoke: 
       for (const suffix of ['', '-wal', '-shm']) rmSync(`${copy}${suffix}`, { force: true });
     }
 
-    // For scale: the whole validation, domain rules included, as the server runs it now.
+    // For scale: the whole validation, domain rules included, as the server runs it.
     const sessions = new SessionManager(storage.sessions, storage.writes, systemClock, DEFAULT_POLICY);
     const [all] = alternate(rounds, ops, [(i) => encodeValidateResponse(sessions.validate(UNRESTRICTED('bench'), tokens[i]!, false) as never)]);
     rows.push({ change: 'ValidateSession in-process, all of it (for scale)', before: '', after: 'now', beforeUs: Number.NaN, afterUs: all! });

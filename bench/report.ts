@@ -1,6 +1,6 @@
 /*
- * The issue's targets checked against the figures, the printed tables, and
- * the JSON (the same figures) for bench/results/latest.json.
+ * The performance targets checked against the figures, the printed tables,
+ * and the JSON (the same figures) for bench/results/latest.json.
  */
 import type { DecodeLimitResults } from './decode-limit';
 import type { MicroRow } from './micro';
@@ -70,7 +70,7 @@ export function durabilityCost(unary: UnaryRow[]): DurabilityCost | null {
 const STALL_LIMIT_MS = 20;
 const RSS_LIMIT_MB = 200;
 
-/** The issue's targets, read at the largest concurrency measured (64 by default, as the issue has them). */
+/** The performance targets, read at the largest concurrency measured (64 by default, the load the targets are set for). */
 export function checkTargets(o: BenchOptions, unary: UnaryRow[], streaming: StreamResults | null, stalls: StallResults | null): TargetCheck[] {
   const c = Math.max(...o.concurrency);
   const at = ` at ${c} in flight`;

@@ -70,8 +70,8 @@ export function useServerSettings(env: Record<string, string>, node: { args?: st
 /**
  * Compiles the server as the Docker image does (tsc -p tsconfig.build.json into
  * dist/), so that the figures are those of what runs in production: under tsx
- * the same server holds some 40 MB more (the loader, the transformed sources
- * and their source maps) and collects more garbage.
+ * the same server holds more memory (the loader, the transformed sources and
+ * their source maps) and collects more garbage.
  */
 export function buildServer(): void {
   execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });

@@ -113,7 +113,8 @@ export async function measureStalls(dir: string, o: BenchOptions, log: (line: st
     const afterLoadMb = memory(server.pid).rssBytes / MB;
 
     // Long enough to hold some of V8's major collections, which the load alone
-    // brings about every 10-30 s here: the purge and sweep run for minutes.
+    // brings about only now and then: the purge and sweep run for minutes, and
+    // their windows hold several.
     const baseline = await measured(channels, admin, validateLive, o.stallConcurrency, () => sleep(o.stallBaselineMs));
     log(`  baseline (light load only): loop delay max ${baseline.loop.maxMs.toFixed(1)} ms${gcNote(baseline.loop)}`);
 

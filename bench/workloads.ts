@@ -57,7 +57,7 @@ export class Pools {
 
   /**
    * CreateSession requests, encoded once per run like the reads' requests:
-   * encoding each call cost the load generator about 10 us of the CPU it
+   * encoding on each call would spend the load generator's CPU, which it
    * shares with the server.
    */
   createRequests(): readonly Buffer[] {

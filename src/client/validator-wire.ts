@@ -9,10 +9,9 @@ import { varintSize, writeVarint } from '../shared/varint';
  * The ValidateSessionStream messages as the TypeScript client writes and reads
  * them: the same objects the generated (ts-proto) codec makes, without its
  * reader and writer objects, a TextDecoder call per string, and a Long-safe
- * conversion per timestamp. On a gateway's stream about two fifths of the
- * client's JavaScript time went to the generated codec, mostly to decoding
- * answers, each with a whole Session and its seven times (the README's
- * Performance section has the figures).
+ * conversion per timestamp. On a gateway's stream the generated codec takes
+ * a large share of the client's JavaScript time, mostly decoding answers,
+ * each with a whole Session and its seven times.
  *
  * The fast path reads a strict subset of the wire format: every field at its
  * declared wire type, varints below 2^49, no "__proto__" attribute key,

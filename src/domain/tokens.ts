@@ -7,8 +7,8 @@ const TOKEN_BYTES = 32;
  * random bits. Ids are public, but must not be guessable: 80 bits are not. The
  * time first keeps new ids next to each other in the id index (as UUIDv7
  * does), so a create dirties the one B-tree leaf that recent ids share instead
- * of a random one: 20-30 us less CPU per row inserted here (bench part micro),
- * and about one 4 KiB WAL frame less per create to write and then to checkpoint.
+ * of a random one: less CPU per row inserted, and fewer WAL frames per create
+ * to write and then to checkpoint.
  */
 const ID_TIME_BYTES = 6;
 const ID_RANDOM_BYTES = 10;
@@ -19,9 +19,10 @@ export const ID_PATTERN = /^[A-Za-z0-9_-]{22}$/;
 
 /**
  * CSPRNG bytes drawn from a pool refilled 4 KiB at a time, as Node's own
- * randomUUID does: one randomBytes call per token and id cost about 10 us of
- * CreateSession's CPU here, the pooled draw about 1. Bytes are zeroed as they
- * are handed out, so the pool never holds a token already issued.
+ * randomUUID does: a randomBytes call has a fixed cost far above that of the
+ * few bytes a token or id needs, and the pool pays it once per refill. Bytes
+ * are zeroed as they are handed out, so the pool never holds a token already
+ * issued.
  */
 class RandomPool {
   private readonly pool = Buffer.alloc(4096);

@@ -7,13 +7,12 @@ import { setFlagsFromString } from 'node:v8';
  * strings in old space. So each call leaves a few of them there, and only a
  * major collection frees them: it finalizes every one inside its pause, then
  * evacuates the pages they left sparse. By default V8 lets old space grow to
- * several times its live size between major collections; under a steady load
- * here that meant one every 10-30 s, pausing the event loop for 55-150 ms.
- * Capping the growth at 10 % makes them come every 3-7 s with a fifth of the
- * garbage each: the longest pause under a light load fell to 40-58 ms, under
- * full load from 67 to 25 ms, for about 0.5 % more of the loop's time in pauses
- * (README, Performance). V8 reads the flag at each collection, so setting it
- * at start-up covers the whole run.
+ * several times its live size between major collections, so under a steady
+ * load they come seldom, each with much garbage to finalize in one long pause
+ * of the event loop. Capping the growth at 10 % makes them come more often
+ * with less garbage each: shorter worst pauses, for a slightly larger share of
+ * the loop's time spent in pauses. V8 reads the flag at each collection, so
+ * setting it at start-up covers the whole run.
  */
 export const HEAP_GROWING_PERCENT = 10;
 

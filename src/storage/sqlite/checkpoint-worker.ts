@@ -1,18 +1,19 @@
 /*
  * Runs in a worker thread with its own connection, so that WAL checkpoints
  * (which copy pages and fsync the database) never run inside a commit on the
- * main thread, where they stalled every call for 10-17 ms. It polls the WAL
+ * main thread, where every call would wait for them. It polls the WAL
  * index for the frame count and checkpoints PASSIVE at the autocheckpoint
  * threshold, as SQLite itself would, and runs operators' checkpoints on demand.
  *
  * It also runs the purges of expired sessions (the sweep and
  * PurgeExpiredSessions). A batch deletes a row from the table and from every
- * index; the id and token-hash indexes are random, so a batch of 250 dirties
- * some 600 pages: 60-300 ms of page reads, cache spills and WAL writes per
- * batch on the main thread, and a WAL growing faster than the worker could
- * copy it back (1-2 GB for a million rows), which the first commit after the
- * WAL rewound then cut back to journal_size_limit with an ftruncate that took
- * the main thread 1.3-2.3 s. Here the batches cost the event loop nothing, and
+ * index; the id and token-hash indexes are not in expiry order, so a batch
+ * dirties pages all over them. On the main thread that would be page reads,
+ * cache spills and WAL writes blocking the event loop for every batch, and a
+ * WAL growing faster than the worker could copy it back, which the first
+ * commit after the WAL rewound would then cut back to journal_size_limit with
+ * an ftruncate that blocks the main thread for seconds when the WAL is large.
+ * Here the batches cost the event loop nothing, and
  * each batch that takes the WAL past the threshold is followed by a PASSIVE
  * checkpoint before the next batch runs, so the WAL stays near one
  * threshold's worth and is never large when it rewinds or is truncated.

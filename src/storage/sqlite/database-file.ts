@@ -19,8 +19,8 @@ const MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
 /** The WAL file header; a -wal file no longer than this holds no frames. */
 const WAL_HEADER_BYTES = 32;
 /**
- * Up to this size the start-up runs PRAGMA quick_check over every page (about
- * 0.2 s per 100 MiB when cached); above it only the header is checked, so that
+ * Up to this size the start-up runs PRAGMA quick_check over every page, in a
+ * time that grows with the file; above it only the header is checked, so that
  * a large database does not make every restart slow.
  */
 export const QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024;

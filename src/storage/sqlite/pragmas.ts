@@ -109,8 +109,9 @@ export function checkpointSynchronous(o: StorageOptions): Synchronous {
  * mode, autocheckpoint is off because the worker runs it at the configured
  * threshold off the main thread, and journal_size_limit
  * is -1 because SQLite cuts the -wal file back inside the first commit after
- * the WAL rewinds, in whichever connection makes it: an ftruncate that took
- * the event loop 0.2-2.3 s for a WAL of 0.2-1.6 GB on a discard-mounted disk.
+ * the WAL rewinds, in whichever connection makes it: an ftruncate that blocks
+ * the event loop while the file system frees the WAL's blocks, for seconds
+ * when a large WAL is on a discard-mounted disk.
  * The worker applies the limit instead (checkpoint-worker.ts).
  */
 export function connectionPragmas(o: StorageOptions): StorageOptions {

@@ -23,9 +23,10 @@ export interface WalIndexCounts {
  * closing any descriptor of a file drops every lock the process holds on it,
  * SQLite's own WAL locks included
  * (https://sqlite.org/howtocorrupt.html#_posix_advisory_locks_canceled_by_a_separate_thread_doing_close_).
- * An open-read-close on every health check let another process (a second
- * sessiond, the sqlite3 CLI) take the write lock while this one held it, and
- * commits were lost: found by test/31-two-processes.test.ts.
+ * An open-read-close on every health check would let another process (a
+ * second sessiond, the sqlite3 CLI) take the write lock while this one holds
+ * it, and commits would be lost; test/31-two-processes.test.ts checks that
+ * they are not.
  */
 const held = new Map<string, { fd: number | undefined; refs: number }>();
 

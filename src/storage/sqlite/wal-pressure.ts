@@ -7,9 +7,8 @@ export const MAX_WAIT_MS = 200;
  * Decides, before each group-commit batch, whether writes should wait for the
  * checkpoint worker. SQLite rewinds the WAL to its start only when a write
  * transaction begins after every frame was copied back; writes that never
- * pause (a bulk purge) otherwise grow it without bound (to 10 GB for a
- * million purged sessions in the bench) and the eventual truncation blocks
- * the event loop for seconds.
+ * pause (a bulk purge) otherwise grow it without bound, and the eventual
+ * truncation blocks the event loop for seconds.
  *
  * So once more than `lagLimit` frames wait to be copied, a write waits until
  * the WAL is fully copied back (its own BEGIN then rewinds the log) or
