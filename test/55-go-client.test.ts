@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { promisify } from 'node:util';
-import { newApiKey } from '../src/api-keys';
+import { newApiKey } from '../src/shared/api-keys';
 import { makeTestCerts } from './helpers/certs';
 import { startTestServer } from './helpers/server';
 
