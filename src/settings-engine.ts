@@ -57,11 +57,12 @@ export type Value = string | number | boolean | readonly number[] | readonly str
 export type Parsed = { readonly ok: true; readonly value: Value } | { readonly ok: false; readonly problem: string };
 
 /**
- * The longest delay a Node timer keeps (2^31-1 ms, about 24.8 days): a longer
- * one fires after 1 ms, and grpc-js takes this value as "never". A duration
- * without a maximum of its own is held to it.
+ * The longest delay a Node timer keeps is 2^31-1 ms (about 24.8 days): a
+ * longer one fires after 1 ms, and grpc-js takes that value as "never". A
+ * duration is held to 24 days, a round figure below it, unless its spec says
+ * otherwise.
  */
-export const LONGEST_TIMER_MS = 2 ** 31 - 1;
+export const TIMER_MAX_MS = 24 * 86_400_000;
 
 export function envName(prefix: string, flag: string): string {
   return `${prefix}${flag.toUpperCase().replace(/-/g, '_')}`;
@@ -113,7 +114,7 @@ export function parseValue(s: Spec, text: string): Parsed {
     case 'duration': {
       const ms = parseDuration(text);
       if (ms === undefined) return bad('a duration (e.g. 250ms, 30s, 5m, 24h, 7d)');
-      return ranged(ms, `${text.trim()} (${ms}ms)`, s.max ?? LONGEST_TIMER_MS);
+      return ranged(ms, `${text.trim()} (${ms}ms)`, s.max ?? TIMER_MAX_MS);
     }
     case 'size': {
       const n = parseSize(text);
@@ -138,6 +139,7 @@ function isOneOf(kind: Kind): kind is readonly string[] {
 }
 
 function formatBound(s: Spec, n: number): string {
+  if (n === 0) return '0';
   if (s.kind === 'duration') return formatDuration(n);
   if (s.kind === 'size') return formatSize(n);
   return String(n);
@@ -229,9 +231,13 @@ export function readSettings<const T extends readonly Spec[]>(table: T, argv: re
     if (text === undefined && spec.kind === 'bool') {
       text = following ?? 'true';
       if (following !== undefined) i++;
-    } else if (text === undefined || (!token.inlineValue && text.startsWith('--'))) {
+    } else if (text === undefined) {
+      problems.push(`--${spec.flag} needs a value`);
+      continue;
+    } else if (!token.inlineValue && text.startsWith('--')) {
       // parseArgs takes whatever follows a string flag, `--tls-cert --tls-key` too.
-      problems.push(`--${spec.flag} needs a value (one that starts with -- is given as --${spec.flag}=...)`);
+      // The argument may be a secret meant as the value, so a secret's is not quoted.
+      problems.push(`--${spec.flag} needs a value, and ${spec.secret ? 'the argument after it' : JSON.stringify(text)} is taken for a flag (a value that starts with -- is given as --${spec.flag}=...)`);
       continue;
     }
     given.set(spec.flag, { text, from: 'flag' });
@@ -303,7 +309,7 @@ export function allowedValues(s: Spec, code: (word: string) => string = (w) => w
   if (isOneOf(kind)) return kind.map(code).join(', ');
   if (typeof kind === 'object') return `some of ${kind.someOf.map(code).join(', ')}, comma-separated`;
   const range = (noun: string) => {
-    const [min, max] = [s.min, kind === 'duration' ? (s.max ?? LONGEST_TIMER_MS) : s.max].map((n) => (n === undefined ? undefined : code(formatBound(s, n))));
+    const [min, max] = [s.min, kind === 'duration' ? (s.max ?? TIMER_MAX_MS) : s.max].map((n) => (n === undefined ? undefined : code(formatBound(s, n))));
     if (min !== undefined && max !== undefined) return `${noun}, ${min} to ${max}`;
     if (min !== undefined) return `${noun}, at least ${min}`;
     if (max !== undefined) return `${noun}, at most ${max}`;

@@ -1,6 +1,6 @@
 import { DEFAULT_POLICY } from './domain/session';
 import { LOG_LEVELS } from './log';
-import { envName as prefixedEnvName, helpFor, parseValue, type Parsed, type Spec, type Values } from './settings-engine';
+import { envName as prefixedEnvName, helpFor, parseValue, TIMER_MAX_MS, type Parsed, type Spec, type Values } from './settings-engine';
 import { DEFAULT_STORAGE_OPTIONS, JOURNAL_MODES, SYNCHRONOUS_MODES } from './storage/options';
 import { formatDuration } from './units';
 
@@ -18,9 +18,7 @@ export const ENV_PREFIX = 'SESSIOND_';
 const S = DEFAULT_STORAGE_OPTIONS;
 const P = DEFAULT_POLICY;
 
-// Timers: a Node timer longer than 2^31-1 ms (24.8 days) fires after 1 ms, so a timer setting stops short of it.
-const TIMER_MAX = 24 * 86_400_000;
-// grpc-js draws the age timer up to 10 % longer, to spread reconnections: 22 days stays a timer after that.
+// grpc-js draws the age timer up to 10 % longer, to spread reconnections: 22 days stays within a Node timer after that.
 const AGE_MAX = 22 * 86_400_000;
 // Not timers: lifetimes are stored as expiry times. A longer one is a slip of the unit, not a policy.
 const LIFETIME_MAX = 3650 * 86_400_000;
@@ -61,22 +59,22 @@ export const SETTINGS = [
   { group: SESSIONS, flag: 'max-attributes', kind: 'int', default: String(P.maxAttributes), min: 0, max: 10_000, help: 'attributes per session' },
   { group: SESSIONS, flag: 'max-attribute-key-bytes', kind: 'int', default: String(P.maxAttributeKeyBytes), min: 1, max: 65_536, help: 'bytes per attribute key' },
   { group: SESSIONS, flag: 'max-attribute-value-bytes', kind: 'int', default: String(P.maxAttributeValueBytes), min: 0, max: 1_048_576, help: 'bytes per attribute value' },
-  { group: BACKGROUND, flag: 'sweep-interval', kind: 'duration', default: '1m', min: 100, max: TIMER_MAX, help: 'how often expired and revoked sessions are purged' },
+  { group: BACKGROUND, flag: 'sweep-interval', kind: 'duration', default: '1m', min: 100, max: TIMER_MAX_MS, help: 'how often expired and revoked sessions are purged' },
   { group: BACKGROUND, flag: 'sweep-batch-size', kind: 'int', default: '250', min: 1, max: 100_000, help: 'rows deleted per purge transaction (run on the checkpoint worker thread, with a checkpoint between batches whenever the WAL reaches wal-autocheckpoint)' },
   { group: BACKGROUND, flag: 'revoke-batch-size', kind: 'int', default: '500', min: 1, max: 100_000, help: 'sessions RevokeSessions revokes per transaction; other calls are served between batches' },
-  { group: BACKGROUND, flag: 'health-probe-interval', kind: 'duration', default: '5s', min: 100, max: TIMER_MAX, help: 'how often storage is probed for health (journal mode, a tiny write)' },
+  { group: BACKGROUND, flag: 'health-probe-interval', kind: 'duration', default: '5s', min: 100, max: TIMER_MAX_MS, help: 'how often storage is probed for health (journal mode, a tiny write)' },
   { group: CONNECTIONS, flag: 'max-message-bytes', kind: 'size', default: '1MiB', min: 1024, max: 64 * 1024 * 1024, help: 'largest request or response message; must hold the largest legitimate request (a full batch of tokens, a session with every attribute at its limit)' },
   { group: CONNECTIONS, flag: 'max-page-bytes', kind: 'size', default: '256KiB', min: 1024, max: 32 * 1024 * 1024, help: 'ListSessions stops a page before its sessions reach this many bytes (at least one session a page), so that a page always fits max-message-bytes' },
   { group: CONNECTIONS, flag: 'max-concurrent-streams', kind: 'int', default: '128', min: 1, max: 65_535, help: 'calls one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)' },
   { group: CONNECTIONS, flag: 'max-connection-memory', kind: 'size', default: '16MiB', min: 1024 * 1024, max: 1024 * 1024 * 1024, help: "memory one client connection's HTTP/2 session may hold (buffered frames and headers); past it new streams are refused" },
-  { group: CONNECTIONS, flag: 'max-connection-idle', kind: 'duration', default: '30m', min: 0, max: TIMER_MAX, help: 'a client connection with no call for this long is closed with GOAWAY (0: never)' },
+  { group: CONNECTIONS, flag: 'max-connection-idle', kind: 'duration', default: '30m', min: 0, max: TIMER_MAX_MS, help: 'a client connection with no call for this long is closed with GOAWAY (0: never)' },
   { group: CONNECTIONS, flag: 'max-connection-age', kind: 'duration', default: '0', min: 0, max: AGE_MAX, help: 'a client connection is asked to reconnect (GOAWAY) after this long, so load spreads over new replicas (0: never)' },
-  { group: CONNECTIONS, flag: 'max-connection-age-grace', kind: 'duration', default: '5m', min: 0, max: TIMER_MAX, help: 'after max-connection-age, how long calls already open may go on before the connection is closed' },
-  { group: CONNECTIONS, flag: 'keepalive-time', kind: 'duration', default: '2h', min: 10_000, max: TIMER_MAX, help: 'idle time before the server pings a client connection' },
-  { group: CONNECTIONS, flag: 'keepalive-timeout', kind: 'duration', default: '20s', min: 1000, max: TIMER_MAX, help: 'how long a keepalive ping may go unanswered (shorter than keepalive-time)' },
-  { group: CONNECTIONS, flag: 'drain-timeout', kind: 'duration', default: '10s', min: 0, max: TIMER_MAX, help: 'on SIGTERM, how long in-flight calls may finish before they are cancelled' },
+  { group: CONNECTIONS, flag: 'max-connection-age-grace', kind: 'duration', default: '5m', min: 0, max: TIMER_MAX_MS, help: 'after max-connection-age, how long calls already open may go on before the connection is closed' },
+  { group: CONNECTIONS, flag: 'keepalive-time', kind: 'duration', default: '2h', min: 10_000, max: TIMER_MAX_MS, help: 'idle time before the server pings a client connection' },
+  { group: CONNECTIONS, flag: 'keepalive-timeout', kind: 'duration', default: '20s', min: 1000, max: TIMER_MAX_MS, help: 'how long a keepalive ping may go unanswered (shorter than keepalive-time)' },
+  { group: CONNECTIONS, flag: 'drain-timeout', kind: 'duration', default: '10s', min: 0, max: TIMER_MAX_MS, help: 'on SIGTERM, how long in-flight calls may finish before they are cancelled' },
   { group: OBSERVING, flag: 'log-level', kind: LOG_LEVELS, default: 'info', help: 'least severe log level written to stderr' },
-  { group: OBSERVING, flag: 'slow-call-threshold', kind: 'duration', default: '500ms', min: 0, max: TIMER_MAX, help: 'unary calls taking at least this long are logged as warnings (0: off)' },
+  { group: OBSERVING, flag: 'slow-call-threshold', kind: 'duration', default: '500ms', min: 0, max: TIMER_MAX_MS, help: 'unary calls taking at least this long are logged as warnings (0: off)' },
   { group: OBSERVING, flag: 'metrics-listen', kind: 'string', allowed: 'host:port, or empty', default: '', help: 'host:port to serve Prometheus metrics on over HTTP, at /metrics (e.g. 0.0.0.0:9464); empty: off' },
   // What make bench switches to measure what a mechanism buys; in production each stays at its default.
   { group: MEASURING, measurementOnly: true, flag: 'group-commit', kind: 'bool', default: String(S.groupCommit), help: 'writes arriving in one event-loop turn share one transaction; false commits each alone' },
