@@ -5,7 +5,8 @@
  * values are all reported at once, and --server-settings is checked against
  * the server's own table.
  */
-import { envName as prefixedEnvName, helpFor, readSettings, settle, type Spec } from '../src/settings-engine';
+import { helpFor } from '../src/settings-describe';
+import { envName as prefixedEnvName, readSettings, settle, type Spec } from '../src/settings-engine';
 import { ENV_PREFIX, envName as serverEnvName, parseSetting, SETTINGS } from '../src/settings';
 
 export const OPS = [

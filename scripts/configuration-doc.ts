@@ -6,7 +6,8 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLIENT_VARIABLES } from '../src/config';
-import { allowedValues, groups, shownDefault, TIMER_MAX_MS, type Spec } from '../src/settings-engine';
+import { allowedValues, groups, shownDefault } from '../src/settings-describe';
+import { TIMER_MAX_MS, type Spec } from '../src/settings-engine';
 import { envName, SETTINGS } from '../src/settings';
 import { formatDuration } from '../src/units';
 

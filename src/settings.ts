@@ -1,6 +1,7 @@
 import { DEFAULT_POLICY } from './domain/session';
 import { LOG_LEVELS } from './log';
-import { envName as prefixedEnvName, helpFor, parseValue, TIMER_MAX_MS, type Parsed, type Spec, type Values } from './settings-engine';
+import { helpFor } from './settings-describe';
+import { envName as prefixedEnvName, parseValue, TIMER_MAX_MS, type Parsed, type Spec, type Values } from './settings-engine';
 import { DEFAULT_STORAGE_OPTIONS, JOURNAL_MODES, SYNCHRONOUS_MODES } from './storage/options';
 import { formatDuration } from './units';
 
