@@ -1,14 +1,15 @@
 import test, { type ExecutionContext } from 'ava';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, loadConfig, redactedConfig, type Config } from '../src/server/config';
+import { ConfigError, helpText, loadConfig, redactedConfig, type Config } from '../src/server/config';
+import { envName, SETTINGS, type Spec } from '../src/server/settings';
 import { runServerToExit } from './helpers/process';
 import { tempDir } from './helpers/server';
 
 /*
- * Configuration: defaults from API.md, SESSIOND_* variables and --flags (flags
- * win), validation that lists every problem at once, and start-up through the
- * real entry point.
+ * Configuration: the documented defaults, SESSIOND_* variables and --flags
+ * (flags win), validation that lists every problem at once, and start-up
+ * through the real entry point.
  */
 
 const SEC = 1000;
@@ -37,7 +38,7 @@ function cfg(argv: string[] = [], env: Record<string, string> = {}): Config {
   return loadConfig(argv, env).config;
 }
 
-test('defaults match API.md', (t) => {
+test('defaults are the documented ones', (t) => {
   const { config, help } = loadConfig([], {});
   t.false(help);
   t.is(config.server.listen, '127.0.0.1:50051');
@@ -297,13 +298,72 @@ test('start-up with only a bad listen address exits 2', async (t) => {
   t.regex(r.stderr, /listen/);
 });
 
-test('--help prints every setting and exits 0 without starting', async (t) => {
+const MEASUREMENT_ONLY = ['group-commit', 'off-loop-fsync', 'durable-revocations', 'checkpoint-worker', 'bench-service'];
+
+test('--help prints every setting but the measurement-only ones, and exits 0 without starting', async (t) => {
   const dir = tempDir();
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const r = await runServerToExit({ SESSIOND_DB_PATH: join(dir, 'sessions.db') }, ['--help']);
   t.is(r.code, 0, r.stderr);
-  for (const needle of ['--listen', 'SESSIOND_LISTEN', '--db-path', 'SESSIOND_DB_PATH', '--synchronous', '--cache-size', '--busy-timeout', '--wal-autocheckpoint', '--admin-token', '--sweep-interval']) {
-    t.true(r.stderr.includes(needle), `help lacks ${needle}`);
+  for (const s of SETTINGS as readonly Spec[]) {
+    const listed = new RegExp(`--${s.flag} <`).test(r.stderr);
+    t.is(listed, !s.measurementOnly, `--${s.flag} ${s.measurementOnly ? 'is measurement-only, yet listed' : 'is not listed'}`);
+    if (!s.measurementOnly) t.true(r.stderr.includes(envName(s.flag)), `help lacks ${envName(s.flag)}`);
   }
+  t.deepEqual((SETTINGS as readonly Spec[]).filter((s) => s.measurementOnly).map((s) => s.flag), MEASUREMENT_ONLY);
+  t.false(r.stderr.includes('"msg":"serving"'));
+});
+
+test('the measurement-only switches, left out of --help, still parse as flags and as variables', (t) => {
+  for (const flag of MEASUREMENT_ONLY) t.false(helpText().includes(`--${flag}`), `--help names --${flag}`);
+  const byFlag = cfg(['--group-commit=false', '--off-loop-fsync', 'false', '--durable-revocations=no', '--checkpoint-worker=0', '--bench-service']);
+  t.deepEqual(
+    [byFlag.storage.groupCommit, byFlag.storage.offLoopFsync, byFlag.storage.durableRevocations, byFlag.storage.checkpointWorker, byFlag.benchService],
+    [false, false, false, false, true],
+  );
+  const byVariable = cfg([], { SESSIOND_GROUP_COMMIT: 'off', SESSIOND_OFF_LOOP_FSYNC: 'false', SESSIOND_DURABLE_REVOCATIONS: '0', SESSIOND_CHECKPOINT_WORKER: 'no', SESSIOND_BENCH_SERVICE: 'true' });
+  t.deepEqual(
+    [byVariable.storage.groupCommit, byVariable.storage.offLoopFsync, byVariable.storage.durableRevocations, byVariable.storage.checkpointWorker, byVariable.benchService],
+    [false, false, false, false, true],
+  );
+  const defaults = cfg();
+  t.deepEqual([defaults.storage.groupCommit, defaults.storage.offLoopFsync, defaults.storage.durableRevocations, defaults.storage.checkpointWorker, defaults.benchService], [true, true, true, true, false]);
+  assertEachListed(t, problemsOf(t, ['--group-commit=sometimes'], {}), [/--group-commit.*boolean/]);
+});
+
+test('a value problem names the flag and the variable, whichever was given', (t) => {
+  assertEachListed(t, problemsOf(t, ['--cache-size=x'], {}), [/^--cache-size \(variable SESSIOND_CACHE_SIZE\): "x" is not an integer$/]);
+  assertEachListed(t, problemsOf(t, [], { SESSIOND_CACHE_SIZE: 'x' }), [/^SESSIOND_CACHE_SIZE \(flag --cache-size\): "x" is not an integer$/]);
+  // The flag wins, so its value is the one in question.
+  assertEachListed(t, problemsOf(t, ['--cache-size=y'], { SESSIOND_CACHE_SIZE: '1' }), [/^--cache-size .*"y"/]);
+  // A string flag followed by another flag has no value; parseArgs alone would take "--tls-key" as it.
+  assertEachListed(t, problemsOf(t, ['--tls-cert', '--tls-key=k.pem'], {}), [/^--tls-cert needs a value, and "--tls-key=k.pem" is taken for a flag/]);
+  // Unless it is a secret meant as the value.
+  const secret = problemsOf(t, ['--admin-token', '--Zq9-token-like-value'], {});
+  assertEachListed(t, secret, [/^--admin-token needs a value/]);
+  t.false(secret.some((p) => p.includes('Zq9-token-like-value')), JSON.stringify(secret));
+});
+
+test('every duration has a maximum a Node timer keeps, and one past it is refused at start-up naming the setting', async (t) => {
+  const durations = (SETTINGS as readonly Spec[]).filter((s) => s.kind === 'duration');
+  t.true(durations.length >= 10);
+  for (const s of durations) {
+    t.true(s.max !== undefined, `--${s.flag} has a maximum`);
+    // Lifetimes are stored as expiry times, not armed as timers.
+    if (!['default-ttl', 'default-idle-timeout', 'max-ttl'].includes(s.flag)) t.true(s.max! < 2 ** 31, `--${s.flag}: ${s.max} ms is more than a Node timer keeps`);
+  }
+  t.is(cfg(['--keepalive-time=24d', '--sweep-interval=24d']).server.keepaliveTimeMs, 24 * DAY);
+  assertEachListed(t, problemsOf(t, ['--max-connection-age=23d'], {}), [/--max-connection-age .*above the maximum of 22d/]);
+  assertEachListed(t, problemsOf(t, ['--max-ttl=3651d'], {}), [/--max-ttl .*above the maximum of 3650d/]);
+
+  const dir = tempDir();
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const r = await runServerToExit({ SESSIOND_DB_PATH: join(dir, 'sessions.db'), SESSIOND_KEEPALIVE_TIME: '30d' }, ['--keepalive-timeout=25d', '--sweep-interval', '25d']);
+  t.is(r.code, 2, r.stderr);
+  for (const line of [
+    'SESSIOND_KEEPALIVE_TIME (flag --keepalive-time): 30d (2592000000ms) is above the maximum of 24d',
+    '--keepalive-timeout (variable SESSIOND_KEEPALIVE_TIMEOUT): 25d (2160000000ms) is above the maximum of 24d',
+    '--sweep-interval (variable SESSIOND_SWEEP_INTERVAL): 25d (2160000000ms) is above the maximum of 24d',
+  ]) t.true(r.stderr.includes(line), `stderr lacks ${line}:\n${r.stderr}`);
   t.false(r.stderr.includes('"msg":"serving"'));
 });

@@ -1,15 +1,16 @@
 import { DEFAULT_POLICY, largestSessionBytes, type SessionPolicy } from '../domain/session';
 import { TOKEN_LENGTH } from '../domain/tokens';
+import type { LogLevel } from './log';
 import { readPrincipalsFile } from './principals-file';
-import { envName, parseSetting, SETTINGS, type SettingName, type Spec } from './settings';
-import type { JournalMode, StorageOptions, Synchronous } from '../storage/sqlite/pragmas';
+import { readSettings, settle } from '../shared/settings-engine';
+import { ENV_PREFIX, SETTINGS, type SettingValues } from './settings';
+import type { StorageOptions } from '../storage/options';
 import { checkServerTlsFiles, type ServerTlsFiles } from '../shared/tls';
 import { MAX_BATCH_ITEMS } from '../shared/stream-protocol';
 import { formatDuration } from '../shared/units';
 
 export { envName, helpText, SETTINGS, type SettingName } from './settings';
-
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+export type { LogLevel } from './log';
 
 export interface ServerOptions {
   /** host:port; port 0 picks a free one. */
@@ -82,136 +83,94 @@ export interface Invocation {
  * @throws ConfigError listing every problem.
  */
 export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Invocation {
-  const problems: string[] = [];
-  const raw = new Map<string, { value: string; from: string }>();
-  const byFlag = new Map<string, Spec>(SETTINGS.map((s) => [s.flag, s]));
-  for (const s of SETTINGS) {
-    const v = env[envName(s.flag)];
-    if (v !== undefined) raw.set(s.flag, { value: v, from: envName(s.flag) });
-  }
-  for (const key of Object.keys(env)) {
-    if (key.startsWith('SESSIOND_') && !SETTINGS.some((s) => envName(s.flag) === key) && !(CLIENT_VARIABLES as readonly string[]).includes(key)) {
-      problems.push(`unknown variable ${key}${suggest(key.slice(9).toLowerCase().replace(/_/g, '-'), byFlag)}`);
-    }
-  }
-  let help = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--help' || arg === '-h') {
-      help = true;
-      continue;
-    }
-    const m = /^--([a-z0-9-]+)(?:=(.*))?$/s.exec(arg);
-    if (!m) {
-      problems.push(`unexpected argument ${JSON.stringify(arg)}`);
-      continue;
-    }
-    const spec = byFlag.get(m[1]!);
-    if (!spec) {
-      problems.push(`unknown flag --${m[1]}${suggest(m[1]!, byFlag)}`);
-      if (m[2] === undefined && argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--')) i++;
-      continue;
-    }
-    let value = m[2];
-    if (value === undefined) {
-      if (spec.kind === 'bool' && (argv[i + 1] === undefined || argv[i + 1]!.startsWith('--'))) value = 'true';
-      else if (argv[i + 1] === undefined) {
-        problems.push(`--${spec.flag} needs a value`);
-        continue;
-      } else value = argv[++i]!;
-    }
-    raw.set(spec.flag, { value, from: `--${spec.flag}` });
-  }
-
-  const values = new Map<string, string | number | boolean>();
-  for (const s of SETTINGS as readonly Spec[]) {
-    const given = raw.get(s.flag);
-    const parsed = parseSetting(s, given?.value ?? s.default);
-    if (parsed.ok) values.set(s.flag, parsed.value);
-    else problems.push(`${given?.from ?? `default of --${s.flag}`}: ${parsed.problem}`);
-  }
+  const reading = readSettings(SETTINGS, argv, env, { envPrefix: ENV_PREFIX, otherVariables: CLIENT_VARIABLES });
   // Always run: a bad listen address must be reported alongside other problems.
-  checkCombinations(values, problems);
-  checkTls(values, problems);
-  checkCallers(values, problems);
-  if (problems.length > 0) throw new ConfigError(problems);
+  checkCombinations(reading.values, reading.problems);
+  checkTls(reading.values, reading.problems);
+  checkCallers(reading.values, reading.problems);
+  const outcome = settle(SETTINGS, reading);
+  if (!outcome.ok) throw new ConfigError([...outcome.problems]);
 
-  const get = <T>(flag: SettingName) => values.get(flag) as T;
+  const v = outcome.values;
   const config: Config = {
     server: {
-      listen: get<string>('listen'),
-      principalsFile: get<string>('principals-file') || undefined,
-      adminToken: get<string>('admin-token') || undefined,
-      allowUnauthenticated: get<boolean>('allow-unauthenticated'),
-      maxMessageBytes: get<number>('max-message-bytes'),
-      maxConcurrentStreams: get<number>('max-concurrent-streams'),
-      maxConnectionMemoryBytes: get<number>('max-connection-memory'),
-      maxConnectionIdleMs: get<number>('max-connection-idle'),
-      maxConnectionAgeMs: get<number>('max-connection-age'),
-      maxConnectionAgeGraceMs: get<number>('max-connection-age-grace'),
-      keepaliveTimeMs: get<number>('keepalive-time'),
-      keepaliveTimeoutMs: get<number>('keepalive-timeout'),
-      drainTimeoutMs: get<number>('drain-timeout'),
-      reflection: get<boolean>('reflection'),
-      tls: get<string>('tls-cert') ? { certFile: get<string>('tls-cert'), keyFile: get<string>('tls-key'), clientCaFile: get<string>('tls-client-ca') || undefined } : undefined,
+      listen: v['listen'],
+      principalsFile: v['principals-file'] || undefined,
+      adminToken: v['admin-token'] || undefined,
+      allowUnauthenticated: v['allow-unauthenticated'],
+      maxMessageBytes: v['max-message-bytes'],
+      maxConcurrentStreams: v['max-concurrent-streams'],
+      maxConnectionMemoryBytes: v['max-connection-memory'],
+      maxConnectionIdleMs: v['max-connection-idle'],
+      maxConnectionAgeMs: v['max-connection-age'],
+      maxConnectionAgeGraceMs: v['max-connection-age-grace'],
+      keepaliveTimeMs: v['keepalive-time'],
+      keepaliveTimeoutMs: v['keepalive-timeout'],
+      drainTimeoutMs: v['drain-timeout'],
+      reflection: v['reflection'],
+      tls: v['tls-cert'] ? { certFile: v['tls-cert'], keyFile: v['tls-key'], clientCaFile: v['tls-client-ca'] || undefined } : undefined,
     },
     storage: {
-      path: get<string>('db-path'),
-      journalMode: get<JournalMode>('journal-mode'),
-      synchronous: get<Synchronous>('synchronous'),
-      cacheSize: get<number>('cache-size'),
-      busyTimeoutMs: get<number>('busy-timeout'),
-      walAutocheckpoint: get<number>('wal-autocheckpoint'),
-      journalSizeLimit: get<number>('journal-size-limit'),
-      maxDbSize: get<number>('max-db-size'),
-      groupCommit: get<boolean>('group-commit'),
-      checkpointWorker: get<boolean>('checkpoint-worker'),
-      offLoopFsync: get<boolean>('off-loop-fsync'),
-      durableRevocations: get<boolean>('durable-revocations'),
-      maxPendingWrites: get<number>('max-pending-writes'),
+      path: v['db-path'],
+      journalMode: v['journal-mode'],
+      synchronous: v['synchronous'],
+      cacheSize: v['cache-size'],
+      busyTimeoutMs: v['busy-timeout'],
+      walAutocheckpoint: v['wal-autocheckpoint'],
+      journalSizeLimit: v['journal-size-limit'],
+      maxDbSize: v['max-db-size'],
+      groupCommit: v['group-commit'],
+      checkpointWorker: v['checkpoint-worker'],
+      offLoopFsync: v['off-loop-fsync'],
+      durableRevocations: v['durable-revocations'],
+      maxPendingWrites: v['max-pending-writes'],
     },
     policy: {
       ...DEFAULT_POLICY,
-      defaultTtlMs: get<number>('default-ttl'),
-      defaultIdleTimeoutMs: get<number>('default-idle-timeout'),
-      maxTtlMs: get<number>('max-ttl'),
-      touchThreshold: get<number>('touch-threshold'),
-      maxAttributes: get<number>('max-attributes'),
-      maxAttributeKeyBytes: get<number>('max-attribute-key-bytes'),
-      maxAttributeValueBytes: get<number>('max-attribute-value-bytes'),
+      defaultTtlMs: v['default-ttl'],
+      defaultIdleTimeoutMs: v['default-idle-timeout'],
+      maxTtlMs: v['max-ttl'],
+      touchThreshold: v['touch-threshold'],
+      maxAttributes: v['max-attributes'],
+      maxAttributeKeyBytes: v['max-attribute-key-bytes'],
+      maxAttributeValueBytes: v['max-attribute-value-bytes'],
     },
-    sweepIntervalMs: get<number>('sweep-interval'),
-    sweepBatchSize: get<number>('sweep-batch-size'),
-    revokeBatchSize: get<number>('revoke-batch-size'),
-    maxPageBytes: get<number>('max-page-bytes'),
-    healthProbeIntervalMs: get<number>('health-probe-interval'),
-    logLevel: get<LogLevel>('log-level'),
-    metricsListen: get<string>('metrics-listen') || undefined,
-    slowCallThresholdMs: get<number>('slow-call-threshold'),
-    benchService: get<boolean>('bench-service'),
+    sweepIntervalMs: v['sweep-interval'],
+    sweepBatchSize: v['sweep-batch-size'],
+    revokeBatchSize: v['revoke-batch-size'],
+    maxPageBytes: v['max-page-bytes'],
+    healthProbeIntervalMs: v['health-probe-interval'],
+    logLevel: v['log-level'],
+    metricsListen: v['metrics-listen'] || undefined,
+    slowCallThresholdMs: v['slow-call-threshold'],
+    benchService: v['bench-service'],
   };
-  return { config: deepFreeze(config), help };
+  return { config: deepFreeze(config), help: outcome.help };
 }
 
-/** Checks what one value's own parse cannot; a setting that failed to parse is absent from `v` and skipped. */
-function checkCombinations(v: Map<string, unknown>, problems: string[]): void {
-  const maxDbSize = v.get('max-db-size') as number | undefined;
+/** The settings that parsed; one that failed is absent, and the checks that need it are skipped. */
+type Given = Partial<SettingValues>;
+
+/** Checks what one value's own parse cannot. */
+function checkCombinations(v: Given, problems: string[]): void {
+  const maxDbSize = v['max-db-size'];
   // The empty schema alone takes about a dozen 4 KiB pages.
   if (maxDbSize !== undefined && maxDbSize > 0 && maxDbSize < 64 * 1024) problems.push(`max-db-size ${maxDbSize} is below 64KiB: the schema alone needs about 50KiB (0: no limit)`);
-  const listen = v.get('listen') as string;
-  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/.exec(listen);
-  if (!m || Number(m[2]) > 65535) problems.push(`listen ${JSON.stringify(listen)} is not host:port (e.g. 127.0.0.1:50051, [::1]:50051, 0.0.0.0:50051)`);
-  const metricsListen = v.get('metrics-listen') as string;
+  const listen = v['listen'];
+  if (listen !== undefined && !isHostPort(listen)) problems.push(`listen ${JSON.stringify(listen)} is not host:port (e.g. 127.0.0.1:50051, [::1]:50051, 0.0.0.0:50051)`);
+  const metricsListen = v['metrics-listen'] ?? '';
   if (metricsListen !== '' && !isHostPort(metricsListen)) problems.push(`metrics-listen ${JSON.stringify(metricsListen)} is not host:port (e.g. 0.0.0.0:9464, 127.0.0.1:9464); leave it empty to serve no metrics`);
   else if (metricsListen !== '' && metricsListen === listen && !metricsListen.endsWith(':0')) problems.push('metrics-listen must not be the gRPC listen address');
-  if (v.get('db-path') === '') problems.push('db-path must not be empty');
-  if (v.get('db-path') === ':memory:') problems.push('db-path :memory: cannot use WAL and loses every session on exit; give a file path');
-  const maxTtl = v.get('max-ttl') as number | undefined;
-  for (const flag of ['default-ttl', 'default-idle-timeout']) {
-    if (maxTtl !== undefined && v.has(flag) && (v.get(flag) as number) > maxTtl) problems.push(`${flag} (${formatDuration(v.get(flag) as number)}) is above max-ttl (${formatDuration(maxTtl)})`);
+  if (v['db-path'] === '') problems.push('db-path must not be empty');
+  if (v['db-path'] === ':memory:') problems.push('db-path :memory: cannot use WAL and loses every session on exit; give a file path');
+  const maxTtl = v['max-ttl'];
+  for (const flag of ['default-ttl', 'default-idle-timeout'] as const) {
+    const ms = v[flag];
+    if (maxTtl !== undefined && ms !== undefined && ms > maxTtl) problems.push(`${flag} (${formatDuration(ms)}) is above max-ttl (${formatDuration(maxTtl)})`);
   }
   checkMessageSizes(v, problems);
-  if (v.has('keepalive-timeout') && v.has('keepalive-time') && (v.get('keepalive-timeout') as number) >= (v.get('keepalive-time') as number)) problems.push('keepalive-timeout must be shorter than keepalive-time');
+  const [keepaliveTime, keepaliveTimeout] = [v['keepalive-time'], v['keepalive-timeout']];
+  if (keepaliveTime !== undefined && keepaliveTimeout !== undefined && keepaliveTimeout >= keepaliveTime) problems.push('keepalive-timeout must be shorter than keepalive-time');
 }
 
 /**
@@ -227,13 +186,12 @@ export function largestRequestBytes(policy: SessionPolicy): number {
   return Math.max(batch, create);
 }
 
-function checkMessageSizes(v: Map<string, unknown>, problems: string[]): void {
-  const max = v.get('max-message-bytes') as number | undefined;
-  const page = v.get('max-page-bytes') as number | undefined;
-  const limits = ['max-attributes', 'max-attribute-key-bytes', 'max-attribute-value-bytes'].map((f) => v.get(f) as number | undefined);
-  if (max === undefined || limits.some((n) => n === undefined)) return;
-  const [maxAttributes, maxAttributeKeyBytes, maxAttributeValueBytes] = limits as number[];
-  const policy: SessionPolicy = { ...DEFAULT_POLICY, maxAttributes: maxAttributes!, maxAttributeKeyBytes: maxAttributeKeyBytes!, maxAttributeValueBytes: maxAttributeValueBytes! };
+function checkMessageSizes(v: Given, problems: string[]): void {
+  const max = v['max-message-bytes'];
+  const page = v['max-page-bytes'];
+  const [maxAttributes, maxAttributeKeyBytes, maxAttributeValueBytes] = [v['max-attributes'], v['max-attribute-key-bytes'], v['max-attribute-value-bytes']];
+  if (max === undefined || maxAttributes === undefined || maxAttributeKeyBytes === undefined || maxAttributeValueBytes === undefined) return;
+  const policy: SessionPolicy = { ...DEFAULT_POLICY, maxAttributes, maxAttributeKeyBytes, maxAttributeValueBytes };
   const need = largestRequestBytes(policy);
   if (need > max) {
     problems.push(`max-message-bytes ${max} is below the largest legitimate request (${need} bytes with these attribute limits and a full ValidateSessionStream batch): raise it, or lower max-attributes / max-attribute-value-bytes`);
@@ -246,10 +204,10 @@ function checkMessageSizes(v: Map<string, unknown>, problems: string[]): void {
  * listed with the rest), and protected mode is enforced: with no principals, a
  * listen address other than loopback is refused unless allow-unauthenticated says so.
  */
-function checkCallers(v: Map<string, unknown>, problems: string[]): void {
-  const token = v.get('admin-token') as string | undefined;
+function checkCallers(v: Given, problems: string[]): void {
+  const token = v['admin-token'];
   if (token !== undefined && token !== '' && token.length < 16) problems.push('admin-token must be at least 16 characters (it is an API key of the admin principal)');
-  const file = v.get('principals-file') as string | undefined;
+  const file = v['principals-file'];
   let principals = token ? 1 : 0;
   let fileProblems = false;
   if (file) {
@@ -258,9 +216,9 @@ function checkCallers(v: Map<string, unknown>, problems: string[]): void {
     fileProblems = read.problems.length > 0;
     principals += read.entries.length;
   }
-  const allow = v.get('allow-unauthenticated') === true;
+  const allow = v['allow-unauthenticated'] === true;
   // A listen address that is not host:port is a problem of its own (checkCombinations).
-  const listen = isHostPort(String(v.get('listen'))) ? (v.get('listen') as string) : undefined;
+  const listen = v['listen'] !== undefined && isHostPort(v['listen']) ? v['listen'] : undefined;
   if (allow && principals > 0) {
     problems.push('allow-unauthenticated has no effect with principals configured (principals-file or admin-token): every caller must present credentials then; remove one of them');
   }
@@ -282,8 +240,8 @@ export function isLoopbackListen(listen: string): boolean {
 }
 
 /** TLS settings come as a set, and their files are read now so that a bad path fails start-up, naming the path. */
-function checkTls(v: Map<string, unknown>, problems: string[]): void {
-  const [certFile, keyFile, clientCaFile] = (['tls-cert', 'tls-key', 'tls-client-ca'] as const).map((f) => (v.get(f) as string | undefined) || undefined);
+function checkTls(v: Given, problems: string[]): void {
+  const [certFile, keyFile, clientCaFile] = (['tls-cert', 'tls-key', 'tls-client-ca'] as const).map((f) => v[f] || undefined);
   if (certFile && !keyFile) problems.push('tls-cert is set without tls-key: TLS needs the certificate chain and its private key');
   if (keyFile && !certFile) problems.push('tls-key is set without tls-cert: TLS needs the certificate chain and its private key');
   if (clientCaFile && !certFile) problems.push('tls-client-ca (mTLS) needs tls-cert and tls-key: client certificates are only asked for over TLS');
@@ -293,30 +251,6 @@ function checkTls(v: Map<string, unknown>, problems: string[]): void {
 function isHostPort(s: string): boolean {
   const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/.exec(s);
   return m !== null && Number(m[2]) <= 65535;
-}
-
-function suggest(name: string, known: Map<string, Spec>): string {
-  let best: string | undefined;
-  let bestDistance = 3;
-  for (const flag of known.keys()) {
-    const d = distance(name, flag);
-    if (d < bestDistance) [best, bestDistance] = [flag, d];
-  }
-  return best ? ` (did you mean --${best} / ${envName(best)}?)` : '';
-}
-
-function distance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return row[b.length]!;
 }
 
 function deepFreeze<T>(o: T): T {

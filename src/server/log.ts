@@ -1,5 +1,7 @@
 import pino, { type DestinationStream } from 'pino';
-import type { LogLevel } from './config';
+
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void;
