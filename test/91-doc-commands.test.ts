@@ -16,9 +16,11 @@ import { startTestServer, tempDir, type TestServer } from './helpers/server';
  * - `sessiond` on the PATH is bin/sessiond.js, as `npm link` would make it,
  *   and node_modules/.bin is on the PATH (so `npx buf` finds the dev dependency);
  * - the commands run in a folder of their own holding links to the
- *   repository's files and two key files a reader would have from a secret
- *   store: ops.key (a principal with every permission) and
- *   web-frontend.key (sessions.read and sessions.write for web-1 and web-eu-*);
+ *   repository's files (clients/ as a copy of links, so that what `make
+ *   clients` generates lands there, not in the checkout) and two key files a
+ *   reader would have from a secret store: ops.key (a principal with every
+ *   permission) and web-frontend.key (sessions.read and sessions.write for
+ *   web-1 and web-eu-*);
  * - a command that names SESSIOND_API_KEY or an authorization header calls a
  *   second server, which has those principals, with SESSIOND_API_KEY set to
  *   ops.key's key; every other command calls a server in protected mode, as
@@ -76,20 +78,13 @@ const NOT_RUN: Record<string, string[]> = {
     'make bench BENCH_CPU_PROF=/tmp/prof BENCH_PARTS=unary BENCH_OPS=CreateSession   # CPU profiles, written when each server exits',
     'make bench ARGS=--help                        # every BENCH_* setting',
   ],
+  'these need certificate files and a TLS server; test/53-python-client.test.ts runs the script over mTLS with certificates it makes': [
+    'SESSIOND_API_KEY="$(cat ops.key)" /usr/bin/python3 clients/python/smoke.py sessiond.example.internal:50051 --ca-file ca.pem --cert-file client.pem --key-file client.key',
+  ],
   'the soak runs for minutes; test/30-crash.test.ts runs the same crash test with fewer kills': ['make soak SOAK_KILLS=500 SOAK_SYNCHRONOUS=full'],
 };
 
-/** Commands another test runs, against servers it sets up for them; the page names that test just before the block. */
-const RUN_ELSEWHERE: Record<string, string[]> = {
-  'test/53-python-client.test.ts': [
-    'make clients',
-    'SESSIOND_API_KEY="$K" /usr/bin/python3 clients/python/smoke.py 127.0.0.1:50051',
-    'SESSIOND_API_KEY="$K" /usr/bin/python3 clients/python/smoke.py sessiond.example.internal:50051 --ca-file ca.pem --cert-file client.pem --key-file client.key',
-  ],
-};
-
 const notRun = new Map(Object.entries(NOT_RUN).flatMap(([why, lines]) => lines.map((l) => [l, why] as const)));
-const elsewhere = new Map(Object.entries(RUN_ELSEWHERE).flatMap(([file, lines]) => lines.map((l) => [l, file] as const)));
 
 const PAGES = ['README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`)];
 const text = (page: string) => readFileSync(join(ROOT, page), 'utf8');
@@ -118,7 +113,8 @@ test.before(async () => {
     }),
   ]);
   const work = tempDir('sessiond-doc-commands-');
-  for (const entry of readdirSync(ROOT)) if (entry !== '.git' && entry !== 'data') symlinkSync(join(ROOT, entry), join(work, entry));
+  for (const entry of readdirSync(ROOT)) if (!['.git', 'data', 'clients'].includes(entry)) symlinkSync(join(ROOT, entry), join(work, entry));
+  linkTree(join(ROOT, 'clients'), join(work, 'clients'));
   writeFileSync(join(work, 'ops.key'), `${keyed.keys['ops']}\n`, { mode: 0o600 });
   writeFileSync(join(work, 'web-frontend.key'), `${keyed.keys['web-frontend']}\n`, { mode: 0o600 });
   const bin = join(work, '.bin');
@@ -133,6 +129,16 @@ test.after.always(async () => {
   await Promise.all([servers.open.close(), servers.keyed.close()]);
   rmSync(servers.work, { recursive: true, force: true });
 });
+
+/** `to` as a tree of folders whose files are links to those of `from`, without what `make clients` generates. */
+function linkTree(from: string, to: string): void {
+  mkdirSync(to);
+  for (const e of readdirSync(from, { withFileTypes: true })) {
+    if (e.name === 'gen' || e.name === '__pycache__') continue;
+    if (e.isDirectory()) linkTree(join(from, e.name), join(to, e.name));
+    else symlinkSync(join(from, e.name), join(to, e.name));
+  }
+}
 
 interface Run {
   code: number | string;
@@ -163,7 +169,7 @@ async function runPage(t: ExecutionContext, page: string): Promise<void> {
   const vars: Record<string, string> = {};
   const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SESSIOND_')));
   const PATH = `${s.bin}:${join(ROOT, 'node_modules', '.bin')}:${process.env['PATH']}`;
-  const mine = commands.filter((c) => c.page === page && !notRun.has(c.text) && !elsewhere.has(c.text));
+  const mine = commands.filter((c) => c.page === page && !notRun.has(c.text));
   for (const c of mine) {
     const server = needsKey(c) ? s.keyed : s.open;
     const env: NodeJS.ProcessEnv = { ...base, PATH, ...vars, SESSIOND_ADDRESS: server.address, ...(needsKey(c) ? { SESSIOND_API_KEY: s.opsKey } : {}) };
@@ -181,7 +187,7 @@ async function runPage(t: ExecutionContext, page: string): Promise<void> {
 }
 
 for (const page of PAGES) {
-  if (!commands.some((c) => c.page === page && !notRun.has(c.text) && !elsewhere.has(c.text))) continue;
+  if (!commands.some((c) => c.page === page && !notRun.has(c.text))) continue;
   test.serial(`every command ${page} shows runs and answers as shown`, (t) => runPage(t, page));
 }
 
@@ -191,15 +197,13 @@ test('a command that is not run here is listed with its reason, and its page say
     const marked = /not run here/i.test(c.context);
     if (notRun.has(c.text)) {
       if (!marked) problems.push(`${where(c)}: listed as not run here (${notRun.get(c.text)}), but the text before its block does not say "not run here"`);
-    } else if (elsewhere.has(c.text)) {
-      if (!c.context.includes(elsewhere.get(c.text)!)) problems.push(`${where(c)}: run by ${elsewhere.get(c.text)}, which the text before its block does not name`);
     } else if (marked) {
       problems.push(`${where(c)}: the page says its block is not run here, but this test runs it`);
     }
   }
   // No entry outlives the command it was for.
   const shown = new Set(commands.map((c) => c.text));
-  for (const l of [...notRun.keys(), ...elsewhere.keys()]) if (!shown.has(l)) problems.push(`listed, but no page shows it any more: ${l}`);
+  for (const l of notRun.keys()) if (!shown.has(l)) problems.push(`listed, but no page shows it any more: ${l}`);
   t.deepEqual(problems, []);
 });
 
