@@ -1,5 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { anchorOf, assignedName, blockCommands, fencedBlocks, outputProblems, type DocCommand } from './helpers/doc-commands';
@@ -103,6 +103,10 @@ interface Servers {
 let servers: Servers | undefined;
 
 test.before(async () => {
+  // The pages' commands pipe answers through jq; without it they fail, and this says why first.
+  for (const [tool, pkg] of [['bash', 'bash'], ['jq', 'jq']] as const) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is missing: apt-get install ${pkg} (.ci/run installs it)`);
+  }
   const [open, keyed] = await Promise.all([
     startTestServer(),
     startTestServer({
