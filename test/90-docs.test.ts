@@ -1,6 +1,6 @@
 import test from 'ava';
 import type { Command } from 'commander';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -52,7 +52,7 @@ function sessiondCommands(md: string): string[][] {
   return out;
 }
 
-test('docs/security.md covers the threat model, protected mode behind a proxy, keys, rotation, mTLS, replays, files and limits; the README points to it', (t) => {
+test('docs/security.md covers the threat model, protected mode behind a proxy, keys, rotation, mTLS, replays, files and limits; the README links it', (t) => {
   const headings = [...security.matchAll(/^#+ (.*)$/gm)].map((m) => m[1]!);
   for (const topic of [/threat model/i, /protected mode/i, /principals file/i, /making a key/i, /rotating a key/i, /mtls/i, /request_id/i, /files and durability/i, /transport limits/i, /operator must still do/i]) {
     t.true(headings.some((h) => topic.test(h)), `a section on ${topic}`);
@@ -60,11 +60,9 @@ test('docs/security.md covers the threat model, protected mode behind a proxy, k
   for (const needle of ['`forwarded`', '`via`', '`x-real-ip`', '`x-forwarded-*`', '`x-envoy-*`', 'NOT_FOUND', 'ALREADY_EXISTS', 'UNAUTHENTICATED', 'PERMISSION_DENIED', '`0600`', '`0700`', 'SIGHUP', '--tls-client-ca', 'tls_identity', 'authorization', 'NetworkPolicy']) {
     t.true(security.includes(needle), `docs/security.md mentions ${needle}`);
   }
-  const section = /^## Security\n([\s\S]*?)^## /m.exec(readme);
-  t.truthy(section, 'the README has a Security section');
-  t.true(section![1]!.includes('(docs/security.md)'), 'which links the page');
-  t.true(section![1]!.trim().split('\n').length <= 8, 'and stays short');
-  t.regex(section![1]!, /loopback/);
+  // The README stays short: it says what protected mode means where the settings are, and links the page.
+  t.true(readme.includes('(docs/security.md)'), 'the README links the page');
+  t.regex(readme, /loopback callers only/);
 });
 
 test('the example principals file in docs/security.md loads without problems, through the server\'s own reader', (t) => {
@@ -145,4 +143,55 @@ test('every sessiond command docs/security.md shows parses, and `keys generate` 
   }
   t.true(runs.length >= 2);
   await Promise.all(runs);
+});
+
+/*
+ * The README is what a newcomer reads first: short, in a fixed order (what
+ * sessiond is and when not to use it, how to run and test it, call it,
+ * configure it, trust it, deploy it, reach it from code, how fast it is, how
+ * to work on it), with the rest in docs/.
+ */
+
+test('the README stays under 15 KiB', (t) => {
+  const bytes = Buffer.byteLength(readme, 'utf8');
+  t.true(bytes < 15 * 1024, `README.md is ${bytes} bytes`);
+});
+
+test('the README has its sections in the newcomer\'s order, and says when not to use sessiond', (t) => {
+  const headings = [...readme.matchAll(/^## (.*)$/gm)].map((m) => m[1]!);
+  t.deepEqual(headings, ['The two commands', 'A first session', 'The API at a glance', 'The ten settings people change', 'Durability', 'Deploying', 'Clients', 'Performance', 'Development']);
+  const intro = readme.slice(0, readme.indexOf('\n## '));
+  t.regex(intro, /\*\*When not to use it\.\*\*/);
+  const first = /^## A first session\n([\s\S]*?)^## /m.exec(readme)![1]!;
+  t.regex(first, /buf curl/);
+  t.regex(first, /grpcurl/);
+  const deploying = /^## Deploying\n([\s\S]*?)^## /m.exec(readme)![1]!;
+  for (const needle of ['Dockerfile', 'docker build', 'deploy/kubernetes', 'kubectl apply']) t.true(deploying.includes(needle), `Deploying mentions ${needle}`);
+  const clients = /^## Clients\n([\s\S]*?)^## /m.exec(readme)![1]!;
+  for (const needle of ['TypeScript', 'Python', 'clients/go/README.md']) t.true(clients.includes(needle), `Clients mentions ${needle}`);
+  const performance = /^## Performance\n([\s\S]*?)^## /m.exec(readme)![1]!;
+  t.regex(performance, /```sh\nmake bench\n```/, 'the command that made the table');
+  t.true(performance.includes('| ValidateSession |'), 'the table');
+});
+
+test('the README\'s ten settings are settings, each with its own variable and default', (t) => {
+  const section = /^## The ten settings people change\n([\s\S]*?)^## /m.exec(readme)![1]!;
+  const rows = [...section.matchAll(/^\| `--([a-z0-9-]+)` \| `([A-Z0-9_]+)` \| ([^|]+) \|/gm)];
+  t.is(rows.length, 10);
+  for (const [, flag, variable, shown] of rows) {
+    const s = SETTINGS.find((x) => x.flag === flag);
+    t.truthy(s, `--${flag} is a setting`);
+    if (!s) continue;
+    t.is(variable, envName(s.flag), `--${flag}'s variable`);
+    t.is(shown!.trim(), s.default === '' ? '(none)' : `\`${s.default}\``, `--${flag}'s default`);
+  }
+});
+
+test('no page of the docs carries benchmark history: no commit hashes, nothing "measured and not kept"', (t) => {
+  const pages = ['README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => join('docs', f))];
+  for (const page of pages) {
+    const md = readFileSync(join(ROOT, page), 'utf8');
+    t.deepEqual([...md.matchAll(/`[0-9a-f]{7,40}`/g)].map((m) => m[0]), [], `${page}: commit hashes`);
+    t.notRegex(md, /measured,? (and )?not kept|measured and dropped|issue \d+/i, page);
+  }
 });
