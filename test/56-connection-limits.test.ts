@@ -130,11 +130,18 @@ test.serial('channel options: every limit from configuration, "never" left to gr
   t.false('grpc.max_connection_idle_ms' in set, 'idle 0 (never): left out, as grpc-js would close every connection at once for 0');
   t.like(set, { 'grpc.max_connection_age_ms': 3_600_000, 'grpc.max_connection_age_grace_ms': 0, 'grpc-node.max_session_memory': 2, 'grpc.max_concurrent_streams': 2 });
 
-  // Beyond a Node timer's range a timer fires at once: grpc-js's own "never" instead, and the age kept in range with its jitter.
-  const long = serverChannelOptions(loadConfig([], { SESSIOND_MAX_CONNECTION_IDLE: '30d', SESSIOND_MAX_CONNECTION_AGE: '30d', SESSIOND_MAX_CONNECTION_AGE_GRACE: '30d' }).config.server);
-  t.is(long['grpc.max_connection_idle_ms'], 2 ** 31 - 1);
-  t.is(long['grpc.max_connection_age_grace_ms'], 2 ** 31 - 1);
+  // Beyond a Node timer's range a timer fires at once. The configuration refuses such values (test
+  // 14), so the longest it accepts stays in range, the age with grpc-js's jitter too.
+  const longest = loadConfig([], { SESSIOND_MAX_CONNECTION_IDLE: '24d', SESSIOND_MAX_CONNECTION_AGE: '22d', SESSIOND_MAX_CONNECTION_AGE_GRACE: '24d' }).config.server;
+  const long = serverChannelOptions(longest);
+  t.is(long['grpc.max_connection_idle_ms'], 24 * 86_400_000);
+  t.is(long['grpc.max_connection_age_grace_ms'], 24 * 86_400_000);
   t.true(long['grpc.max_connection_age_ms']! * 1.1 <= 2 ** 31 - 1, String(long['grpc.max_connection_age_ms']));
+  // Limits handed to the transport some other way are still kept in range: grpc-js's own "never".
+  const beyond = serverChannelOptions({ ...longest, maxConnectionIdleMs: 30 * 86_400_000, maxConnectionAgeMs: 30 * 86_400_000, maxConnectionAgeGraceMs: 30 * 86_400_000 });
+  t.is(beyond['grpc.max_connection_idle_ms'], 2 ** 31 - 1);
+  t.is(beyond['grpc.max_connection_age_grace_ms'], 2 ** 31 - 1);
+  t.true(beyond['grpc.max_connection_age_ms']! * 1.1 <= 2 ** 31 - 1, String(beyond['grpc.max_connection_age_ms']));
 });
 
 test.serial('--max-concurrent-streams 2: three streams on one connection, never more than two run at once; the third starts once one ends', async (t) => {
