@@ -123,7 +123,10 @@ test.before(async () => {
   writeFileSync(join(work, 'web-frontend.key'), `${keyed.keys['web-frontend']}\n`, { mode: 0o600 });
   const bin = join(work, '.bin');
   mkdirSync(bin);
-  writeFileSync(join(bin, 'sessiond'), `#!/bin/sh\nexec '${process.execPath}' '${join(ROOT, 'bin', 'sessiond.js')}' "$@"\n`);
+  // tsx takes the tsconfig.json of the working folder; this one's `include` does not cover the
+  // sources' real paths, and sources compiled without it get other line maps, which spoil the
+  // coverage c8 merges with the other processes'. So the real checkout's tsconfig.json it is.
+  writeFileSync(join(bin, 'sessiond'), `#!/bin/sh\nTSX_TSCONFIG_PATH='${join(ROOT, 'tsconfig.json')}' exec '${process.execPath}' '${join(ROOT, 'bin', 'sessiond.js')}' "$@"\n`);
   chmodSync(join(bin, 'sessiond'), 0o755);
   servers = { open, keyed, opsKey: keyed.keys['ops']!, work, bin };
 });
