@@ -1,9 +1,9 @@
-import test from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { performance } from 'node:perf_hooks';
 import { ServingStatus } from '../../src/client';
 import { childServer } from '../helpers/badweather';
 import { SQLITE3, SqliteShell } from '../helpers/sqlite-cli';
+import { requireTool } from '../helpers/tools';
 
 /*
  * Issue 3, item 2: another process (the sqlite3 shell) holds the database
@@ -27,7 +27,7 @@ async function settle<T>(p: Promise<T>): Promise<{ ok: boolean; code?: number; d
   }
 }
 
-const needsShell = SQLITE3 ? test : test.skip;
+const needsShell = requireTool({ name: 'the sqlite3 shell (apt-get install sqlite3)', present: SQLITE3 !== undefined });
 
 needsShell('a write lock held by another process: writes get UNAVAILABLE after the busy timeout, reads and health stay prompt, writes recover', async (t) => {
   const { client, dbPath, srv, alive } = await childServer(t, { SESSIOND_BUSY_TIMEOUT: `${BUSY_MS}ms`, SESSIOND_HEALTH_PROBE_INTERVAL: '100ms' });
