@@ -94,6 +94,12 @@ test('the smoke bench runs end to end and reports every figure with sane values'
   // An object per item is tens of bytes; the refusal walks 1001 items and keeps one error.
   if (!(d.generated.retainedBytes > d.items * 16)) problems.push(`decode limit: the decoded message holds only ${d.generated.retainedBytes} bytes`);
   if (!(d.ratio.allocated > 10 && finitePositive(d.ratio.cpu))) problems.push(`decode limit ratios: ${JSON.stringify(d.ratio)}`);
+
+  // The GC cap's probes ran, with and without it, and counted collections (how many is V8's business).
+  const g = r.gcTuning!;
+  t.truthy(g, 'the GC part ran');
+  if (!(Number.isInteger(g.plainMajors) && g.plainMajors >= 1 && Number.isInteger(g.tunedMajors) && g.tunedMajors >= 1)) problems.push(`gc tuning: ${JSON.stringify(g)}`);
+  t.regex(output, /Old-space growth cap \(--heap-growing-percent=\d+\): the same promoted garbage \(\d+ rounds\) took \d+ major collections by default and \d+ with the cap/);
   t.regex(output, /ValidateSessionStream item limit: one /);
 
   // The on/off rows: CreateSession without group commit, the checkpoint worker
