@@ -9,7 +9,7 @@ import { SqliteStorage } from '../src/storage/sqlite/sqlite-storage';
 import { rejectsWithCode } from './helpers/grpc';
 import { hashOf, record } from './helpers/repository-contract';
 import { tempDir } from './helpers/server';
-import { server, openStorage, size, createSome, eventually } from './helpers/storage';
+import { backgroundHandles, createSome, eventually, openStorage, server, size, workerPolled } from './helpers/storage';
 
 /*
  * SQLite in WAL mode, and the storage settings taking effect on the file:
@@ -65,8 +65,8 @@ test('wal_autocheckpoint=0 turns automatic checkpoints off', async (t) => {
   await createSome(s, 20);
   const before = await s.client.getStorageStatus();
   t.true(before.walFrames >= 20);
-  // Well over the worker's polling interval.
-  await new Promise((resolve) => setTimeout(resolve, 400));
+  // The worker has looked at the WAL since: it would have checkpointed then.
+  await workerPolled(s);
   const st = await s.client.getStorageStatus();
   t.is(st.walAutocheckpoint, 0);
   t.is(st.lastCheckpoint, undefined);
@@ -90,8 +90,10 @@ test('with group commit, concurrent writes share one commit; switched off (--gro
   t.true(alone >= 20, `one commit each: ${alone} frames`);
 });
 
-test('with --checkpoint-worker=false, SQLite checkpoints inside commits at wal_autocheckpoint, and no worker reports one', async (t) => {
+// Serial, so that no other test of this file holds timers while the handles are counted.
+test.serial('with --checkpoint-worker=false, SQLite checkpoints inside commits at wal_autocheckpoint, and no worker reports one', async (t) => {
   const seen: string[] = [];
+  const handlesBefore = backgroundHandles();
   const dir = tempDir('sessiond-wal-');
   const storage = SqliteStorage.open({ ...DEFAULT_STORAGE_OPTIONS, path: join(dir, 'sessions.db'), walAutocheckpoint: 10, checkpointWorker: false }, {
     onCheckpoint: (r) => seen.push(r.trigger),
@@ -111,8 +113,8 @@ test('with --checkpoint-worker=false, SQLite checkpoints inside commits at wal_a
   const st = storage.status();
   t.true(st.walCheckpointedFrames > 0 || st.walFrames < written, `frames ${st.walFrames}, written ${written}`);
   t.true(st.walFrames < 40 * 3, `the WAL stayed bounded: ${st.walFrames} frames`);
-  // Well over the worker's polling interval: nothing runs in the background.
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  // Nothing can report one later: the storage left no worker port and no timer behind.
+  t.deepEqual(backgroundHandles(), handlesBefore);
   t.deepEqual(seen, []);
 });
 
@@ -145,8 +147,8 @@ test('journal_size_limit takes effect: once a checkpoint has copied the WAL back
   await createSome(s, 40);
   const grown = size(`${s.dbPath}-wal`);
   t.true(grown > limit, `the WAL grew to ${grown} bytes`);
-  // Several worker polls: frames not yet copied back are never cut.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // A worker poll since: frames not yet copied back are never cut.
+  await workerPolled(s);
   t.is(size(`${s.dbPath}-wal`), grown, 'a WAL that is not copied back keeps its size');
   const c = await s.client.checkpoint({ mode: CheckpointMode.CHECKPOINT_MODE_PASSIVE });
   t.is(c.checkpointedFrames, c.logFrames);

@@ -59,3 +59,21 @@ export async function eventually(check: () => Promise<boolean>, ms: number): Pro
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
 }
+
+/**
+ * Resolves once the checkpoint worker has polled (the WAL for automatic
+ * checkpoints and journal_size_limit) after this call was made: it polls right
+ * after each purge batch it runs and handles messages in order, so the answer
+ * to a second purge comes after the poll that followed the first, and after
+ * any checkpoint report that poll sent. With nothing expired, a purge batch
+ * deletes nothing and writes no WAL frame.
+ */
+export async function workerPolled(s: TestServer): Promise<void> {
+  await s.client.purgeExpiredSessions({});
+  await s.client.purgeExpiredSessions({});
+}
+
+/** Handles that can run code later (timers, a worker's port), as node counts them. */
+export function backgroundHandles(): string[] {
+  return process.getActiveResourcesInfo().filter((r) => r === 'Timeout' || r === 'Immediate' || r === 'MessagePort');
+}
