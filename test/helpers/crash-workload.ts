@@ -3,6 +3,7 @@ import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { InvalidReason } from '../../generated/sessions/v1/session_service';
 import { SessiondClient, type Session } from '../../src/client';
+import { compiledServerEntry } from './compiled-server';
 import { spawnServer, type ServerProcess } from './process';
 
 /*
@@ -142,9 +143,11 @@ export async function runCrashCycles(o: CrashRunOptions): Promise<CrashReport> {
     ...o.env,
   });
 
+  // Plain JavaScript: the test restarts the server after every kill (compiled-server.ts).
+  const entry = compiledServerEntry();
   let server: ServerProcess | undefined;
   try {
-    server = await spawnServer(env());
+    server = await spawnServer(env(), [], 60_000, { entry });
     for (;;) {
       cycle++;
       const client = new SessiondClient(server.address, { defaultDeadlineMs: 15_000 });
@@ -237,7 +240,7 @@ export async function runCrashCycles(o: CrashRunOptions): Promise<CrashReport> {
       const integrity = integrityCheck(dbPath);
       if (integrity !== 'ok') violate(`integrity_check after the kill: ${integrity}`);
 
-      server = await spawnServer(env());
+      server = await spawnServer(env(), [], 60_000, { entry });
       await verify(server.address);
       const elapsed = (Date.now() - started) / 1000;
       log(`cycle ${cycle}: ${report.kills} kills, ${tracked.size} sessions tracked, ${report.violations.length} violations, ${elapsed.toFixed(0)} s`);
