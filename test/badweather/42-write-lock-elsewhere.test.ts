@@ -127,6 +127,7 @@ needsShell('a write queued while the lock is held succeeds once the lock goes be
   const started = performance.now();
   const pending = client.createSession({ serverId: 'web-1', subject: 'patient' });
   const update = client.createSession({ serverId: 'web-1', subject: 'patient-too' });
+  // The scenario itself: the lock stays for a while, well short of the busy timeout.
   await new Promise((r) => setTimeout(r, 500));
   await shell.commit();
   const [created, second] = await Promise.all([pending, update]);
