@@ -12,7 +12,7 @@ import { spawnServer, type ServerProcess } from './helpers/process';
 import { waitFor } from './helpers/wait';
 
 /*
- * Issue 3, item 3: two server processes on one database file. Decision: both
+ * Two server processes on one database file. Decision: both
  * serve. Every write is BEGIN IMMEDIATE (one writer at a time across
  * processes, waits on a timer up to the busy timeout), etags and request ids
  * are checked inside that write transaction against the latest commit, a

@@ -10,7 +10,7 @@ import { runServerToExit, spawnServer } from './helpers/process';
 import { requireToolSerial } from './helpers/tools';
 
 /*
- * Issue 3, item 5: a corrupt or foreign database at start-up. For each case
+ * A corrupt or foreign database at start-up. For each case
  * the real entry point (src/main.ts) must exit non-zero with a message naming
  * the file and the problem, never log "serving" (so never answer SERVING), and
  * leave every byte of what it found as it was: no new database over the old

@@ -14,7 +14,7 @@ import { hashOf, record } from './helpers/repository-contract';
 import { runServerToExit, spawnServer, type ServerProcess } from './helpers/process';
 
 /*
- * Issue 3, item 4: a full disk, made real by --max-db-size (PRAGMA
+ * A full disk, made real by --max-db-size (PRAGMA
  * max_page_count: SQLite answers SQLITE_FULL exactly as for ENOSPC). A real
  * server process on a real file: writes past the limit get RESOURCE_EXHAUSTED
  * and write nothing, reads and health go on, and writes resume once purged

@@ -6,7 +6,7 @@ import { SQLITE3, SqliteShell } from '../helpers/sqlite-cli';
 import { requireTool } from '../helpers/tools';
 
 /*
- * Issue 3, item 2: another process (the sqlite3 shell) holds the database
+ * Another process (the sqlite3 shell) holds the database
  * write lock (BEGIN IMMEDIATE) longer than the busy timeout. Writes must fail
  * with UNAVAILABLE after about the busy timeout, never UNKNOWN or INTERNAL;
  * health and reads must keep answering promptly all along (the event loop is

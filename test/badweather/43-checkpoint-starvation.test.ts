@@ -7,7 +7,7 @@ import { SQLITE3, SqliteShell } from '../helpers/sqlite-cli';
 import { requireTool } from '../helpers/tools';
 
 /*
- * Issue 3, item 6: a long-lived reader in another process (the sqlite3 shell
+ * A long-lived reader in another process (the sqlite3 shell
  * in an open read transaction) pins a WAL snapshot, so checkpoints cannot
  * finish. Writes go on and the WAL grows, visibly in GetStorageStatus and in
  * the health metadata; a TRUNCATE checkpoint says busy and does not claim

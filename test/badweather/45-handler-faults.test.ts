@@ -16,7 +16,7 @@ import { OpenStreams } from '../../src/transport/validate-stream';
 import { childServer, quietServer } from '../helpers/badweather';
 
 /*
- * Issue 3, item 9: a fault anywhere in a handler (a throw, a rejected promise)
+ * A fault anywhere in a handler (a throw, a rejected promise)
  * becomes a status: INTERNAL with a generic message, the cause in the server
  * log and never in the reply; never an unhandled rejection, never a crash;
  * and the server keeps serving what it can. Faults come through real seams:

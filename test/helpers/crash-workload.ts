@@ -7,8 +7,8 @@ import { compiledServerEntry } from './compiled-server';
 import { spawnServer, type ServerProcess } from './process';
 
 /*
- * The crash-during-writes workload (issue 3, item 1), shared by
- * test/30-crash.test.ts (a bounded run in `make test`) and test/soak/crash-soak.ts
+ * The crash-during-writes workload, shared by
+ * test/30-crash*.test.ts (a bounded run in `make test`) and test/soak/crash-soak.ts
  * (`make soak`). Client workers keep CreateSession, UpdateSession and
  * DeleteSession calls in flight against a child-process server and record
  * every acknowledged result; the server is SIGKILLed at a random moment; the
