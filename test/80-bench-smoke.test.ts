@@ -188,6 +188,7 @@ test('the bench service is served only with --bench-service: an empty RPC and th
   let keep: number[][] = [];
   for (let i = 0; i < 400_000; i++) keep = i % 1000 === 0 ? [] : (keep.push([i, i + 1]), keep);
   t.true(keep.length < 1000);
+  // The delay histogram samples on a timer: the block shows only in the samples taken after it.
   await new Promise((r) => setTimeout(r, 20));
   const figures = JSON.parse((await benchCall(on.address, 'LoopDelayStop')).toString()) as LoopDelayFigures;
   t.true(figures.samples > 0);
