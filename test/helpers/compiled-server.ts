@@ -53,6 +53,8 @@ function build(): string {
   cpSync(join(ROOT, 'descriptors'), join(tmp, 'descriptors'), { recursive: true });
   try {
     renameSync(tmp, target);
+    // Builds of earlier sources are of no more use.
+    for (const old of readdirSync(OUT)) if (/^[0-9a-f]{16}$/.test(old) && join(OUT, old) !== target) rmSync(join(OUT, old), { recursive: true, force: true });
   } catch (err) {
     // Another test file built the same sources first: use theirs.
     rmSync(tmp, { recursive: true, force: true });
