@@ -5,7 +5,9 @@
  * from the sources). In order:
  *   micro   the hot-path changes, old and new way alternately, in-process;
  *           and a max-size ValidateSessionStream message of empty items,
- *           decoded against refused before decoding (time and heap)
+ *           decoded against refused before decoding (time and heap); and the
+ *           major collections of the same garbage with and without the
+ *           server's cap on old-space growth
  *   unary   every call, alternately with the empty RPC, synchronous=NORMAL
  *   stream  ValidateSessionStream vs Redis GET (same server process)
  *   full    CreateSession with synchronous=FULL on a second server process
@@ -30,6 +32,7 @@ import { buildServer, startServer, useServerSettings, type ServerProcess } from 
 import { measureStalls, type StallResults } from './stalls';
 import { measureStreaming, type StreamResults } from './stream';
 import { measureDecodeLimit, type DecodeLimitResults } from './decode-limit';
+import { measureGcTuning, type GcTuningResults } from './gc-tuning';
 import { measureMicro, type MicroRow } from './micro';
 import { measureUnary, type UnaryRow } from './unary';
 import { Pools } from './workloads';
@@ -101,6 +104,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
   let unary: UnaryRow[] = [];
   let micro: MicroRow[] = [];
   let decodeLimit: DecodeLimitResults | null = null;
+  let gcTuning: GcTuningResults | null = null;
   let streaming: StreamResults | null = null;
   let stalls: StallResults | null = null;
   try {
@@ -118,6 +122,8 @@ async function run(o: BenchOptions): Promise<BenchResults> {
         micro = await measureMicro(dbPath, o.sessions, o.smoke, log);
         log('ValidateSessionStream item limit, before and after decoding (in-process)');
         decodeLimit = measureDecodeLimit(o.serverSettings, o.smoke, log);
+        log('major collections with and without the cap on old-space growth (probe processes)');
+        gcTuning = await measureGcTuning(o.smoke, log);
       }
       if (wants('unary') || wants('stream')) {
         await onServer(dbPath, {}, o, async (server, channels) => {
@@ -175,7 +181,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
   }
   meta['loadavgAtEnd'] = loadavg();
   meta['finishedAt'] = new Date().toISOString();
-  return { meta, options: o, unary, micro, decodeLimit, streaming, stalls, durability: durabilityCost(unary), targets: checkTargets(o, unary, streaming, stalls) };
+  return { meta, options: o, unary, micro, decodeLimit, gcTuning, streaming, stalls, durability: durabilityCost(unary), targets: checkTargets(o, unary, streaming, stalls) };
 }
 
 async function main(): Promise<void> {

@@ -3,6 +3,7 @@
  * and the JSON (the same figures) for bench/results/latest.json.
  */
 import type { DecodeLimitResults } from './decode-limit';
+import type { GcTuningResults } from './gc-tuning';
 import type { MicroRow } from './micro';
 import type { BenchOptions, OpName } from './options';
 import type { StallResults } from './stalls';
@@ -26,6 +27,8 @@ export interface BenchResults {
   micro: MicroRow[];
   /** A max-size message of empty items: the generated decoder against the refusal before decoding (bench/decode-limit.ts). */
   decodeLimit: DecodeLimitResults | null;
+  /** Major collections of the same promoted garbage, V8's default growth against the server's cap (bench/gc-tuning.ts). */
+  gcTuning: GcTuningResults | null;
   streaming: StreamResults | null;
   stalls: StallResults | null;
   /** What --durable-revocations costs RotateSessionToken at NORMAL; null when the durable part did not run. */
@@ -169,6 +172,11 @@ export function formatReport(r: BenchResults): string {
       ['strict decoder: refused at item 1001, before decoding', num(d.refused.cpuUs / 1000, 3), mib(d.refused.allocatedBytes), mib(d.refused.retainedBytes)],
       ['ratio', `x${num(d.ratio.cpu)}`, `x${num(d.ratio.allocated)}`, ''],
     ]), '');
+  }
+  if (r.gcTuning) {
+    const g = r.gcTuning;
+    out.push(`Old-space growth cap (--heap-growing-percent=${g.heapGrowingPercent}): the same promoted garbage (${g.rounds} rounds) took ` +
+      `${g.plainMajors} major collections by default and ${g.tunedMajors} with the cap (x${num(g.ratio, 2)})`, '');
   }
   if (r.streaming) {
     const s = r.streaming;

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { HealthCheckResponse_ServingStatus as S, HealthClient, type HealthCheckResponse } from '../generated/grpc/health/v1/health';
 import { SessiondClient } from '../src/client/client';
 import { spawnServer, type ServerProcess } from './helpers/process';
-import { waitFor } from './helpers/wait';
+import { scrape, value, metricsPortOf } from './helpers/prometheus';
+import { waitFor, waitForAsync } from './helpers/wait';
 
 /*
  * The shutdown sequence of a real server process (src/main.ts), driven by
@@ -54,12 +55,13 @@ function walBytes(dbPath: string): number {
   return existsSync(`${dbPath}-wal`) ? statSync(`${dbPath}-wal`).size : 0;
 }
 
-
+/** `p`, or a rejection naming `what` after `ms`; the timer is cleared either way, so that it does not keep the test process alive. */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} took more than ${ms} ms`)), ms))]);
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} took more than ${ms} ms`)), ms)));
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Outcome {
   group: 'in-flight' | 'racing' | 'late';
@@ -71,8 +73,10 @@ interface Outcome {
 
 test('SIGTERM under load: in-flight calls are answered, late calls get UNAVAILABLE, exit 0, WAL gone, every acknowledged session survives a restart', async (t) => {
   const { dbPath } = tempDb(t);
-  const env = { SESSIOND_DB_PATH: dbPath, SESSIOND_DRAIN_TIMEOUT: '30s', SESSIOND_BUSY_TIMEOUT: '30s' };
+  const env = { SESSIOND_DB_PATH: dbPath, SESSIOND_DRAIN_TIMEOUT: '30s', SESSIOND_BUSY_TIMEOUT: '30s', SESSIOND_METRICS_LISTEN: '127.0.0.1:0' };
   const server = track(t, await spawnServer(env));
+  const metrics = metricsPortOf(server.stderr());
+  const started = async () => (await value(await scrape(metrics), 'grpc_server_started_total', { grpc_method: 'CreateSession' })) ?? 0;
   // Several connections, as a fleet of backends would have.
   const clients = Array.from({ length: 4 }, () =>
     new SessiondClient(server.address, { defaultDeadlineMs: 30_000, channelOptions: { 'grpc.use_local_subchannel_pool': 1 } }),
@@ -98,7 +102,8 @@ test('SIGTERM under load: in-flight calls are answered, late calls get UNAVAILAB
   });
   const calls: Promise<void>[] = [];
   for (let i = 0; i < 200; i++) calls.push(start('in-flight', i));
-  await sleep(500);
+  // The server has taken all 200 (and the warm-ups), and none can commit while the lock is held.
+  await waitForAsync(async () => (await started()) >= 4 + 200, 'the server to start the 200 calls');
   t.is(outcomes.length, 0, 'the first 200 calls are still in flight when SIGTERM is sent');
 
   server.proc.kill('SIGTERM');
@@ -107,7 +112,8 @@ test('SIGTERM under load: in-flight calls are answered, late calls get UNAVAILAB
   await waitFor(() => server.stderr().includes('shutdown: draining in-flight calls'), 'the drain to start');
   // Calls after the listener closed: refused cleanly on the draining connections.
   for (let i = 250; i < 300; i++) calls.push(start('late', i));
-  await sleep(500);
+  // Their refusals come while the drain waits on the lock.
+  await waitFor(() => outcomes.filter((o) => o.group === 'late').length === 50, 'the late calls to be answered');
   t.is(server.proc.exitCode, null, 'the process waits for the in-flight calls');
   t.false(outcomes.some((o) => o.group === 'in-flight'), 'in-flight calls were neither answered nor cancelled during the drain');
 
@@ -207,11 +213,12 @@ test('a second signal during a long drain exits at once with code 1; acknowledge
 
   server.proc.kill('SIGTERM');
   await waitFor(() => server.stderr().includes('shutdown: draining in-flight calls'), 'the drain to start');
-  await sleep(1000);
-  t.is(server.proc.exitCode, null, 'the open stream holds the drain (30 s deadline)');
   // New calls are refused while draining.
   const late = await t.throwsAsync<ServiceError>(client.createSession({ serverId: 'web-1' }, { deadlineMs: 5000 }));
   t.is(late?.code, status.UNAVAILABLE);
+  // Without the stream the drain would be over, and the exit code below 0, not 1.
+  t.is(server.proc.exitCode, null, 'the open stream holds the drain (30 s deadline)');
+  t.false(server.stderr().includes('shutdown: sweep and health probe stopped'), 'the drain has not ended');
 
   const sent = Date.now();
   server.proc.kill('SIGTERM');

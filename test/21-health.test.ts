@@ -7,7 +7,7 @@ import { rejectsWithCode } from './helpers/grpc';
 import { startTestServer, type TestServer } from './helpers/server';
 
 /*
- * grpc.health.v1.Health as API.md states it: Check and Watch for "", the
+ * grpc.health.v1.Health as docs/api.md states it: Check and Watch for "", the
  * SessionService and the AdminService; NOT_SERVING while starting, while
  * shutting down and when storage is unusable; every Check reply carries the
  * journal mode and the WAL frame count as response metadata.
@@ -87,7 +87,7 @@ async function withServer(env: Record<string, string>, fn: (s: TestServer) => Pr
 
 test('Check answers SERVING for "", SessionService and AdminService, with the storage metadata', async (t) => {
   await withServer({}, async (s) => {
-    t.deepEqual([...HEALTH_SERVICES], SERVICES, 'the service names API.md fixes');
+    t.deepEqual([...HEALTH_SERVICES], SERVICES, 'the service names the API fixes');
     for (const service of SERVICES) {
       const { status: st, metadata } = await s.client.health(service);
       t.is(st, S.SERVING, `Check(${JSON.stringify(service)})`);

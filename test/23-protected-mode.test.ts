@@ -8,7 +8,7 @@ import { runServerToExit } from './helpers/process';
 import { startTestServer } from './helpers/server';
 
 /*
- * Protected mode, as API.md states it: with no principals configured, only
+ * Protected mode, as docs/security.md states it: with no principals configured, only
  * loopback peers are served, with every permission; a non-loopback listen
  * address refuses to start unless --allow-unauthenticated says so; and a
  * loopback peer whose call came through a forwarding proxy (a sidecar makes

@@ -157,7 +157,7 @@ test('the file is checked as a whole: every problem is listed, naming the entry 
   t.deepEqual(problemsOf(t, null), ['the file must be a mapping with a list "principals" (see docs/security.md)']);
 });
 
-test('a good file in YAML or JSON gives its principals; permissions imply what API.md says', (t) => {
+test('a good file in YAML or JSON gives its principals; permissions imply one another as documented', (t) => {
   const dir = tempDir('sessiond-principals-');
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const hash = 'C'.repeat(64);

@@ -7,9 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SessiondClient } from '../src/client/client';
 import { runServerToExit, spawnServer } from './helpers/process';
+import { requireToolSerial } from './helpers/tools';
 
 /*
- * Issue 3, item 5: a corrupt or foreign database at start-up. For each case
+ * A corrupt or foreign database at start-up. For each case
  * the real entry point (src/main.ts) must exit non-zero with a message naming
  * the file and the problem, never log "serving" (so never answer SERVING), and
  * leave every byte of what it found as it was: no new database over the old
@@ -185,42 +186,50 @@ test.serial('a database path under a regular file (ENOTDIR) is refused naming th
 });
 
 /**
- * Makes `dir` unwritable for this process: chmod for a normal user; for root,
- * the immutable attribute (chattr +i, which root's writes obey) when the
- * filesystem and capabilities allow it. Returns how, or undefined.
+ * How `dir` can be made unwritable for this process: chmod for a normal user;
+ * for root, the immutable attribute (chattr +i, which root's writes obey) when
+ * the filesystem and capabilities allow it, tried once on a scratch folder.
+ * Undefined when nothing can (root without CAP_LINUX_IMMUTABLE, or a
+ * filesystem without attributes): the ENOTDIR test above covers the path then.
  */
-function makeUnwritable(t: ExecutionContext, dir: string): string | undefined {
-  if (process.getuid?.() !== 0) {
-    chmodSync(dir, 0o555);
-    t.teardown(() => chmodSync(dir, 0o755));
-    return 'chmod 0555';
-  }
+const UNWRITABLE_BY: string | undefined = (() => {
+  if (process.getuid?.() !== 0) return 'chmod 0555';
+  const probe = mkdtempSync(join(tmpdir(), 'sessiond-chattr-'));
   try {
-    execFileSync('chattr', ['+i', dir], { stdio: 'ignore' });
+    execFileSync('chattr', ['+i', probe], { stdio: 'ignore' });
+    execFileSync('chattr', ['-i', probe], { stdio: 'ignore' });
+    return 'chattr +i';
   } catch {
     return undefined;
+  } finally {
+    rmSync(probe, { recursive: true, force: true });
   }
+})();
+
+function makeUnwritable(t: ExecutionContext, dir: string): void {
+  if (UNWRITABLE_BY === 'chmod 0555') {
+    chmodSync(dir, 0o555);
+    t.teardown(() => chmodSync(dir, 0o755));
+    return;
+  }
+  execFileSync('chattr', ['+i', dir], { stdio: 'ignore' });
   // Registered before tempDir's removal runs (teardowns run in reverse order).
   t.teardown(() => execFileSync('chattr', ['-i', dir], { stdio: 'ignore' }));
-  return 'chattr +i';
 }
 
-test.serial('an unwritable folder: a new database is not created, an existing one is not opened; both name the folder', async (t) => {
+// A capability of this machine rather than a tool CI installs: a visible skip in both.
+const unwritableTest = requireToolSerial({ name: 'a way to make a folder unwritable (chmod as a user, chattr +i as root)', present: UNWRITABLE_BY !== undefined, inCi: false });
+
+unwritableTest('an unwritable folder: a new database is not created, an existing one is not opened; both name the folder', async (t) => {
   const root = tempDir(t);
   const fresh = join(root, 'fresh');
   const existing = join(root, 'existing');
   mkdirSync(fresh);
   mkdirSync(existing);
   writeFileSync(join(existing, 'sessions.db'), golden);
-  const how = [makeUnwritable(t, fresh), makeUnwritable(t, existing)];
-  if (how.includes(undefined)) {
-    // Root without CAP_LINUX_IMMUTABLE or on a filesystem without attributes:
-    // nothing can make a folder unwritable here; the ENOTDIR test covers the path.
-    t.log('cannot make a folder unwritable for this user here: only ENOTDIR is tested');
-    t.pass();
-    return;
-  }
-  t.log(`unwritable by ${how[0]}`);
+  makeUnwritable(t, fresh);
+  makeUnwritable(t, existing);
+  t.log(`unwritable by ${UNWRITABLE_BY}`);
   await assertRefused(t, fresh, join(fresh, 'sessions.db'), /its folder .*fresh is not writable \((EACCES|EPERM)\)/);
   t.deepEqual(readdirSync(fresh), []);
   await assertRefused(t, existing, join(existing, 'sessions.db'), /its folder .*existing is not writable \((EACCES|EPERM)\)/);

@@ -1,88 +1,18 @@
 import test from 'ava';
-import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join, posix } from 'node:path';
-import { promisify } from 'node:util';
-import { parseAllDocuments } from 'yaml';
-import { apiKeySha256, newApiKey } from '../src/shared/api-keys';
-import { SessiondClient, ServingStatus } from '../src/client/client';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, posix } from 'node:path';
 import { CLIENT_VARIABLES, ConfigError, envName, isLoopbackListen, loadConfig, SETTINGS } from '../src/server/config';
 import { readPrincipalsFile } from '../src/server/principals-file';
 import { LIVENESS_SERVICE } from '../src/transport/health';
-import { spawnServer } from './helpers/process';
+import { ROOT, K8S, Doc, manifests, one, statefulSet, container, configMapData, principalsPath, principalsVolume, examplePrincipalsText, PLACEHOLDER, realPrincipals, finalStage } from './helpers/deploy';
 
 /*
- * deploy/kubernetes/ and the Dockerfile, checked as far as this machine
- * allows (no Docker engine, no cluster): the manifests parse, name only real
- * settings, and agree with each other and with the code on ports, probes,
- * grace period, user and the principals file (a Secret mounted as a folder,
- * where the image expects it); a NetworkPolicy admits only client pods; the
- * Dockerfile's CMD is what the build produces, and that layout, built with
- * tsc, starts with the example principals and answers the probes.
+ * deploy/kubernetes/, checked as far as this machine allows (no cluster):
+ * the manifests parse, name only real settings, and agree with each other
+ * and with the code on ports, probes, grace period, user and the principals
+ * file (a Secret mounted as a folder, where the image expects it); a
+ * NetworkPolicy admits only client pods.
  */
-
-const ROOT = join(__dirname, '..');
-const K8S = join(ROOT, 'deploy', 'kubernetes');
-
-// Loose shapes: the manifests are data; a missing field fails the assertion that reads it.
-/* eslint-disable @typescript-eslint/no-explicit-any */
-type Doc = any;
-
-function manifests(): { file: string; doc: Doc }[] {
-  const out: { file: string; doc: Doc }[] = [];
-  for (const file of readdirSync(K8S).filter((f) => /\.ya?ml$/.test(f)).sort()) {
-    for (const d of parseAllDocuments(readFileSync(join(K8S, file), 'utf8'))) {
-      if (d.errors.length > 0) throw new Error(`${file}: ${d.errors.map((e) => e.message).join('; ')}`);
-      const doc = d.toJS() as Doc;
-      if (doc !== null) out.push({ file, doc });
-    }
-  }
-  return out;
-}
-
-function one(kind: string, name?: string): Doc {
-  const found = manifests().filter(({ doc }) => doc.kind === kind && (name === undefined || doc.metadata?.name === name));
-  if (found.length !== 1) throw new Error(`expected one ${kind}${name ? ` ${name}` : ''}, found ${found.length}`);
-  return found[0]!.doc;
-}
-
-const statefulSet = () => one('StatefulSet');
-const container = () => statefulSet().spec.template.spec.containers[0];
-const configMapData = (): Record<string, string> => one('ConfigMap', container().envFrom[0].configMapRef.name).data;
-const principalsPath = (): string => configMapData()['SESSIOND_PRINCIPALS_FILE']!;
-
-/** The volume and mount that put the principals file where SESSIOND_PRINCIPALS_FILE says, and the Secret it comes from. */
-function principalsVolume(): { volume: Doc; mount: Doc; secret: Doc } {
-  const mount = container().volumeMounts.find((m: Doc) => m.mountPath === posix.dirname(principalsPath()));
-  if (!mount) throw new Error(`nothing is mounted at ${posix.dirname(principalsPath())}`);
-  const volume = statefulSet().spec.template.spec.volumes.find((v: Doc) => v.name === mount.name);
-  return { volume, mount, secret: one('Secret', volume.secret.secretName) };
-}
-
-/** The Secret's principals file as shipped: placeholders where the key hashes go. */
-const examplePrincipalsText = (): string => principalsVolume().secret.stringData[posix.basename(principalsPath())];
-const PLACEHOLDER = /"REPLACE[^"]*"/g;
-
-/**
- * The example principals file with each placeholder replaced by the hash of a
- * new key, as an operator does with `sessiond keys generate`, written to `dir`.
- * @returns its path and each principal's key, by name.
- */
-function realPrincipals(dir: string): { file: string; keys: Map<string, string> } {
-  const made: string[] = [];
-  const text = examplePrincipalsText().replace(PLACEHOLDER, () => {
-    made.push(newApiKey());
-    return JSON.stringify(apiKeySha256(made.at(-1)!));
-  });
-  const file = join(dir, 'principals.yaml');
-  writeFileSync(file, text, { mode: 0o600 });
-  const keys = new Map<string, string>();
-  for (const e of readPrincipalsFile(file).entries) {
-    const key = made.find((k) => e.apiKeySha256.includes(apiKeySha256(k)));
-    if (key) keys.set(e.principal.name, key);
-  }
-  return { file, keys };
-}
 
 let scratch: string;
 test.before(() => {
@@ -94,26 +24,6 @@ test.after.always(() => scratch && rmSync(scratch, { recursive: true, force: tru
 /** The ConfigMap's settings with the example principals made real, at a path of this machine: the configuration the pod starts with. */
 function podEnv(): Record<string, string> {
   return { ...configMapData(), SESSIOND_PRINCIPALS_FILE: realPrincipals(mkdtempSync(join(scratch, 'p-'))).file };
-}
-
-/** The Dockerfile as instructions (continuations joined), with the stage each belongs to. */
-function dockerfile(): { stage: string; op: string; args: string }[] {
-  const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ');
-  const out: { stage: string; op: string; args: string }[] = [];
-  let stage = '';
-  for (const line of text.split('\n')) {
-    const m = /^\s*([A-Z]+)\s+(.*)$/.exec(line);
-    if (!m || line.trimStart().startsWith('#')) continue;
-    if (m[1] === 'FROM') stage = /\bAS\s+(\S+)/i.exec(m[2]!)?.[1] ?? '';
-    out.push({ stage, op: m[1]!, args: m[2]!.trim() });
-  }
-  return out;
-}
-
-function finalStage() {
-  const all = dockerfile();
-  const last = all.filter((i) => i.op === 'FROM').at(-1)!.stage;
-  return all.filter((i) => i.stage === last);
 }
 
 test('every manifest parses as YAML, and the kustomization lists each file', (t) => {
@@ -150,7 +60,7 @@ test('every SESSIOND_ variable the manifests set is a setting, and the ConfigMap
     for (const m of readFileSync(join(K8S, file), 'utf8').matchAll(/\bSESSIOND_[A-Z0-9_]+/g)) named.add(m[0]);
   }
   t.true(named.size >= 5);
-  for (const name of named) t.true(known.has(name), `${name} is not a setting in src/server/config.ts`);
+  for (const name of named) t.true(known.has(name), `${name} is not a setting in src/server/settings.ts`);
   for (const name of [...Object.keys(configMapData()), ...(container().env ?? []).map((e: Doc) => e.name as string)]) {
     t.true(SETTINGS.some((s) => envName(s.flag) === name), `the pod is given ${name}, which is not a server setting`);
   }
@@ -279,106 +189,4 @@ test('the pod and the image run as the same non-root user', (t) => {
   t.not(uid, '0');
   t.is(Number(uid), pod.runAsUser);
   t.is(Number(gid), pod.runAsGroup);
-});
-
-test('the Dockerfile builds in one stage from an official node image and runs what tsc emits in another', (t) => {
-  const all = dockerfile();
-  const froms = all.filter((i) => i.op === 'FROM');
-  t.true(froms.length >= 2, 'multi-stage');
-  t.regex(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'), /ARG NODE_IMAGE=node:20-bookworm-slim/);
-  const cmd = JSON.parse(finalStage().find((i) => i.op === 'CMD')!.args) as string[];
-  const build = JSON.parse(readFileSync(join(ROOT, 'tsconfig.build.json'), 'utf8')) as { compilerOptions?: { outDir?: string; rootDir?: string } };
-  const base = JSON.parse(readFileSync(join(ROOT, 'tsconfig.json'), 'utf8')) as { compilerOptions: { outDir: string; rootDir: string } };
-  const outDir = build.compilerOptions?.outDir ?? base.compilerOptions.outDir;
-  const rootDir = build.compilerOptions?.rootDir ?? base.compilerOptions.rootDir;
-  t.is(rootDir, '.');
-  t.deepEqual(cmd, ['node', posix.join(outDir, 'src', 'main.js')]);
-  t.true(existsSync(join(ROOT, 'src', 'main.ts')), 'the entry point the CMD is compiled from');
-  const copies = finalStage().filter((i) => i.op === 'COPY').map((i) => i.args);
-  for (const needed of [`/app/${outDir} `, '/app/node_modules ', '/app/descriptors/sessiond.binpb ', 'bin/sessiond.js ']) {
-    t.true(copies.some((c) => c.includes(needed)), `the runtime stage copies ${needed.trim()}`);
-  }
-});
-
-/**
- * Replays one stage's COPY instructions (WORKDIR /app) into `dir`: from the
- * build context, or `--from=<stage>` out of that stage's folder. node_modules
- * becomes a link to the repository's (no npm install offline).
- */
-function replayCopies(stage: string, dir: string, stages: Record<string, string>): void {
-  for (const i of dockerfile().filter((x) => x.stage === stage && x.op === 'COPY')) {
-    const words = i.args.split(/\s+/);
-    const from = /^--from=(\S+)$/.exec(words.find((w) => w.startsWith('--from=')) ?? '')?.[1];
-    const paths = words.filter((w) => !w.startsWith('--'));
-    const dest = paths.pop()!;
-    const target = join(dir, dest.replace(/^\/app\/?/, ''));
-    for (const src of paths) {
-      const source = from ? join(stages[from]!, src.replace(/^\/app\/?/, '')) : join(ROOT, src);
-      const to = paths.length > 1 || dest.endsWith('/') ? join(target, basename(src)) : target;
-      mkdirSync(dirname(to), { recursive: true });
-      if (basename(src) === 'node_modules') symlinkSync(join(ROOT, 'node_modules'), to, 'dir');
-      else cpSync(source, to, { recursive: true });
-    }
-  }
-}
-
-test('the image layout, built from the Dockerfile\'s COPY lines with tsc, starts with the ConfigMap settings and the example principals, and answers both probes without a key', async (t) => {
-  const all = dockerfile();
-  t.true(all.filter((i) => i.op === 'WORKDIR').every((i) => i.args === '/app'), 'WORKDIR /app in every stage');
-  const [buildStage, runtimeStage] = [all.find((i) => i.op === 'FROM')!.stage, all.filter((i) => i.op === 'FROM').at(-1)!.stage];
-  const tscStep = all.find((i) => i.stage === buildStage && i.op === 'RUN' && i.args.includes('tsc -p tsconfig.build.json'));
-  t.truthy(tscStep, 'the build stage compiles with tsconfig.build.json');
-
-  const root = mkdtempSync(join(scratch, 'image-'));
-  const build = join(root, 'build');
-  const app = join(root, 'app');
-  // Only what the build stage copies is there: an import of anything else fails tsc here, as in docker build.
-  replayCopies(buildStage, build, {});
-  t.true(all.some((i) => i.stage === buildStage && i.op === 'RUN' && /\bnpm ci\b/.test(i.args)), 'the build stage installs with npm ci');
-  symlinkSync(join(ROOT, 'node_modules'), join(build, 'node_modules'), 'dir'); // in place of npm ci
-  await promisify(execFile)(process.execPath, [join(build, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: build });
-  replayCopies(runtimeStage, app, { [buildStage]: build });
-  const cmd = JSON.parse(finalStage().find((i) => i.op === 'CMD')!.args) as string[];
-  t.true(existsSync(join(app, cmd[1]!)), `${cmd[1]} exists after the build`);
-  t.false(existsSync(join(app, 'src')), 'no TypeScript source in the image');
-
-  // `npm prune --omit=dev` leaves the dependencies only: everything the compiled code requires must be one.
-  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
-  const required = new Set<string>();
-  for (const file of readdirSync(join(app, 'dist'), { recursive: true }) as string[]) {
-    if (!file.endsWith('.js')) continue;
-    for (const m of readFileSync(join(app, 'dist', file), 'utf8').matchAll(/require\(["']([^."'/][^"']*)["']\)/g)) {
-      const name = m[1]!.startsWith('@') ? m[1]!.split('/').slice(0, 2).join('/') : m[1]!.split('/')[0]!;
-      if (!name.startsWith('node:')) required.add(name);
-    }
-  }
-  t.true(required.has('@grpc/grpc-js') && required.has('better-sqlite3'));
-  for (const name of required) t.truthy(pkg.dependencies[name], `${name} is required at run time but is not in "dependencies"`);
-
-  const data = join(root, 'var-lib-sessiond');
-  mkdirSync(data);
-  const { file, keys } = realPrincipals(root);
-  const env = {
-    ...configMapData(), SESSIOND_LISTEN: '127.0.0.1:0', SESSIOND_DB_PATH: join(data, posix.basename(configMapData()['SESSIOND_DB_PATH']!)), SESSIOND_PRINCIPALS_FILE: file,
-  };
-  const server = await spawnServer(env, [], 30_000, { cwd: app, entry: cmd.slice(1) });
-  // As the kubelet probes: no key.
-  const client = new SessiondClient(server.address, { defaultDeadlineMs: 5000 });
-  const backend = new SessiondClient(server.address, { defaultDeadlineMs: 5000, apiKey: keys.get('web-frontend') });
-  try {
-    t.is((await client.health('')).status, ServingStatus.SERVING, 'readiness');
-    t.is((await client.health(LIVENESS_SERVICE)).status, ServingStatus.SERVING, 'liveness');
-    const err = await client.createSession({ serverId: 'web-1' }).then(() => undefined, (e: { code: number }) => e.code);
-    t.is(err, 16 /* UNAUTHENTICATED */, 'a session call needs a key');
-    const { token } = await backend.createSession({ serverId: 'web-1' });
-    t.true((await backend.validateSession(token)).valid);
-    // The CLI as an exec probe would run it in the image: from dist/, with no src/ beside it.
-    const probe = await promisify(execFile)(process.execPath, [join(app, 'bin', 'sessiond.js'), 'health', '--service', LIVENESS_SERVICE, '--address', server.address], { cwd: app });
-    t.regex(probe.stdout, /^SERVING/);
-  } finally {
-    client.close();
-    backend.close();
-    server.proc.kill('SIGTERM');
-  }
-  t.is(await server.exited, 0, server.stderr());
 });

@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { apiKeySha256, newApiKey } from '../src/shared/api-keys';
 import { makeTestCerts } from './helpers/certs';
 import { startTestServer, tempDir, type TestServer } from './helpers/server';
+import { requireTool, tool } from './helpers/tools';
 
 /*
  * A real Python grpcio client (Debian's python3-grpcio, run with
@@ -22,13 +23,15 @@ const run = promisify(execFile);
 
 let gen: string;
 
+const TOOLS = [
+  tool('python3 with grpc (apt-get install python3 python3-grpcio python3-protobuf)', PYTHON, ['-c', 'import grpc, google.protobuf']),
+  tool('protoc (apt-get install protobuf-compiler)', '/usr/bin/protoc', ['--version']),
+  { name: 'grpc_python_plugin (apt-get install protobuf-compiler-grpc)', present: existsSync('/usr/bin/grpc_python_plugin') },
+];
+const pyTest = requireTool(...TOOLS);
+
 test.before(async () => {
-  for (const [tool, pkg] of [[PYTHON, 'python3'], ['/usr/bin/protoc', 'protobuf-compiler'], ['/usr/bin/grpc_python_plugin', 'protobuf-compiler-grpc']] as const) {
-    if (!existsSync(tool)) throw new Error(`${tool} is missing: apt-get install ${pkg} (.ci/run installs it)`);
-  }
-  await run(PYTHON, ['-c', 'import grpc, google.protobuf']).catch(() => {
-    throw new Error(`${PYTHON} cannot import grpc: apt-get install python3-grpcio python3-protobuf (.ci/run installs them)`);
-  });
+  if (TOOLS.some((x) => !x.present)) return;
   // The same target as a developer runs, into a folder of this run's own.
   gen = tempDir('sessiond-pygen-');
   await run('make', ['-s', 'clients', `PY_GEN=${gen}`], { cwd: ROOT });
@@ -90,13 +93,13 @@ async function serverWithPrincipals(principals: (key: (name: string) => string) 
   return { s, keys };
 }
 
-test('make clients generates the Python modules for both services and the health protocol', (t) => {
+pyTest('make clients generates the Python modules for both services and the health protocol', (t) => {
   for (const f of ['sessions/v1/session_service_pb2.py', 'sessions/v1/session_service_pb2_grpc.py', 'sessions/v1/admin_service_pb2_grpc.py', 'sessions/v1/session_pb2.py', 'health_pb2_grpc.py']) {
     t.true(existsSync(join(gen, f)), f);
   }
 });
 
-test('the Python client sends its API key and creates, validates, lists and revokes sessions, gets NOT_FOUND, checkpoints and checks health', async (t) => {
+pyTest('the Python client sends its API key and creates, validates, lists and revokes sessions, gets NOT_FOUND, checkpoints and checks health', async (t) => {
   const { s, keys } = await serverWithPrincipals((key) => [
     { name: 'python-backend', api_key_sha256: key('python-backend'), server_ids: ['web-py'], permissions: ['sessions.read', 'sessions.write', 'admin'] },
   ]);
@@ -127,7 +130,7 @@ test('the Python client sends its API key and creates, validates, lists and revo
   }
 });
 
-test('the Python client without a key, or with a wrong one, is UNAUTHENTICATED (health needs none); a key for other server_ids is PERMISSION_DENIED', async (t) => {
+pyTest('the Python client without a key, or with a wrong one, is UNAUTHENTICATED (health needs none); a key for other server_ids is PERMISSION_DENIED', async (t) => {
   const { s, keys } = await serverWithPrincipals((key) => [
     { name: 'python-backend', api_key_sha256: key('python-backend'), server_ids: ['web-py'], permissions: ['sessions.read', 'sessions.write'] },
     { name: 'other-backend', api_key_sha256: key('other-backend'), server_ids: ['web-2', 'api-*'], permissions: ['sessions.read', 'sessions.write'] },
@@ -153,7 +156,7 @@ test('the Python client without a key, or with a wrong one, is UNAUTHENTICATED (
   }
 });
 
-test('the Python client speaks mTLS, sends its key, and sends the admin token on admin calls in its place', async (t) => {
+pyTest('the Python client speaks mTLS, sends its key, and sends the admin token on admin calls in its place', async (t) => {
   const certs = makeTestCerts();
   t.teardown(() => certs.remove());
   const adminToken = newApiKey();

@@ -10,7 +10,7 @@ import { SMALL_MESSAGES } from '../helpers/server';
 import { duration, frame, lfield, mapEntry, message, RawGrpc, vfield } from '../helpers/raw-grpc';
 
 /*
- * Issue 3, item 7: hostile input, sent as raw HTTP/2 gRPC so that nothing
+ * Hostile input, sent as raw HTTP/2 gRPC so that nothing
  * (no generated encoder, no client-side check) tidies it up first. Every case
  * names the status it must get; a rejected case must write nothing (seen
  * through a read-only connection of our own), and the server must answer a

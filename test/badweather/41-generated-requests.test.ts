@@ -12,7 +12,7 @@ import { SMALL_MESSAGES, type TestServer } from '../helpers/server';
 import { frame, RawGrpc } from '../helpers/raw-grpc';
 
 /*
- * Issue 3, item 7, the generator: thousands of random requests per run, both
+ * Random requests: thousands of random requests per run, both
  * well-typed ones through the generated client and byte-level mutations of
  * valid encoded requests sent raw. Whatever comes in, the answer has a status
  * from the allowed set (never INTERNAL or UNKNOWN), a rejected call writes

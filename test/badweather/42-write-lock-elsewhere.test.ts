@@ -1,12 +1,12 @@
-import test from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { performance } from 'node:perf_hooks';
 import { ServingStatus } from '../../src/client/client';
 import { childServer } from '../helpers/badweather';
 import { SQLITE3, SqliteShell } from '../helpers/sqlite-cli';
+import { requireTool } from '../helpers/tools';
 
 /*
- * Issue 3, item 2: another process (the sqlite3 shell) holds the database
+ * Another process (the sqlite3 shell) holds the database
  * write lock (BEGIN IMMEDIATE) longer than the busy timeout. Writes must fail
  * with UNAVAILABLE after about the busy timeout, never UNKNOWN or INTERNAL;
  * health and reads must keep answering promptly all along (the event loop is
@@ -27,7 +27,7 @@ async function settle<T>(p: Promise<T>): Promise<{ ok: boolean; code?: number; d
   }
 }
 
-const needsShell = SQLITE3 ? test : test.skip;
+const needsShell = requireTool({ name: 'the sqlite3 shell (apt-get install sqlite3)', present: SQLITE3 !== undefined });
 
 needsShell('a write lock held by another process: writes get UNAVAILABLE after the busy timeout, reads and health stay prompt, writes recover', async (t) => {
   const { client, dbPath, srv, alive } = await childServer(t, { SESSIOND_BUSY_TIMEOUT: `${BUSY_MS}ms`, SESSIOND_HEALTH_PROBE_INTERVAL: '100ms' });
@@ -127,6 +127,7 @@ needsShell('a write queued while the lock is held succeeds once the lock goes be
   const started = performance.now();
   const pending = client.createSession({ serverId: 'web-1', subject: 'patient' });
   const update = client.createSession({ serverId: 'web-1', subject: 'patient-too' });
+  // The scenario itself: the lock stays for a while, well short of the busy timeout.
   await new Promise((r) => setTimeout(r, 500));
   await shell.commit();
   const [created, second] = await Promise.all([pending, update]);

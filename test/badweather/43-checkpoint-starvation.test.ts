@@ -1,13 +1,13 @@
-import test from 'ava';
 import { existsSync, statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { CheckpointMode } from '../../generated/sessions/v1/admin_service';
 import { ServingStatus, type SessiondClient } from '../../src/client/client';
 import { childServer } from '../helpers/badweather';
 import { SQLITE3, SqliteShell } from '../helpers/sqlite-cli';
+import { requireTool } from '../helpers/tools';
 
 /*
- * Issue 3, item 6: a long-lived reader in another process (the sqlite3 shell
+ * A long-lived reader in another process (the sqlite3 shell
  * in an open read transaction) pins a WAL snapshot, so checkpoints cannot
  * finish. Writes go on and the WAL grows, visibly in GetStorageStatus and in
  * the health metadata; a TRUNCATE checkpoint says busy and does not claim
@@ -36,7 +36,7 @@ async function healthWal(client: SessiondClient): Promise<{ status: ServingStatu
   };
 }
 
-const needsShell = SQLITE3 ? test : test.skip;
+const needsShell = requireTool({ name: 'the sqlite3 shell (apt-get install sqlite3)', present: SQLITE3 !== undefined });
 
 needsShell('a long reader starves checkpoints: the WAL grows and shows it, TRUNCATE says busy, and the WAL shrinks back once the reader goes', async (t) => {
   const { client, dbPath } = await childServer(t, {

@@ -5,7 +5,7 @@ import { ServingStatus, type PerCall, type SessiondClient } from '../../src/clie
 import { childServer, StoreWatcher } from '../helpers/badweather';
 
 /*
- * Issue 3, item 8: calls that the client gives up on, by a 1 ms deadline or by
+ * Calls that the client gives up on, by a 1 ms deadline or by
  * cancelling, many at once. Whatever the server had done by then, it did
  * whole: after the dust settles each session is either complete or absent,
  * each update either applied with its etag or not at all; and a retried

@@ -2,12 +2,13 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { InvalidReason } from '../../generated/sessions/v1/session_service';
-import { SessiondClient, type Session } from '../../src/client/client';
+import { SessiondClient, type Session } from '../../src/client';
+import { compiledServerEntry } from './compiled-server';
 import { spawnServer, type ServerProcess } from './process';
 
 /*
- * The crash-during-writes workload (issue 3, item 1), shared by
- * test/30-crash.test.ts (a bounded run in `make test`) and test/soak/crash-soak.ts
+ * The crash-during-writes workload, shared by
+ * test/30-crash*.test.ts (a bounded run in `make test`) and test/soak/crash-soak.ts
  * (`make soak`). Client workers keep CreateSession, UpdateSession and
  * DeleteSession calls in flight against a child-process server and record
  * every acknowledged result; the server is SIGKILLed at a random moment; the
@@ -142,9 +143,11 @@ export async function runCrashCycles(o: CrashRunOptions): Promise<CrashReport> {
     ...o.env,
   });
 
+  // Plain JavaScript: the test restarts the server after every kill (compiled-server.ts).
+  const entry = compiledServerEntry();
   let server: ServerProcess | undefined;
   try {
-    server = await spawnServer(env());
+    server = await spawnServer(env(), [], 60_000, { entry });
     for (;;) {
       cycle++;
       const client = new SessiondClient(server.address, { defaultDeadlineMs: 15_000 });
@@ -237,7 +240,7 @@ export async function runCrashCycles(o: CrashRunOptions): Promise<CrashReport> {
       const integrity = integrityCheck(dbPath);
       if (integrity !== 'ok') violate(`integrity_check after the kill: ${integrity}`);
 
-      server = await spawnServer(env());
+      server = await spawnServer(env(), [], 60_000, { entry });
       await verify(server.address);
       const elapsed = (Date.now() - started) / 1000;
       log(`cycle ${cycle}: ${report.kills} kills, ${tracked.size} sessions tracked, ${report.violations.length} violations, ${elapsed.toFixed(0)} s`);

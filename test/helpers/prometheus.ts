@@ -54,3 +54,10 @@ export function value(samples: Sample[], name: string, labels: Record<string, st
   if (hits.length > 1) throw new Error(`${hits.length} samples of ${name} match ${JSON.stringify(labels)}`);
   return hits[0]?.value;
 }
+
+/** The metrics port a server process announced in its "serving" log line (SESSIOND_METRICS_LISTEN set). */
+export function metricsPortOf(stderr: string): number {
+  const m = /"msg":"serving".*?"metrics":"http:\/\/[^"]*:(\d+)\/metrics"/.exec(stderr);
+  if (!m) throw new Error(`no metrics address in the serving line:\n${stderr}`);
+  return Number(m[1]);
+}

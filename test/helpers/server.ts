@@ -27,6 +27,12 @@ export interface TestServer {
   clientAs(name: string, options?: ClientOptions): SessiondClient;
   /** Shuts the server down, closes the client, removes the temp folder. */
   close(): Promise<void>;
+  /**
+   * Resolves once the health probe timer has run `n` more probes, and the
+   * WAL check that follows each in the same turn: a signal that time the
+   * server acts on has passed, instead of a sleep.
+   */
+  probes(n: number): Promise<void>;
 }
 
 export function tempDir(prefix = 'sessiond-test-'): string {
@@ -65,7 +71,21 @@ export async function startTestServer(
   const first = opts.principals?.[0]?.name;
   const client = new SessiondClient(address, { defaultDeadlineMs: 10_000, apiKey: first && keys[first], ...opts.clientOptions });
   const others: SessiondClient[] = [];
+  let probed = 0;
+  const probeWaiters: { at: number; resolve: () => void }[] = [];
+  const probe = app.storage.probe.bind(app.storage);
+  app.storage.probe = () => {
+    const verdict = probe();
+    probed++;
+    // Settled after the probe's caller has finished its turn (the WAL check runs after the probe).
+    for (const w of probeWaiters.filter((x) => x.at <= probed)) setImmediate(w.resolve);
+    probeWaiters.splice(0, probeWaiters.length, ...probeWaiters.filter((x) => x.at > probed));
+    return verdict;
+  };
   return {
+    probes(n) {
+      return new Promise((resolve) => probeWaiters.push({ at: probed + n, resolve }));
+    },
     keys,
     principalsFile: file?.path,
     clientAs(name, options) {

@@ -1,6 +1,6 @@
 /*
  * `make soak`: the crash-during-writes workload of test/30-crash.test.ts for
- * longer (issue 3, item 1). Not an ava test: `make test` never runs it.
+ * longer. Not an ava test: `make test` never runs it.
  *
  *   SOAK_KILLS    SIGKILLs to deliver (default 200)
  *   SOAK_SECONDS  keep going until this many seconds have passed as well (default 0)
