@@ -53,7 +53,7 @@ test.after.always(() => smokeDir && rmSync(smokeDir, { recursive: true, force: t
 
 // Optional for the bench (it reports the comparison as skipped without it), and
 // not among the packages .ci/run installs: a visible skip where it is missing.
-const REDIS = tool('redis-server (apt-get install redis-server)', 'redis-server', ['--version'], false);
+const REDIS = tool('redis-server (apt-get install redis-server)', 'redis-server', ['--version']);
 
 requireTool(REDIS)('the smoke bench compares streaming validation with Redis GET when redis-server is installed', async (t) => {
   t.timeout(240_000);
