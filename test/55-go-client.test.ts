@@ -22,7 +22,7 @@ const run = promisify(execFile);
 /*
  * Which of the tools the build needs are missing. A local stand-in for
  * test/helpers/tools.ts: without them the tests are skipped, visibly, on a
- * developer's machine, and fail under SESSIOND_CI=1, where .ci/run has
+ * developer's machine, and fail under TESTS_REQUIRE_TOOLS=1, where .ci/run has
  * installed them and a missing one is a broken CI image.
  */
 const GRPC_GO = '/usr/share/gocode/src/google.golang.org/grpc';
@@ -41,7 +41,7 @@ const missing = [
   ...(existsSync(GRPC_GO) ? [] : [GRPC_GO]),
 ];
 const INSTALL = 'apt-get install golang-go golang-google-grpc-dev golang-google-protobuf-dev protoc-gen-go protoc-gen-go-grpc protobuf-compiler libprotobuf-dev (.ci/run installs them)';
-const inCi = process.env['SESSIOND_CI'] === '1';
+const inCi = process.env['TESTS_REQUIRE_TOOLS'] === '1';
 const goTest = missing.length > 0 && !inCi ? test.skip : test;
 if (missing.length > 0 && !inCi) test.skip(`Go client: ${missing.join(', ')} missing: ${INSTALL}`, () => {});
 
@@ -53,7 +53,7 @@ const EXAMPLE = join(GO_GEN, 'bin', 'sessiond-go-example');
 
 test.before(async () => {
   if (missing.length > 0) {
-    if (inCi) throw new Error(`${missing.join(', ')} missing under SESSIOND_CI=1: ${INSTALL}`);
+    if (inCi) throw new Error(`${missing.join(', ')} missing under TESTS_REQUIRE_TOOLS=1: ${INSTALL}`);
     return;
   }
   await run('make', ['-s', 'clients-go', `GO_GEN=${GO_GEN}`], { cwd: ROOT, timeout: 300_000 });

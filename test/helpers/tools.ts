@@ -6,12 +6,12 @@ import { spawnSync } from 'node:child_process';
  * grpc, sqlite3, openssl, git, go, grpcurl). Where one is missing, the test
  * must not pass as if it had run: on a developer's machine it is registered
  * as skipped, so that TAP shows "# SKIP" and scripts/test.sh counts it; in CI
- * (SESSIOND_CI=1, set by .ci/run, which installs them all) it is registered
+ * (TESTS_REQUIRE_TOOLS=1, set by .ci/run, which installs them all) it is registered
  * as a test that fails and names what is missing.
  */
 
 /** True in CI, where every tool must be there. */
-export const IN_CI = process.env['SESSIOND_CI'] === '1';
+export const IN_CI = process.env['TESTS_REQUIRE_TOOLS'] === '1';
 
 export interface Tool {
   /** What the test needs, as a person would install it (e.g. "sqlite3 (apt-get install sqlite3)"). */
@@ -51,13 +51,13 @@ function gated(tools: Tool[], run: Register, skip: (title: string, impl: Impl) =
   const missing = tools.filter((x) => !x.present);
   if (missing.length === 0) return run;
   const what = missing.map((x) => x.name).join(', ');
-  if (IN_CI && missing.some((x) => x.inCi !== false)) return (title) => run(title, (t) => t.fail(`needs ${what}, which is not installed (SESSIOND_CI=1: every tool must be)`));
+  if (IN_CI && missing.some((x) => x.inCi !== false)) return (title) => run(title, (t) => t.fail(`needs ${what}, which is not installed (TESTS_REQUIRE_TOOLS=1: every tool must be)`));
   return (title, impl) => skip(`${title} (needs ${what})`, impl);
 }
 
 /**
  * `test`, when every tool is present; otherwise a visible skip, or a failure
- * under SESSIOND_CI=1. Use as `requireTool(SQLITE3)('title', async (t) => …)`.
+ * under TESTS_REQUIRE_TOOLS=1. Use as `requireTool(SQLITE3)('title', async (t) => …)`.
  */
 export function requireTool(...tools: Tool[]): Register {
   return gated(tools, (title, impl) => test(title, impl), (title, impl) => test.skip(title, impl));
