@@ -7,7 +7,7 @@ import {
 } from '../generated/sessions/v1/session_service';
 import { loadConfig } from '../src/server/config';
 import { serverChannelOptions } from '../src/transport/server';
-import { OpenStreams } from '../src/transport/validate-stream';
+import { OpenStreams } from '../src/transport/open-streams';
 import { frame } from './helpers/raw-grpc';
 import { startTestServer, type TestServer } from './helpers/server';
 import { waitFor } from './helpers/wait';

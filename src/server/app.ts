@@ -20,7 +20,7 @@ import { addReflection } from '../transport/reflection';
 import { SafeDecodingServer } from '../transport/request-decoding';
 import { bind, serverChannelOptions, serverCredentials, transportSecurity } from '../transport/server';
 import { sessionHandlers, sessionService } from '../transport/session-handlers';
-import { OpenStreams } from '../transport/validate-stream';
+import { OpenStreams } from '../transport/open-streams';
 
 export interface App {
   /** The port bound (useful with a listen port of 0). */

@@ -7,7 +7,8 @@ import type { Logger } from '../server/log';
 import { durationToMs, reasonToProto, sessionToProto } from './convert';
 import { acceptPreEncoded, encodeListResponse, encodeSessionResponse, encodeValidateResponse, preEncoded } from './session-wire';
 import type { Authorizer } from './authorize';
-import { validateStreamHandler, type OpenStreams } from './validate-stream';
+import type { OpenStreams } from './open-streams';
+import { validateStreamHandler } from './validate-stream';
 
 function validateResponse(r: ValidateResult): ValidateSessionResponse {
   const bytes = encodeValidateResponse(r);

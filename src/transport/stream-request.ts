@@ -2,6 +2,19 @@ import { BinaryReader } from '@bufbuild/protobuf/wire';
 import { ValidateSessionStreamRequest } from '../../generated/sessions/v1/session_service';
 import { BATCH_MAX_HEADER, MAX_BATCH_ITEMS } from '../shared/stream-protocol';
 
+/*
+ * Strict decoding (request-decoding.ts) checks the framing of a message's own
+ * fields, but the generated decoder stops at a field number 0 or a stray
+ * end-group inside a nested message and goes on reading the rest as fields of
+ * the outer one: a damaged item could turn into a different validation. The
+ * framing of each item is checked the same way first.
+ *
+ * The same walk counts the items: the generated decoder makes an object of
+ * every item before the handler could count them, and an empty item is two
+ * bytes, so a message within --max-message-bytes would otherwise cost
+ * hundreds of thousands of objects before being refused. The walk allocates
+ * nothing and stops at the first item past the limit.
+ */
 const ITEMS_FIELD = 4;
 const LENGTH_DELIMITED = 2;
 

@@ -1,33 +1,19 @@
 import { Metadata, status, type handleBidiStreamingCall, type ServerDuplexStream } from '@grpc/grpc-js';
 import { ItemLimitExceeded, tooManyItems } from './stream-request';
 import {
-  InvalidReason, SessionServiceService, ValidateSessionStreamAnswer, ValidateSessionStreamRequest,
-  type ValidateSessionStreamItem, type ValidateSessionStreamResponse,
+  SessionServiceService, type ValidateSessionStreamAnswer, type ValidateSessionStreamItem, type ValidateSessionStreamRequest,
+  type ValidateSessionStreamResponse,
 } from '../../generated/sessions/v1/session_service';
 import type { Principal } from '../domain/principals';
 import type { SessionManager, ValidateResult } from '../domain/session-manager';
 import type { Logger } from '../server/log';
 import type { Authorizer } from './authorize';
-import { reasonToProto, sessionToProto } from './convert';
-import { encodeStreamAnswer, encodeStreamAnswers, preEncoded } from './session-wire';
+import { encodeStreamAnswers, preEncoded } from './session-wire';
+import { answerOf, encodeAnswer, encodedAnswer, failedAnswer } from './stream-answers';
 import { statusError, toServiceError } from './status';
 import { BATCH_MAX_HEADER, MAX_BATCH_ITEMS } from '../shared/stream-protocol';
-import { Turns } from './turns';
-
-/**
- * A batched response is written once its answers may reach this many bytes,
- * so that it stays far below the receiving client's message limit (4 MiB by
- * default in grpc-js) and the server's own --max-message-bytes.
- */
-const DEFAULT_RESPONSE_BUDGET_BYTES = 64 * 1024;
-
-/**
- * Validations per event-loop turn (see Turns): a message of one validation
- * costs a turn no more than a batch of this many, and a batch this size or
- * larger takes a turn of its own, so its answers leave before the next
- * message is validated.
- */
-const VALIDATIONS_PER_TURN = 16;
+import { VALIDATIONS_PER_TURN, type OpenStreams } from './open-streams';
+import type { Turns } from './turns';
 
 /**
  * Validations a stream may have read but not yet done before it stops reading:
@@ -46,59 +32,6 @@ const VALIDATIONS_PER_TURN = 16;
  * after a refused message grpc-js is asked for nothing more (request-decoding.ts).
  */
 const MAX_QUEUED_VALIDATIONS = 4 * VALIDATIONS_PER_TURN;
-
-/**
- * The open validation streams, so that shutdown can close them: a gateway
- * keeps one open for good, and it would otherwise hold the drain until its
- * deadline on every SIGTERM. Also the settings and the turns they share.
- */
-export class OpenStreams {
-  private readonly streams = new Set<{ close(): void; recheck(): void }>();
-  /** Bytes of answers per batched response message (see DEFAULT_RESPONSE_BUDGET_BYTES). */
-  readonly responseBudgetBytes: number;
-  readonly turns = new Turns(VALIDATIONS_PER_TURN);
-
-  /** @param maxMessageBytes the server's --max-message-bytes: batched responses stay well below it. */
-  constructor(maxMessageBytes = Infinity) {
-    this.responseBudgetBytes = Math.max(1, Math.min(DEFAULT_RESPONSE_BUDGET_BYTES, Math.floor(maxMessageBytes / 4)));
-  }
-
-  add(stream: { close(): void; recheck(): void }): () => void {
-    this.streams.add(stream);
-    return () => this.streams.delete(stream);
-  }
-
-  /**
-   * After the principals changed: each stream names its caller again from the
-   * metadata it opened with, and one whose key was removed (or whose
-   * principal lost the permission) ends, so that a reload reaches streams a
-   * gateway keeps open for good.
-   */
-  recheckAll(): void {
-    for (const s of [...this.streams]) s.recheck();
-  }
-
-  /** Stops reading every stream; each ends once its pending answers are written. */
-  closeAll(): void {
-    for (const s of [...this.streams]) s.close();
-  }
-}
-
-/*
- * Strict decoding (request-decoding.ts) checks the framing of a message's own
- * fields, but the generated decoder stops at a field number 0 or a stray
- * end-group inside a nested message and goes on reading the rest as fields of
- * the outer one: a damaged item could turn into a different validation. The
- * framing of each item is checked the same way first.
- *
- * The same walk counts the items: the generated decoder makes an object of
- * every item before the handler could count them, and an empty item is two
- * bytes, so a message within --max-message-bytes would otherwise cost
- * hundreds of thousands of objects before being refused. The walk allocates
- * nothing and stops at the first item past the limit.
- */
-/** An answer the fast path (session-wire.ts) does not cover, through the generated encoder. */
-const encodeAnswer = (a: ValidateSessionStreamAnswer) => Buffer.from(ValidateSessionStreamAnswer.encode(a).finish());
 
 type Call = ServerDuplexStream<ValidateSessionStreamRequest, ValidateSessionStreamResponse>;
 
@@ -198,7 +131,7 @@ class ValidationStream {
     } catch (err) {
       // The snapshot itself failed to begin (validateItem answers its own
       // faults): every item not yet answered gets the error.
-      for (; next < items.length; next++) this.push(encodeAnswer(this.failedAnswer(items[next]!.correlationId, err)));
+      for (; next < items.length; next++) this.push(encodeAnswer(failedAnswer(this.log, items[next]!.correlationId, err)));
     }
   }
 
@@ -211,13 +144,13 @@ class ValidationStream {
       const result = this.sessions.validate(this.caller, req.token, req.touch);
       // Most validations are reads answered synchronously: no promise hop.
       if (result instanceof Promise) {
-        result.then((r) => this.answerOf(id, r)).catch((err: unknown) => this.failedAnswer(id, err)).then((a) => this.sendOne(a))
+        result.then((r) => answerOf(id, r)).catch((err: unknown) => failedAnswer(this.log, id, err)).then((a) => this.sendOne(a))
           .catch((err: unknown) => this.log.error('could not write a validation answer', { method: 'ValidateSessionStream', err }));
         return;
       }
-      answer = this.answerOf(id, result);
+      answer = answerOf(id, result);
     } catch (err) {
-      answer = this.failedAnswer(id, err);
+      answer = failedAnswer(this.log, id, err);
     }
     this.sendOne(answer);
   }
@@ -227,7 +160,7 @@ class ValidationStream {
     try {
       result = this.sessions.validate(this.caller, item.token, item.touch);
     } catch (err) {
-      this.push(encodeAnswer(this.failedAnswer(item.correlationId, err)));
+      this.push(encodeAnswer(failedAnswer(this.log, item.correlationId, err)));
       return;
     }
     if (!(result instanceof Promise)) {
@@ -239,7 +172,7 @@ class ValidationStream {
     const id = item.correlationId;
     result.then(
       (r) => this.pushResult(id, r),
-      (err: unknown) => this.push(encodeAnswer(this.failedAnswer(id, err))),
+      (err: unknown) => this.push(encodeAnswer(failedAnswer(this.log, id, err))),
     ).finally(() => {
       this.pending--;
       this.scheduleFlush();
@@ -248,24 +181,7 @@ class ValidationStream {
   }
 
   private pushResult(id: number, r: ValidateResult): void {
-    let bytes: Buffer;
-    try {
-      bytes = encodeStreamAnswer(id, r) ?? encodeAnswer(this.answerOf(id, r));
-    } catch (err) {
-      bytes = encodeAnswer(this.failedAnswer(id, err));
-    }
-    this.push(bytes);
-  }
-
-  private answerOf(correlationId: number, r: ValidateResult): ValidateSessionStreamAnswer {
-    return r.valid
-      ? { correlationId, valid: true, session: sessionToProto(r.session), reason: InvalidReason.INVALID_REASON_UNSPECIFIED, errorCode: 0, errorMessage: '' }
-      : { correlationId, valid: false, session: undefined, reason: reasonToProto(r.reason), errorCode: 0, errorMessage: '' };
-  }
-
-  private failedAnswer(correlationId: number, err: unknown): ValidateSessionStreamAnswer {
-    const se = toServiceError(err, 'ValidateSessionStream', this.log);
-    return { correlationId, valid: false, session: undefined, reason: InvalidReason.INVALID_REASON_UNSPECIFIED, errorCode: se.code, errorMessage: se.details };
+    this.push(encodedAnswer(this.log, id, r));
   }
 
   private push(answer: Buffer): void {

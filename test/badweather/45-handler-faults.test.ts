@@ -12,7 +12,7 @@ import { Callers } from '../../src/transport/callers';
 import { SafeDecodingServer } from '../../src/transport/request-decoding';
 import { bind } from '../../src/transport/server';
 import { sessionHandlers, sessionService } from '../../src/transport/session-handlers';
-import { OpenStreams } from '../../src/transport/validate-stream';
+import { OpenStreams } from '../../src/transport/open-streams';
 import { childServer, quietServer } from '../helpers/badweather';
 
 /*
