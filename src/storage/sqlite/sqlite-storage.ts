@@ -1,5 +1,4 @@
 import Database from 'better-sqlite3';
-import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { FailedPreconditionError, StorageError } from '../../domain/errors';
 import type { PurgeRunner } from '../../domain/session-repository';
@@ -8,11 +7,9 @@ import type {
 } from '../../domain/storage-admin';
 import { Checkpointer, type RawCheckpoint } from './checkpointer';
 import { GroupCommitter } from './group-commit';
-import { checkSchemaVersion, migrate } from './migrations';
-import { checkDatabaseContents, checkOwnSchema, createDatabaseFile, inspectDatabaseFile } from './database-file';
-import { makePrivateFolder, tightenModes } from './file-modes';
 import { CommitSync, commitSyncPlan, type SyncFn } from './commit-sync';
-import { applyPragmas, checkpointSynchronous, connectionPragmas, type StorageOptions } from './pragmas';
+import { openConnection } from './open-connection';
+import { checkpointSynchronous, connectionPragmas, type StorageOptions } from './pragmas';
 import { SqliteSessionRepository } from './sqlite-session-repository';
 import { guarded, toStorageError } from './sqlite-errors';
 import { fileBytes, WalIndex } from './wal-index';
@@ -107,31 +104,7 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
   static open(options: StorageOptions, hooks: StorageHooks = {}): SqliteStorage {
     let db: Database.Database | undefined;
     try {
-      const onDisk = options.path !== ':memory:';
-      if (onDisk) {
-        makePrivateFolder(dirname(options.path));
-        const file = inspectDatabaseFile(options.path);
-        if (file.exists) {
-          tightenModes(options.path);
-          checkDatabaseContents(options.path, file.bytes, checkSchemaVersion);
-        } else {
-          createDatabaseFile(options.path, (fresh) => {
-            fresh.pragma(`journal_mode = ${options.journalMode}`);
-            migrate(fresh);
-          });
-        }
-      }
-      // fileMustExist: SQLite never creates the file here, whatever happened since the check.
-      // The full busy timeout while opening: another process may be migrating or checkpointing.
-      db = new Database(options.path, { fileMustExist: onDisk, timeout: Math.max(0, options.busyTimeoutMs | 0) });
-      // Again on this connection: the file may have changed hands since (and a hot journal is rolled back now).
-      checkOwnSchema(db, checkSchemaVersion(db));
-      applyPragmas(db, { ...connectionPragmas(options), busyTimeoutMs: options.busyTimeoutMs, journalSizeLimit: options.journalSizeLimit });
-      migrate(db);
-      // Then one slice: longer waits for the write lock happen on a timer (GroupCommitter).
-      db.pragma(`busy_timeout = ${connectionPragmas(options).busyTimeoutMs | 0}`);
-      // Checked above; with the worker, it applies it and this connection has none (see connectionPragmas).
-      db.pragma(`journal_size_limit = ${Math.trunc(connectionPragmas(options).journalSizeLimit)}`);
+      db = openConnection(options);
       return new SqliteStorage(db, options, hooks);
     } catch (err) {
       db?.close();
