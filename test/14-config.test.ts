@@ -367,3 +367,39 @@ test('every duration has a maximum a Node timer keeps, and one past it is refuse
   ]) t.true(r.stderr.includes(line), `stderr lacks ${line}:\n${r.stderr}`);
   t.false(r.stderr.includes('"msg":"serving"'));
 });
+
+test('storage postgres takes its settings, and needs a database URL', (t) => {
+  const c = cfg(['--storage', 'postgres'], {
+    SESSIOND_DATABASE_URL: 'postgres://sessiond:s3cret-pw@db-a:5432,db-b:5432/sessiond?target_session_attrs=read-write',
+    SESSIOND_DATABASE_POOL_SIZE: '25', SESSIOND_DATABASE_STATEMENT_TIMEOUT: '2s', SESSIOND_DATABASE_CONNECT_TIMEOUT: '750ms',
+  });
+  t.is(c.backend, 'postgres');
+  t.like(c.postgres, { poolSize: 25, statementTimeoutMs: 2000, connectTimeoutMs: 750 });
+  t.is(cfg().backend, 'sqlite');
+  t.is(cfg().postgres, undefined);
+  assertEachListed(t, problemsOf(t, ['--storage', 'postgres'], {}), [/^storage postgres needs database-url/]);
+  assertEachListed(t, problemsOf(t, ['--storage', 'mysql'], {}), [/storage/]);
+});
+
+test('a bad database URL is named without quoting it, and a URL without the postgres backend is a problem', (t) => {
+  const secret = 'hunter2-not-to-be-echoed';
+  for (const [url, pattern] of [
+    [`mysql://u:${secret}@db/x`, /^database-url must start with postgres:\/\/ or postgresql:\/\/ \(got mysql:\/\/\)$/],
+    [`postgres://u:${secret}@/x`, /^database-url names no host/],
+    [`postgres://u:${secret}@db:99999/x`, /^database-url has a host with a port that is not 1-65535$/],
+    [`postgres://u:${secret}@db:5432,/x`, /^database-url names no host/],
+  ] as const) {
+    const problems = problemsOf(t, ['--storage', 'postgres', '--database-url', url], {});
+    assertEachListed(t, problems, [pattern]);
+    t.false(problems.join('\n').includes(secret), 'the password is never echoed');
+  }
+  assertEachListed(t, problemsOf(t, [], { SESSIOND_DATABASE_URL: 'postgres://db/x' }), [/^database-url is set but storage is sqlite/]);
+});
+
+test('the redacted config hides the database password, in the userinfo and as a query parameter', (t) => {
+  for (const url of ['postgres://sessiond:pw-in-userinfo@db:5432/sessiond', 'postgresql://db:5432/sessiond?sslmode=require&password=pw-in-query']) {
+    const shown = JSON.stringify(redactedConfig(cfg(['--storage', 'postgres', '--database-url', url])));
+    t.false(shown.includes('pw-in-'), shown);
+    t.true(shown.includes('[redacted]'));
+  }
+});

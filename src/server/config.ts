@@ -4,7 +4,7 @@ import type { LogLevel } from './log';
 import { readPrincipalsFile } from './principals-file';
 import { readSettings, settle } from '../shared/settings-engine';
 import { ENV_PREFIX, SETTINGS, type SettingValues } from './settings';
-import type { StorageOptions } from '../storage/options';
+import type { PostgresOptions, StorageBackend, StorageOptions } from '../storage/options';
 import { checkServerTlsFiles, type ServerTlsFiles } from '../shared/tls';
 import { MAX_BATCH_ITEMS } from '../shared/stream-protocol';
 import { formatDuration } from '../shared/units';
@@ -38,7 +38,11 @@ export interface ServerOptions {
 
 export interface Config {
   readonly server: ServerOptions;
+  readonly backend: StorageBackend;
+  /** SQLite's options; used only when backend is sqlite. */
   readonly storage: StorageOptions;
+  /** Set exactly when backend is postgres. */
+  readonly postgres: PostgresOptions | undefined;
   readonly policy: SessionPolicy;
   readonly sweepIntervalMs: number;
   readonly sweepBatchSize: number;
@@ -125,6 +129,14 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       durableRevocations: v['durable-revocations'],
       maxPendingWrites: v['max-pending-writes'],
     },
+    backend: v['storage'],
+    postgres: v['storage'] === 'postgres' ? {
+      url: v['database-url'],
+      poolSize: v['database-pool-size'],
+      statementTimeoutMs: v['database-statement-timeout'],
+      connectTimeoutMs: v['database-connect-timeout'],
+      maxPendingWrites: v['max-pending-writes'],
+    } : undefined,
     policy: {
       ...DEFAULT_POLICY,
       defaultTtlMs: v['default-ttl'],
@@ -169,8 +181,38 @@ function checkCombinations(v: Given, problems: string[]): void {
     if (maxTtl !== undefined && ms !== undefined && ms > maxTtl) problems.push(`${flag} (${formatDuration(ms)}) is above max-ttl (${formatDuration(maxTtl)})`);
   }
   checkMessageSizes(v, problems);
+  checkBackend(v, problems);
   const [keepaliveTime, keepaliveTimeout] = [v['keepalive-time'], v['keepalive-timeout']];
   if (keepaliveTime !== undefined && keepaliveTimeout !== undefined && keepaliveTimeout >= keepaliveTime) problems.push('keepalive-timeout must be shorter than keepalive-time');
+}
+
+/** The database URL goes with the postgres backend, and is checked without ever being quoted: it holds a password. */
+function checkBackend(v: Given, problems: string[]): void {
+  const url = v['database-url'];
+  if (v['storage'] === 'postgres') {
+    if (url === '') problems.push('storage postgres needs database-url (SESSIOND_DATABASE_URL), e.g. postgres://sessiond:PASSWORD@db:5432/sessiond');
+    else if (url !== undefined) {
+      const problem = databaseUrlProblem(url);
+      if (problem) problems.push(`database-url ${problem}`);
+    }
+  } else if (v['storage'] === 'sqlite' && url !== undefined && url !== '') {
+    problems.push('database-url is set but storage is sqlite: set storage postgres to use it, or unset database-url');
+  }
+}
+
+/** What is wrong with a database URL, in words that never include the URL or its password; undefined when it looks usable. */
+export function databaseUrlProblem(url: string): string | undefined {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
+  if (scheme !== 'postgres' && scheme !== 'postgresql') return `must start with postgres:// or postgresql:// (got ${scheme ? `${scheme}://` : 'no scheme'})`;
+  const rest = url.slice(scheme.length + 3);
+  const authority = rest.split(/[/?#]/, 1)[0]!;
+  const hosts = authority.slice(authority.lastIndexOf('@') + 1);
+  if (hosts === '' || hosts.split(',').some((h) => h === '' || /\s/.test(h))) return 'names no host (postgres://user:password@host:5432/database)';
+  for (const h of hosts.split(',')) {
+    const port = /:(\d*)$/.exec(h.replace(/^\[[^\]]*\]/, ''))?.[1];
+    if (port !== undefined && (port === '' || Number(port) < 1 || Number(port) > 65535)) return 'has a host with a port that is not 1-65535';
+  }
+  return undefined;
 }
 
 /**
@@ -260,5 +302,16 @@ function deepFreeze<T>(o: T): T {
 
 /** The configuration for the start-up log line, with secrets masked. */
 export function redactedConfig(config: Config): unknown {
-  return { ...config, server: { ...config.server, adminToken: config.server.adminToken ? '[redacted]' : undefined } };
+  return {
+    ...config,
+    server: { ...config.server, adminToken: config.server.adminToken ? '[redacted]' : undefined },
+    postgres: config.postgres && { ...config.postgres, url: redactedUrl(config.postgres.url) },
+  };
+}
+
+/** The URL with its password replaced, for logs and status answers. */
+export function redactedUrl(url: string): string {
+  return url
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/?#]*):[^@/?#]*@/i, '$1:[redacted]@')
+    .replace(/([?&]password=)[^&#]*/gi, '$1[redacted]');
 }

@@ -2,7 +2,7 @@ import { DEFAULT_POLICY } from '../domain/session';
 import { LOG_LEVELS } from './log';
 import { helpFor } from '../shared/settings-describe';
 import { envName as prefixedEnvName, parseValue, TIMER_MAX_MS, type Parsed, type Spec, type Values } from '../shared/settings-engine';
-import { DEFAULT_STORAGE_OPTIONS, JOURNAL_MODES, SYNCHRONOUS_MODES } from '../storage/options';
+import { DEFAULT_POSTGRES_OPTIONS, DEFAULT_STORAGE_OPTIONS, JOURNAL_MODES, STORAGE_BACKENDS, SYNCHRONOUS_MODES } from '../storage/options';
 import { formatDuration } from '../shared/units';
 
 /*
@@ -17,6 +17,7 @@ export type { Kind, Parsed, Spec } from '../shared/settings-engine';
 export const ENV_PREFIX = 'SESSIOND_';
 
 const S = DEFAULT_STORAGE_OPTIONS;
+const PG = DEFAULT_POSTGRES_OPTIONS;
 const P = DEFAULT_POLICY;
 
 // grpc-js draws the age timer up to 10 % longer, to spread reconnections: 22 days stays within a Node timer after that.
@@ -26,7 +27,9 @@ const LIFETIME_MAX = 3650 * 86_400_000;
 
 const CALLERS = 'Listening and callers';
 const TLS = 'TLS';
+const BACKEND = 'Storage backend';
 const STORAGE = 'Storage (SQLite)';
+const POSTGRES = 'Storage (PostgreSQL)';
 const SESSIONS = 'Sessions';
 const BACKGROUND = 'Background work';
 const CONNECTIONS = 'Connections and messages';
@@ -43,6 +46,7 @@ export const SETTINGS = [
   { group: TLS, flag: 'tls-cert', kind: 'string', allowed: 'PEM file path, or empty', default: '', help: 'PEM certificate chain to serve TLS with (needs --tls-key); empty: plaintext' },
   { group: TLS, flag: 'tls-key', kind: 'string', allowed: 'PEM file path, or empty', default: '', help: 'PEM private key of --tls-cert (unencrypted)' },
   { group: TLS, flag: 'tls-client-ca', kind: 'string', allowed: 'PEM file path, or empty', default: '', help: 'PEM CA bundle: with it, clients must present a certificate it signed (mTLS); a SAN of it can name a principal (tls_identity)' },
+  { group: BACKEND, flag: 'storage', kind: STORAGE_BACKENDS, default: 'sqlite', help: 'where sessions live: sqlite (one embedded file, one server) or postgres (any number of replicas on one database, see docs/deploying.md)' },
   { group: STORAGE, flag: 'db-path', kind: 'string', allowed: 'file path', default: './data/sessions.db', help: 'SQLite database file (created if missing, 0600 in a 0700 folder)' },
   { group: STORAGE, flag: 'journal-mode', kind: JOURNAL_MODES, default: S.journalMode, help: 'PRAGMA journal_mode' },
   { group: STORAGE, flag: 'synchronous', kind: SYNCHRONOUS_MODES, default: S.synchronous, help: 'PRAGMA synchronous: what a commit waits for before the call is answered (see docs/durability.md)' },
@@ -53,6 +57,10 @@ export const SETTINGS = [
   { group: STORAGE, flag: 'journal-size-limit', kind: 'size', default: `${S.journalSizeLimit / 1024 / 1024}MiB`, min: -1, help: 'PRAGMA journal_size_limit: the WAL is cut back to this after a checkpoint (-1: never)' },
   { group: STORAGE, flag: 'max-db-size', kind: 'size', default: String(S.maxDbSize), min: 0, help: 'largest the database may grow (PRAGMA max_page_count, in whole pages); past it writes fail with RESOURCE_EXHAUSTED and nothing is written (0: no limit)' },
   { group: STORAGE, flag: 'max-pending-writes', kind: 'int', default: String(S.maxPendingWrites), min: 1, max: 1_000_000, help: 'writes that may wait to be committed at once; past it a write is refused with UNAVAILABLE (retryable) instead of waiting' },
+  { group: POSTGRES, flag: 'database-url', kind: 'string', allowed: 'postgres:// URL, or empty', default: '', secret: true, help: 'libpq-style URL of the PostgreSQL database (with --storage postgres); several hosts with target_session_attrs=read-write for failover (postgres://user:pw@h1:5432,h2:5432/db?target_session_attrs=read-write)' },
+  { group: POSTGRES, flag: 'database-pool-size', kind: 'int', default: String(PG.poolSize), min: 1, max: 1000, help: 'connections this replica opens to PostgreSQL at most' },
+  { group: POSTGRES, flag: 'database-statement-timeout', kind: 'duration', default: formatDuration(PG.statementTimeoutMs), min: 100, max: 600_000, help: 'PostgreSQL statement_timeout (and idle_in_transaction_session_timeout) of every connection: a statement past it fails with UNAVAILABLE' },
+  { group: POSTGRES, flag: 'database-connect-timeout', kind: 'duration', default: formatDuration(PG.connectTimeoutMs), min: 100, max: 600_000, help: 'how long opening one connection to PostgreSQL may take before the call waiting for it fails with UNAVAILABLE' },
   { group: SESSIONS, flag: 'default-ttl', kind: 'duration', default: formatDuration(P.defaultTtlMs), min: 1000, max: LIFETIME_MAX, help: 'absolute lifetime when CreateSession sets none' },
   { group: SESSIONS, flag: 'default-idle-timeout', kind: 'duration', default: formatDuration(P.defaultIdleTimeoutMs), min: 1000, max: LIFETIME_MAX, help: 'idle window when CreateSession sets none' },
   { group: SESSIONS, flag: 'max-ttl', kind: 'duration', default: formatDuration(P.maxTtlMs), min: 1000, max: LIFETIME_MAX, help: 'largest ttl or idle_timeout a client may ask for' },

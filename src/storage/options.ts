@@ -1,5 +1,5 @@
 /*
- * What the storage is configured with: the SQLite options, their allowed
+ * What the storage is configured with: the backend, the SQLite and PostgreSQL options, their allowed
  * values and defaults. Free of imports, so that configuration can describe
  * and check them without loading the SQLite driver.
  */
@@ -71,5 +71,25 @@ export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.free
   checkpointWorker: true,
   offLoopFsync: true,
   durableRevocations: true,
+  maxPendingWrites: 4096,
+});
+
+export const STORAGE_BACKENDS = ['sqlite', 'postgres'] as const;
+export type StorageBackend = (typeof STORAGE_BACKENDS)[number];
+
+export interface PostgresOptions {
+  /** libpq-style URL; holds the password, so it is never logged or echoed. */
+  readonly url: string;
+  readonly poolSize: number;
+  readonly statementTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+  /** As StorageOptions.maxPendingWrites: writes that may wait for a connection at once. */
+  readonly maxPendingWrites: number;
+}
+
+export const DEFAULT_POSTGRES_OPTIONS: Omit<PostgresOptions, 'url'> = Object.freeze({
+  poolSize: 10,
+  statementTimeoutMs: 5000,
+  connectTimeoutMs: 5000,
   maxPendingWrites: 4096,
 });
