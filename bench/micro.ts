@@ -123,7 +123,7 @@ export async function measureMicro(dbPath: string, liveSessions: number, smoke: 
     }
 
     // For scale: the whole validation, domain rules included, as the server runs it.
-    const sessions = new SessionManager(storage.sessions, storage.writes, systemClock, DEFAULT_POLICY);
+    const sessions = new SessionManager(storage.repository, systemClock, DEFAULT_POLICY);
     const [all] = alternate(rounds, ops, [(i) => encodeValidateResponse(sessions.validate(UNRESTRICTED('bench'), tokens[i]!, false) as never)]);
     rows.push({ change: 'ValidateSession in-process, all of it (for scale)', before: '', after: 'now', beforeUs: Number.NaN, afterUs: all! });
     log(`  ValidateSession in-process: ${all!.toFixed(1)} us`);

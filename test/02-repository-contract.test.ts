@@ -16,7 +16,7 @@ function openSqlite(options: Partial<typeof DEFAULT_STORAGE_OPTIONS> = {}) {
   return {
     storage,
     path,
-    repo: storage.sessions,
+    repo: storage.repository,
     async close() {
       // close() may be synchronous or return a promise (a final checkpoint): await covers both.
       await storage.close();
@@ -29,7 +29,7 @@ repositoryContract('sqlite', () => openSqlite());
 
 // SQLite-specific parts of the contract's error list, which a generic suite cannot provoke.
 
-test('sqlite: a write blocked by another connection past the busy timeout throws StorageBusyError and writes nothing', (t) => {
+test('sqlite: a write blocked by another connection past the busy timeout throws StorageBusyError and writes nothing', async (t) => {
   const opened = openSqlite({ busyTimeoutMs: 50 });
   t.teardown(() => opened.close());
   const other = new Database(opened.path);
@@ -37,12 +37,12 @@ test('sqlite: a write blocked by another connection past the busy timeout throws
   const s = record();
   other.exec('BEGIN IMMEDIATE');
   try {
-    t.throws(() => opened.repo.insert(s, hashOf(s.id)), { instanceOf: StorageBusyError });
-    t.throws(() => opened.repo.revokeMatching({ serverId: 'srv-a', subject: '' }, Date.now(), 1000), { instanceOf: StorageBusyError });
+    await t.throwsAsync(opened.repo.insert(s, hashOf(s.id)), { instanceOf: StorageBusyError });
+    await t.throwsAsync(opened.repo.revokeMatching({ serverId: 'srv-a', subject: '' }, Date.now(), 1000), { instanceOf: StorageBusyError });
   } finally {
     other.exec('ROLLBACK');
   }
   t.is(opened.repo.findById(s.id), undefined);
-  opened.repo.insert(s, hashOf(s.id));
+  await opened.repo.insert(s, hashOf(s.id));
   t.deepEqual(opened.repo.findById(s.id), s, 'the same write goes through once the lock is released');
 });

@@ -26,7 +26,7 @@ function open(t: ExecutionContext, options: Partial<StorageOptions> = {}) {
   const path = join(dir, 'sessions.db');
   const storage = SqliteStorage.open({ ...DEFAULT_STORAGE_OPTIONS, path, ...options });
   const clock = new ManualClock(T0);
-  const sessions = new SessionManager(storage.sessions, storage.writes, clock, DEFAULT_POLICY, { purger: storage });
+  const sessions = new SessionManager(storage.repository, clock, DEFAULT_POLICY);
   t.teardown(async () => {
     await storage.close();
     rmSync(dir, { recursive: true, force: true });

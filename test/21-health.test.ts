@@ -192,7 +192,7 @@ test('NOT_SERVING while starting: the Health service answers before the phase is
   // startApp binds before it sets the phase to serving, with nothing awaited in
   // between, so a real start-up cannot be caught from outside; this is the same
   // Health class on a real gRPC server, before setPhase('serving').
-  const health = new Health(() => ({ journalMode: 'wal', walFrames: 7, walBytes: 4096 }));
+  const health = new Health(() => ({ backend: 'sqlite', wal: { journalMode: 'wal', walFrames: 7, walBytes: 4096 } }));
   const server = new Server();
   health.addToServer(server);
   const port = await new Promise<number>((resolve, reject) =>

@@ -131,7 +131,7 @@ test('a revocation whose sync fails is not acknowledged: the client gets an erro
   }
   t.is(disk.synced.length, 1, 'nothing was synced, or written, after the failure');
   t.is((await s.client.validateSession(b.token)).valid, true, 'the refused revocation of b was never applied');
-  const health = s.app.storage.probe();
+  const health = await s.app.storage.probe();
   t.false(health.ok);
   t.regex(health.ok ? '' : health.reason, /the WAL could not be synced to disk \(EIO\).*restarted/);
 });

@@ -85,7 +85,7 @@ test('writes queued behind a lock held elsewhere: exactly max-pending-writes wai
   const answers: Answer[] = [];
   const all = Array.from({ length: 40 }, (_, i) => create(s.client, `user-${i}`).then((a) => (answers.push(a), a)));
   await waitFor(() => answers.length === 32, 'the 32 writes over the limit to be refused');
-  t.is(s.app.storage.writes.pending, 8, 'the queue holds exactly the limit');
+  t.is(s.app.sqlite!.writes.pending, 8, 'the queue holds exactly the limit');
   for (const a of answers) {
     t.false(a.ok);
     if (a.ok) continue;
@@ -121,7 +121,7 @@ test('a flood of concurrent creates: the queue never holds more than the limit, 
   let samples = 0;
   let sampling = true;
   const sample = () => {
-    maxPending = Math.max(maxPending, s.app.storage.writes.pending);
+    maxPending = Math.max(maxPending, s.app.sqlite!.writes.pending);
     samples++;
     if (sampling) setImmediate(sample);
   };

@@ -40,7 +40,7 @@ for (const umask of [0o000, 0o277]) {
     t.is(octal(modeOf(join(root, 'var'))), '0700', 'a missing parent is made 0700 too');
     t.is(octal(modeOf(data)), '0700');
     t.deepEqual(modes(data), ALL_0600(['sessions.db', 'sessions.db-shm', 'sessions.db-wal']), 'no temporary file left, and SQLite gave -wal and -shm the database file\'s mode');
-    await s.app.storage.checkpoint('TRUNCATE', 'admin');
+    await s.app.storage.wal!.checkpoint('TRUNCATE', 'admin');
     await s.client.createSession({ serverId: 'web-1', subject: 'after-checkpoint' });
     t.deepEqual(modes(data), ALL_0600(['sessions.db', 'sessions.db-shm', 'sessions.db-wal']));
     await s.close();

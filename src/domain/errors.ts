@@ -54,7 +54,7 @@ export class PermissionDeniedError extends DomainError {
   readonly kind = 'permission-denied';
 }
 
-/** Storage is locked by another writer (SQLITE_BUSY / SQLITE_LOCKED): retry later. */
+/** Storage is locked by another writer (SQLite's BUSY / LOCKED): retry later. */
 export class StorageBusyError extends DomainError {
   readonly kind = 'unavailable';
 }
@@ -67,7 +67,31 @@ export class OverloadedError extends DomainError {
   readonly kind = 'unavailable';
 }
 
-/** Storage has no room left (SQLITE_FULL): nothing was written. */
+/**
+ * The database cannot serve this call now: unreachable, read-only (a standby
+ * during or after a failover), or a statement ran past its timeout. Nothing
+ * was written. Retryable.
+ */
+export class StorageUnavailableError extends DomainError {
+  readonly kind = 'unavailable';
+}
+
+/**
+ * The connection was lost after a write was sent and before its commit was
+ * confirmed: it may or may not have committed. Retryable where retrying is
+ * safe: a CreateSession with its request_id, a revoke, a delete with
+ * allow_missing.
+ */
+export class OutcomeUnknownError extends DomainError {
+  readonly kind = 'unavailable';
+}
+
+/** An insert met a row with the same unique key (id, token hash, or server_id + request_id): nothing was written. */
+export class UniqueViolationError extends DomainError {
+  readonly kind = 'already-exists';
+}
+
+/** Storage has no room left (disk full, or the configured size limit): nothing was written. */
 export class StorageFullError extends DomainError {
   readonly kind = 'resource-exhausted';
 }
@@ -75,7 +99,8 @@ export class StorageFullError extends DomainError {
 /** Any other storage fault: I/O errors, corruption, a read-only file. */
 export class StorageError extends DomainError {
   readonly kind = 'internal';
-  constructor(message: string, readonly sqliteCode: string | undefined, options?: { cause?: unknown }) {
+  /** @param code the backend's own code (an SQLite extended result code, a PostgreSQL SQLSTATE), for logs. */
+  constructor(message: string, readonly code: string | undefined, options?: { cause?: unknown }) {
     super(message, options);
   }
 }

@@ -1,9 +1,9 @@
 import type { Clock } from './clock';
-import { AlreadyExistsError } from './errors';
+import { AlreadyExistsError, UniqueViolationError } from './errors';
 import { requireServerId, type Principal } from './principals';
 import { createFingerprint, RecentCreates, replayKey, type CreateAnswer } from './recent-creates';
 import { checkAttributes, checkIp, checkString, resolveDuration, sessionState, type SessionPolicy, type SessionRecord } from './session';
-import type { SessionRepository, WriteRunner } from './session-repository';
+import type { SessionRepository } from './session-repository';
 import { hashToken, newSessionId, newToken } from './tokens';
 
 export interface CreateSessionInput {
@@ -31,7 +31,6 @@ export class SessionCreator {
 
   constructor(
     private readonly repo: SessionRepository,
-    private readonly writes: WriteRunner,
     private readonly clock: Clock,
     private readonly policy: SessionPolicy,
   ) {
@@ -81,19 +80,27 @@ export class SessionCreator {
     };
     const token = newToken();
     const tokenHash = hashToken(token);
-    const created = this.writes.run(() => {
-      // Checked inside the write unit, so no other create can slip in between.
-      const stored = requestId === '' ? undefined : this.repo.findByRequestId(input.serverId, requestId);
-      if (stored) {
-        throw new AlreadyExistsError(
-          `request_id ${JSON.stringify(requestId)} already created session ${stored.id}; its token is not kept, so it cannot be returned again`,
-        );
-      }
-      this.repo.insert(session, tokenHash, requestId || undefined);
-      return { session, token };
-    });
+    const created = this.insert(session, token, tokenHash, input.serverId, requestId);
     if (requestId !== '') this.recentCreates.put(key, fingerprint, created);
     return created;
+  }
+
+  /**
+   * The unique key on (server_id, request_id) decides a race between two
+   * creates with one request_id, on this server or on another replica of the
+   * same database: the loser finds the winner's session and is told so.
+   */
+  private async insert(session: SessionRecord, token: string, tokenHash: Buffer, serverId: string, requestId: string): Promise<CreateAnswer> {
+    try {
+      await this.repo.insert(session, tokenHash, requestId || undefined);
+    } catch (err) {
+      const stored = err instanceof UniqueViolationError && requestId !== '' ? await this.repo.findByRequestId(serverId, requestId) : undefined;
+      if (!stored) throw err;
+      throw new AlreadyExistsError(
+        `request_id ${JSON.stringify(requestId)} already created session ${stored.id}; its token is not kept, so it cannot be returned again`,
+      );
+    }
+    return { session, token };
   }
 
   /**
@@ -110,7 +117,7 @@ export class SessionCreator {
     const answer = await earlier.answer;
     const now = this.clock.now();
     // Looked up by the token itself: a rotation in the same millisecond leaves every time as it was.
-    const current = this.repo.findByTokenHash(hashToken(answer.token));
+    const current = await this.repo.findByTokenHash(hashToken(answer.token));
     if (!current || current.id !== answer.session.id || sessionState(current, now) !== 'live') {
       throw new AlreadyExistsError(`request_id ${shown} created session ${answer.session.id}, which has since been rotated, revoked or expired: its first token is not returned again`);
     }

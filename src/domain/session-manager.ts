@@ -9,7 +9,7 @@ import {
   checkAttributes, checkString, encodedSizeBound, etagOf, sessionState, touchedIdleExpiry,
   type SessionPolicy, type SessionRecord,
 } from './session';
-import type { PurgeRunner, SessionFilter, SessionRepository, WriteRunner } from './session-repository';
+import type { MaybePromise, SessionFilter, SessionRepository } from './session-repository';
 import { hashToken, ID_PATTERN, newToken } from './tokens';
 
 
@@ -23,8 +23,9 @@ export const MAX_TOKEN_BYTES = 512;
 
 /**
  * The session rules: everything between a request that transport has decoded
- * and the repository; no gRPC, no SQLite. Reads are synchronous; every write
- * is one unit handed to the WriteRunner, and resolves once committed.
+ * and the repository; no gRPC, no database. Reads answer synchronously when
+ * the repository does (SQLite), so the hot path takes no promise hop there;
+ * writes resolve once committed.
  *
  * Every call names its caller, and the caller's server_ids bound what it sees:
  * creating for another server_id, or naming one in a filter, is
@@ -34,19 +35,16 @@ export const MAX_TOKEN_BYTES = 512;
  */
 export class SessionManager {
   private readonly creator: SessionCreator;
-  private readonly purger: PurgeRunner | undefined;
   private readonly revokeBatchSize: number;
   private readonly maxPageBytes: number;
 
   constructor(
     private readonly repo: SessionRepository,
-    private readonly writes: WriteRunner,
     private readonly clock: Clock,
     readonly policy: SessionPolicy,
     limits: SessionLimits = {},
   ) {
-    this.creator = new SessionCreator(repo, writes, clock, policy);
-    this.purger = limits.purger;
+    this.creator = new SessionCreator(repo, clock, policy);
     this.revokeBatchSize = limits.revokeBatchSize ?? 500;
     this.maxPageBytes = limits.maxPageBytes ?? 256 * 1024;
   }
@@ -61,11 +59,12 @@ export class SessionManager {
   }
 
   /** @throws InvalidArgumentError for a malformed id, NotFoundError unless live and the caller's. */
-  get(caller: Principal, id: string): SessionRecord {
+  get(caller: Principal, id: string): MaybePromise<SessionRecord> {
     checkId(id);
-    const s = this.repo.findById(id);
-    if (!s || !caller.scope.includes(s.serverId) || sessionState(s, this.clock.now()) !== 'live') throw notFound(id);
-    return s;
+    return then(this.repo.findById(id), (s) => {
+      if (!s || !caller.scope.includes(s.serverId) || sessionState(s, this.clock.now()) !== 'live') throw notFound(id);
+      return s;
+    });
   }
 
   /**
@@ -80,6 +79,10 @@ export class SessionManager {
     }
     const now = this.clock.now();
     const found = this.repo.findByTokenHash(hashToken(token));
+    return found instanceof Promise ? found.then((f) => this.judge(caller, f, now, touch)) : this.judge(caller, found, now, touch);
+  }
+
+  private judge(caller: Principal, found: SessionRecord | undefined, now: number, touch: boolean): ValidateResult | Promise<ValidateResult> {
     if (!found || !caller.scope.includes(found.serverId)) return { valid: false, reason: 'not-found' };
     const state = sessionState(found, now);
     if (state !== 'live') return { valid: false, reason: state };
@@ -105,7 +108,7 @@ export class SessionManager {
     const now = this.clock.now();
     // A throttled touch writes nothing, so it is answered from a read and
     // never waits for the write lock.
-    const current = this.repo.findById(id);
+    const current = await this.repo.findById(id);
     if (!current || !caller.scope.includes(current.serverId) || sessionState(current, now) !== 'live') throw notFound(id);
     if (touchedIdleExpiry(current, now, this.policy) === undefined) return current;
     const touched = await this.touchLive(caller, id, now);
@@ -122,7 +125,7 @@ export class SessionManager {
     }
     for (const key of input.removeAttributes) checkString('remove_attributes', key, this.policy.maxAttributeKeyBytes);
     const now = this.clock.now();
-    const stored = await this.writes.run(() => this.repo.modify(input.id, (current) => {
+    const stored = await this.repo.modify(input.id, (current) => {
       if (!caller.scope.includes(current.serverId) || sessionState(current, now) !== 'live') throw notFound(input.id);
       if (input.etag !== '' && input.etag !== etagOf(current)) {
         throw new FailedPreconditionError(
@@ -133,7 +136,7 @@ export class SessionManager {
       for (const key of input.removeAttributes) delete attributes[key];
       checkAttributes('attributes', attributes, this.policy);
       return { next: { ...current, attributes, updateTime: now, version: current.version + 1 } };
-    }));
+    });
     if (!stored) throw notFound(input.id);
     return stored;
   }
@@ -144,10 +147,10 @@ export class SessionManager {
     const now = this.clock.now();
     const token = newToken();
     const tokenHash = hashToken(token);
-    const stored = await this.writes.run(() => this.repo.modify(id, (current) => {
+    const stored = await this.repo.modify(id, (current) => {
       if (!caller.scope.includes(current.serverId) || sessionState(current, now) !== 'live') throw notFound(id);
       return { next: { ...current, tokenRotateTime: now }, tokenHash };
-    }), DURABLE);
+    }, DURABLE);
     if (!stored) throw notFound(id);
     return { session: stored, token };
   }
@@ -160,16 +163,13 @@ export class SessionManager {
   async delete(caller: Principal, id: string, allowMissing: boolean): Promise<void> {
     checkId(id);
     const now = this.clock.now();
-    const revoked = await this.writes.run(() => {
-      let live = false;
-      this.repo.modify(id, (current) => {
-        if (!caller.scope.includes(current.serverId) || sessionState(current, now) !== 'live') return null;
-        live = true;
-        return { next: { ...current, revokeTime: now } };
-      });
-      return live;
+    let live = false;
+    await this.repo.modify(id, (current) => {
+      // Set on every call of change: a backend that retries calls it again.
+      live = caller.scope.includes(current.serverId) && sessionState(current, now) === 'live';
+      return live ? { next: { ...current, revokeTime: now } } : null;
     }, DURABLE);
-    if (!revoked && !allowMissing) throw notFound(id);
+    if (!live && !allowMissing) throw notFound(id);
   }
 
   /**
@@ -178,7 +178,7 @@ export class SessionManager {
    * that every page fits in a response and a listing always gets to its end.
    * @throws InvalidArgumentError for a bad page size or page token; PermissionDeniedError for a server_id outside the caller's.
    */
-  list(caller: Principal, input: ListSessionsInput): { sessions: SessionRecord[]; nextPageToken: string } {
+  async list(caller: Principal, input: ListSessionsInput): Promise<{ sessions: SessionRecord[]; nextPageToken: string }> {
     const filter: SessionFilter = { serverId: input.serverId, subject: input.subject };
     checkString('server_id', filter.serverId, this.policy.maxIdBytes);
     checkString('subject', filter.subject, this.policy.maxIdBytes);
@@ -187,7 +187,7 @@ export class SessionManager {
       throw new InvalidArgumentError('page_size', `page_size must be between 0 and ${MAX_PAGE_SIZE} (0 means ${DEFAULT_PAGE_SIZE}); got ${input.pageSize}`);
     }
     const cursor = decodePageToken(input.pageToken, filter);
-    const page = this.repo.list({ ...filter, within: caller.scope.set }, cursor, input.pageSize || DEFAULT_PAGE_SIZE, this.clock.now());
+    const page = await this.repo.list({ ...filter, within: caller.scope.set }, cursor, input.pageSize || DEFAULT_PAGE_SIZE, this.clock.now());
     let bytes = 0;
     let taken = 0;
     for (const s of page.sessions) {
@@ -220,7 +220,7 @@ export class SessionManager {
     const filter: SessionFilter = { serverId: input.serverId, subject: input.subject, within: caller.scope.set };
     let revoked = 0;
     for (;;) {
-      const n = await this.writes.run(() => this.repo.revokeMatching(filter, this.clock.now(), this.revokeBatchSize), DURABLE);
+      const n = await this.repo.revokeMatching(filter, this.clock.now(), this.revokeBatchSize);
       revoked += n;
       if (n < this.revokeBatchSize) return revoked;
     }
@@ -229,17 +229,14 @@ export class SessionManager {
   /**
    * Deletes dead sessions in batches of `batchSize`, yielding to the event loop
    * between batches so that calls keep being served during a large purge.
-   * Batches go to the PurgeRunner when there is one. An aborted signal stops it
-   * between batches (at shutdown).
+   * An aborted signal stops it between batches (at shutdown).
    */
   async purgeExpired(batchSize: number, signal?: AbortSignal): Promise<{ purged: number; batches: number }> {
     let purged = 0;
     let batches = 0;
     for (;;) {
       const now = this.clock.now();
-      const n = this.purger
-        ? await this.purger.purgeBatch(now, batchSize)
-        : await this.writes.run(() => this.repo.purgeBatch(now, batchSize));
+      const n = await this.repo.purgeBatch(now, batchSize);
       if (n > 0) batches++;
       purged += n;
       if (n < batchSize || signal?.aborted) return { purged, batches };
@@ -247,26 +244,28 @@ export class SessionManager {
     }
   }
 
-  counts(): { live: number; dead: number } {
+  counts(): MaybePromise<{ live: number; dead: number }> {
     return this.repo.countSessions(this.clock.now());
   }
 
-  private touchLive(caller: Principal, id: string, now: number): Promise<SessionRecord | undefined> {
-    return this.writes.run(() => {
-      let live = false;
-      const stored = this.repo.modify(id, (current) => {
-        if (!caller.scope.includes(current.serverId) || sessionState(current, now) !== 'live') return null;
-        live = true;
-        const idleExpireTime = touchedIdleExpiry(current, now, this.policy);
-        if (idleExpireTime === undefined) return null;
-        return { next: { ...current, idleExpireTime, lastActiveTime: now } };
-      });
-      return live ? stored : undefined;
+  private async touchLive(caller: Principal, id: string, now: number): Promise<SessionRecord | undefined> {
+    let live = false;
+    const stored = await this.repo.modify(id, (current) => {
+      live = caller.scope.includes(current.serverId) && sessionState(current, now) === 'live';
+      const idleExpireTime = live ? touchedIdleExpiry(current, now, this.policy) : undefined;
+      if (idleExpireTime === undefined) return null;
+      return { next: { ...current, idleExpireTime, lastActiveTime: now } };
     });
+    return live ? stored : undefined;
   }
 }
 
 const DURABLE = { durable: true } as const;
+
+/** `f` of a value, synchronously when it is one, else once its promise settles. */
+function then<T, R>(value: MaybePromise<T>, f: (v: T) => R): MaybePromise<R> {
+  return value instanceof Promise ? value.then(f) : f(value);
+}
 
 function checkId(id: string): void {
   if (id.length === 0) throw new InvalidArgumentError('id', 'id is required');

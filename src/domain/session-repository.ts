@@ -1,54 +1,72 @@
 import type { SessionRecord } from './session';
 
+/** A value, or a promise of it: backends that read synchronously (SQLite) answer reads without a promise hop. */
+export type MaybePromise<T> = T | Promise<T>;
+
 /**
  * The storage contract. The domain owns it (imports run storage -> domain);
  * every implementation must pass test/helpers/repository-contract.ts.
  *
- * Errors, for every method that touches storage:
- * - StorageBusyError: another connection held the lock past the busy timeout.
- * - StorageFullError: the disk or max_page_count is full; nothing was written.
- * - StorageError: any other fault (I/O, corruption, read-only file).
- * Methods that write are atomic: on any error nothing is changed.
+ * Reads may answer synchronously or with a promise (MaybePromise); writes
+ * always resolve once committed. Every write is atomic: on any error nothing
+ * is changed, except OutcomeUnknownError, after which it may or may not have
+ * committed.
+ *
+ * Errors, for every method (thrown, or the promise rejects with them):
+ * - UniqueViolationError: insert only; the id, the token hash, or the
+ *   (serverId, requestId) pair is taken.
+ * - StorageBusyError: another writer held a lock past the busy timeout.
+ * - StorageUnavailableError: the database cannot be reached, is read-only
+ *   (a standby), or a statement ran past its timeout; nothing was written.
+ * - OutcomeUnknownError: the connection was lost after a write was sent and
+ *   before its commit was confirmed.
+ * - OverloadedError: too many writes already wait; refused at once.
+ * - StorageFullError: the disk or the database's size limit is full.
+ * - StorageError: any other fault (I/O, corruption).
  */
 export interface SessionRepository {
+  /** Which backend this is, as GetStorageStatus and the health metadata name it. */
+  readonly backend: 'sqlite' | 'postgres';
+
   /**
    * Stores a new session with the hash of its token and, optionally, the
    * CreateSession idempotency key.
-   * @throws StorageError with sqliteCode SQLITE_CONSTRAINT_UNIQUE if the id, the
-   *   token hash, or the (serverId, requestId) pair exists.
+   * @throws UniqueViolationError if the id, the token hash, or the (serverId, requestId) pair exists.
    */
-  insert(session: SessionRecord, tokenHash: Buffer, requestId?: string): void;
+  insert(session: SessionRecord, tokenHash: Buffer, requestId?: string): Promise<void>;
 
   /**
    * The session created with this idempotency key for this server, in any
    * state, or undefined (never created, or purged).
    */
-  findByRequestId(serverId: string, requestId: string): SessionRecord | undefined;
+  findByRequestId(serverId: string, requestId: string): MaybePromise<SessionRecord | undefined>;
 
   /** The session with this id in any state (live, expired, revoked), or undefined once purged. */
-  findById(id: string): SessionRecord | undefined;
+  findById(id: string): MaybePromise<SessionRecord | undefined>;
 
   /** The session whose token hashes to `tokenHash`, in any state, or undefined. */
-  findByTokenHash(tokenHash: Buffer): SessionRecord | undefined;
+  findByTokenHash(tokenHash: Buffer): MaybePromise<SessionRecord | undefined>;
 
   /**
    * Reads the session, passes it to `change` and stores what it returns, all in
-   * one transaction. `change` may throw a domain error (a stale etag, a session
-   * that is not live) to abort without writing; it must not be async.
-   * Returning null keeps the row as it is. With `tokenHash` set, the stored hash
-   * is replaced in the same transaction.
+   * one transaction, with no other write to the row in between. `change` may
+   * throw a domain error (a stale etag, a session that is not live) to abort
+   * without writing; it must be synchronous, and may be called more than once
+   * (a backend may retry after a serialization conflict), so it only computes.
+   * Returning null keeps the row as it is. With `tokenHash` set, the stored
+   * hash is replaced in the same transaction.
    * @returns the stored session, or undefined when no row has this id.
    */
-  modify(id: string, change: (current: SessionRecord) => Modification | null): SessionRecord | undefined;
+  modify(id: string, change: (current: SessionRecord) => Modification | null, options?: WriteOptions): Promise<SessionRecord | undefined>;
 
   /**
    * Marks at most `limit` sessions live at `now` that match the filter as
-   * revoked at `now`, in one statement. At least one of serverId and subject
-   * is set. Callers loop while a batch comes back full, so that one call never
-   * holds the write lock (or the event loop) for long.
+   * revoked at `now`, in one statement, durably (as WriteOptions.durable). At
+   * least one of serverId and subject is set. Callers loop while a batch comes
+   * back full, so that one call never holds a lock (or the event loop) for long.
    * @returns how many sessions were revoked.
    */
-  revokeMatching(filter: SessionFilter, now: number, limit: number): number;
+  revokeMatching(filter: SessionFilter, now: number, limit: number): Promise<number>;
 
   /**
    * Live sessions matching the filter, in insertion order, after the cursor.
@@ -58,24 +76,25 @@ export interface SessionRepository {
    *   cursor after the last one, which is undefined when there are no more
    *   live sessions right now.
    */
-  list(filter: SessionFilter, cursor: number, limit: number, now: number): ListPage;
+  list(filter: SessionFilter, cursor: number, limit: number, now: number): MaybePromise<ListPage>;
 
   /**
    * Deletes at most `limit` sessions that are not live at `now`, oldest
-   * deadline first, in one transaction. Callers loop to purge more, yielding
-   * between batches.
-   * @returns how many rows were deleted.
+   * deadline first, in one transaction; rows another purge holds are skipped,
+   * so that several servers sweep one database without waiting on each other.
+   * Callers loop to purge more, yielding between batches.
+   * @returns how many rows were deleted, once committed.
    */
-  purgeBatch(now: number, limit: number): number;
+  purgeBatch(now: number, limit: number): Promise<number>;
 
   /** How many sessions are live, and how many are dead but not purged. */
-  countSessions(now: number): { live: number; dead: number };
+  countSessions(now: number): MaybePromise<{ live: number; dead: number }>;
 
   /**
-   * Runs `reads` (synchronous reads of this repository) against one consistent
-   * snapshot, so that they see the same state and share the cost of starting a
-   * read; inside a write already under way, simply runs them. Nothing may be
-   * written from `reads`.
+   * Runs `reads` (reads of this repository, as they come: values or promises)
+   * so that they may share one snapshot and the cost of starting a read
+   * (SQLite: one read transaction); a backend whose reads are each a statement
+   * of their own simply runs them. Nothing may be written from `reads`.
    */
   snapshot<T>(reads: () => T): T;
 }
@@ -110,41 +129,12 @@ export interface ListPage {
   readonly nextCursor: number | undefined;
 }
 
-/**
- * Runs purge batches somewhere other than the WriteRunner's connection. A
- * purge dirties a page or more per deleted row in every index, so an
- * implementation that runs it off the event loop (SQLite: on the checkpoint
- * worker's connection, paced by its checkpoints) keeps a purge of millions of
- * rows from stalling every other call.
- */
-export interface PurgeRunner {
-  /**
-   * SessionRepository.purgeBatch in a transaction of its own.
-   * @returns how many rows were deleted, once committed.
-   */
-  purgeBatch(now: number, limit: number): Promise<number>;
-}
-
-/**
- * Runs a synchronous unit of repository work atomically and resolves once it
- * is committed. Implementations may group units from concurrent calls into one
- * transaction (group commit); a unit that throws is rolled back alone and its
- * promise rejects with what it threw (or the mapped storage error).
- */
-export interface WriteRunner {
-  /**
-   * @throws OverloadedError at once, running nothing, when too many units
-   *   already wait; otherwise what the unit threw, or the mapped storage error.
-   */
-  run<T>(work: () => T, options?: WriteOptions): Promise<T>;
-}
-
 export interface WriteOptions {
   /**
-   * Resolve only once the unit is on stable storage, whatever the synchronous
-   * setting (SQLite at NORMAL syncs the WAL only at checkpoints). Revocations
-   * and token rotations ask for it: a power loss must never bring back a
-   * revoked session or a replaced token.
+   * Resolve only once the write is on stable storage, whatever the backend's
+   * durability setting (SQLite at synchronous=NORMAL syncs the WAL only at
+   * checkpoints). Revocations and token rotations ask for it: a power loss
+   * must never bring back a revoked session or a replaced token.
    */
   readonly durable?: boolean;
 }

@@ -1,5 +1,4 @@
 import type { SessionRecord, SessionState } from './session';
-import type { PurgeRunner } from './session-repository';
 
 /* What SessionManager's methods take and answer. */
 
@@ -26,8 +25,6 @@ export interface RevokeFilter {
 }
 
 export interface SessionLimits {
-  /** Where purge batches run; without one, through the WriteRunner like any other write. */
-  readonly purger?: PurgeRunner | undefined;
   /** Sessions revoked per write unit by revokeMatching. */
   readonly revokeBatchSize?: number;
   /** A list page stops before its sessions' encoded size reaches this (one session at least). */

@@ -1,3 +1,5 @@
+import type { MaybePromise, SessionRepository } from './session-repository';
+
 /** SQLite's checkpoint modes, https://sqlite.org/pragma.html#pragma_wal_checkpoint */
 export type CheckpointMode = 'PASSIVE' | 'FULL' | 'RESTART' | 'TRUNCATE';
 
@@ -28,6 +30,7 @@ export interface WalSnapshot {
 }
 
 export interface StorageStatus extends WalSnapshot {
+  readonly backend: 'sqlite';
   readonly path: string;
   readonly synchronous: string;
   readonly cacheSize: number;
@@ -48,29 +51,60 @@ export interface StorageStatus extends WalSnapshot {
 /** Whether storage can serve: the journal mode is as configured and a write goes through. */
 export type StorageHealth = { readonly ok: true } | { readonly ok: false; readonly reason: string };
 
+/** PostgreSQL's figures for GetStorageStatus. */
+export interface PostgresStatus {
+  readonly backend: 'postgres';
+  /** The URL's hosts and database, without user or password. */
+  readonly target: string;
+  readonly serverVersion: string;
+  /** false: connected to a standby (read-only); health is NOT_SERVING then. */
+  readonly primary: boolean;
+  readonly poolSize: number;
+  /** Connections open now. */
+  readonly poolOpen: number;
+  /** Queries sent and not yet answered (or waiting for a connection). */
+  readonly queriesInFlight: number;
+  readonly tableBytes: number;
+  readonly indexBytes: number;
+  readonly schemaVersion: number;
+}
+
+export type AnyStorageStatus = StorageStatus | PostgresStatus;
+
+/** What each health Check reply carries as metadata: cheap, synchronous, never throws. */
+export interface HealthFacts {
+  readonly backend: 'sqlite' | 'postgres';
+  /** SQLite only. */
+  readonly wal?: WalSnapshot;
+}
+
 /**
- * Operator-facing storage operations. Errors as in SessionRepository, plus:
+ * What the server needs of any backend: the repository, status, a health
+ * probe and an orderly close. WAL administration is a capability only the
+ * SQLite backend has (`wal`).
  */
-export interface StorageAdmin {
+export interface StorageBackend {
+  readonly backend: 'sqlite' | 'postgres';
+  readonly repository: SessionRepository;
+  /** Checkpoints and WAL figures; undefined on a backend without a WAL of its own to run. */
+  readonly wal: WalAdmin | undefined;
+  /** Never writes. */
+  status(): MaybePromise<AnyStorageStatus>;
+  healthFacts(): HealthFacts;
+  /** Whether storage can serve: reachable, writable (not a standby), as configured. Never throws. */
+  probe(): MaybePromise<StorageHealth>;
+  /** Finishes queued writes, then closes; safe to call twice. SQLite: after a final TRUNCATE checkpoint, returned. */
+  close(): Promise<CheckpointResult | undefined>;
+}
+
+/** The SQLite-only operations: checkpoints and WAL figures. */
+export interface WalAdmin {
   /**
    * Runs `PRAGMA wal_checkpoint(mode)` off the main thread. A busy result is
    * returned, not thrown.
    * @throws FailedPreconditionError when the database is not in WAL mode.
    */
   checkpoint(mode: CheckpointMode, trigger: CheckpointTrigger): Promise<CheckpointResult>;
-
-  /** Pragmas as in force, file sizes and page counts. Never writes. */
-  status(): StorageStatus;
-
   /** Journal mode and WAL size, read without touching the database lock. Never throws. */
   walSnapshot(): WalSnapshot;
-
-  /** Checks the journal mode and makes a tiny write. Never throws; a busy lock counts as healthy. */
-  probe(): StorageHealth;
-
-  /**
-   * Stops the checkpoint worker, runs a final TRUNCATE checkpoint (returned;
-   * undefined when not in WAL mode) and closes the connection. Safe to call twice.
-   */
-  close(): Promise<CheckpointResult | undefined>;
 }

@@ -8,6 +8,8 @@ import { Metrics } from './metrics/metrics';
 import { startMetricsServer, type MetricsServer } from './metrics/metrics-server';
 import { StorageObserver } from './storage-observer';
 import { SqliteStorage, type StorageHooks } from '../storage/sqlite/sqlite-storage';
+import { PostgresStorage } from '../storage/postgres/postgres-storage';
+import type { StorageBackend } from '../domain/storage-admin';
 import { Sweeper } from './sweeper';
 import { PrincipalsSource } from './principals-source';
 import { adminHandlers } from '../transport/admin-handlers';
@@ -27,7 +29,9 @@ export interface App {
   readonly port: number;
   readonly address: string;
   readonly sessions: SessionManager;
-  readonly storage: SqliteStorage;
+  readonly storage: StorageBackend;
+  /** The same storage when the backend is SQLite, with its SQLite-only parts; undefined on PostgreSQL. */
+  readonly sqlite: SqliteStorage | undefined;
   readonly health: Health;
   readonly sweeper: Sweeper;
   /** This server's Prometheus registry (served over HTTP when metricsListen is set). */
@@ -70,19 +74,26 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
     if (config.server.allowUnauthenticated) log.warn('no principals and allow-unauthenticated: every caller that reaches the port may do anything', { listen: config.server.listen });
     else log.info('protected mode: no principals are configured, so only loopback callers are served', { listen: config.server.listen });
   }
-  let storage: SqliteStorage;
+  let storage: StorageBackend;
+  let sqlite: SqliteStorage | undefined;
+  let target: string | undefined;
   try {
-    storage = SqliteStorage.open(config.storage, { ...storageHooks, onCheckpoint: (r) => storageObserver.checkpoint(r), onShed: () => metrics.writeShed() });
+    if (config.postgres) {
+      const postgres = await PostgresStorage.open(config.postgres, { log, onShed: () => metrics.writeShed() });
+      storage = postgres;
+      target = postgres.target;
+    } else {
+      storage = sqlite = SqliteStorage.open(config.storage, { ...storageHooks, onCheckpoint: (r) => storageObserver.checkpoint(r), onShed: () => metrics.writeShed() });
+    }
   } catch (err) {
     principals.stop();
     throw err;
   }
-  // Purges run on the checkpoint worker's connection, off the event loop (checkpoint-worker.ts).
-  const sessions = new SessionManager(storage.sessions, storage.writes, clock, config.policy, {
-    purger: storage, revokeBatchSize: config.revokeBatchSize, maxPageBytes: config.maxPageBytes,
+  const sessions = new SessionManager(storage.repository, clock, config.policy, {
+    revokeBatchSize: config.revokeBatchSize, maxPageBytes: config.maxPageBytes,
   });
   const auth = new Authorizer(callers, log);
-  const health = new Health(() => storage.walSnapshot());
+  const health = new Health(() => storage.healthFacts());
   // Undecodable request bytes get INVALID_ARGUMENT, never INTERNAL (see request-decoding.ts).
   const server = new SafeDecodingServer({
     ...serverChannelOptions(config.server),
@@ -97,7 +108,11 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
   if (config.benchService) addBenchService(server);
 
   metrics.watch({
-    storageStatus: () => storage.status(),
+    storageStatus: async () => {
+      const s = await storage.status();
+      return s.backend === 'sqlite' ? s : { databaseBytes: s.tableBytes + s.indexBytes };
+    },
+    wal: storage.wal !== undefined,
     sessionCounts: () => sessions.counts(),
     serving: () => health.status === 'SERVING',
   });
@@ -119,26 +134,34 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
 
   const sweeper = new Sweeper(sessions, config.sweepIntervalMs, config.sweepBatchSize, log, metrics);
   let lastProblem: string | undefined;
-  const probe = () => {
-    const verdict = storage.probe();
-    const problem = verdict.ok ? undefined : verdict.reason;
-    if (problem !== lastProblem) {
-      if (problem) log.error('storage unusable; health is NOT_SERVING', { problem });
-      else log.info('storage usable again; health follows the lifecycle');
+  let probing = false;
+  const probe = async () => {
+    // A probe of an unreachable database may take up to the connect timeout: never two at once.
+    if (probing) return;
+    probing = true;
+    try {
+      const verdict = await storage.probe();
+      const problem = verdict.ok ? undefined : verdict.reason;
+      if (problem !== lastProblem) {
+        if (problem) log.error('storage unusable; health is NOT_SERVING', { problem });
+        else log.info('storage usable again; health follows the lifecycle');
+      }
+      lastProblem = problem;
+      health.setStorageProblem(problem);
+      if (storage.wal) storageObserver.checkWal(storage.wal.walSnapshot());
+    } finally {
+      probing = false;
     }
-    lastProblem = problem;
-    health.setStorageProblem(problem);
-    storageObserver.checkWal(storage.walSnapshot());
   };
-  probe();
+  await probe();
   health.setPhase('serving');
-  const probeTimer = setInterval(probe, config.healthProbeIntervalMs).unref();
+  const probeTimer = setInterval(() => void probe(), config.healthProbeIntervalMs).unref();
   sweeper.start();
 
   const host = config.server.listen.slice(0, config.server.listen.lastIndexOf(':'));
   const address = `${host}:${port}`;
   log.info('serving', {
-    address, db: config.storage.path, journalMode: storage.walSnapshot().journalMode, transport: transportSecurity(config.server.tls),
+    address, storage: storage.backend, ...(sqlite ? { db: config.storage.path, journalMode: sqlite.walSnapshot().journalMode } : { database: target }), transport: transportSecurity(config.server.tls),
     principals: callers.size, metrics: metricsServer && `http://${metricsServer.address}/metrics`,
   });
 
@@ -174,6 +197,7 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
     address,
     sessions,
     storage,
+    sqlite,
     health,
     sweeper,
     metrics,

@@ -1,7 +1,7 @@
-import { AdminServiceService, type AdminServiceServer } from '../../generated/sessions/v1/admin_service';
-import { InvalidArgumentError } from '../domain/errors';
+import { AdminServiceService, GetStorageStatusResponse, type AdminServiceServer } from '../../generated/sessions/v1/admin_service';
+import { FailedPreconditionError, InvalidArgumentError } from '../domain/errors';
 import type { SessionManager } from '../domain/session-manager';
-import type { CheckpointResult, StorageAdmin } from '../domain/storage-admin';
+import type { AnyStorageStatus, CheckpointResult, StorageBackend } from '../domain/storage-admin';
 import type { Logger } from '../server/log';
 import type { Metrics } from '../server/metrics/metrics';
 import type { Authorizer } from './authorize';
@@ -11,15 +11,19 @@ const MAX_PURGE_BATCH = 10_000;
 
 /** sessions.v1.AdminService: every call authorized first (the admin permission), then proto <-> domain. */
 export function adminHandlers(
-  deps: { sessions: SessionManager; storage: StorageAdmin; auth: Authorizer; sweepBatchSize: number; metrics?: Metrics },
+  deps: { sessions: SessionManager; storage: StorageBackend; auth: Authorizer; sweepBatchSize: number; metrics?: Metrics },
   log: Logger,
 ): AdminServiceServer {
   const { sessions, storage, auth } = deps;
   const A = AdminServiceService;
   return {
     checkpoint: auth.unary(A.checkpoint, async (req) => {
+      const mode = checkpointModeFromProto(req.mode);
+      if (!storage.wal) {
+        throw new FailedPreconditionError(`Checkpoint runs SQLite's WAL checkpoints; this server stores sessions in ${storage.backend}, which runs its own checkpoints (see GetStorageStatus)`);
+      }
       // Logged and counted where storage records every checkpoint (StorageObserver).
-      const result = await storage.checkpoint(checkpointModeFromProto(req.mode), 'admin');
+      const result = await storage.wal.checkpoint(mode, 'admin');
       return {
         mode: checkpointModeToProto(result.mode),
         busy: result.busy,
@@ -29,30 +33,9 @@ export function adminHandlers(
         duration: msToDuration(result.durationMs),
       };
     }),
-    getStorageStatus: auth.unary(A.getStorageStatus, () => {
-      const s = storage.status();
-      const counts = sessions.counts();
-      return {
-        path: s.path,
-        journalMode: s.journalMode,
-        synchronous: s.synchronous,
-        cacheSize: s.cacheSize,
-        busyTimeoutMs: s.busyTimeoutMs,
-        walAutocheckpoint: s.walAutocheckpoint,
-        journalSizeLimit: s.journalSizeLimit,
-        walFrames: s.walFrames,
-        walCheckpointedFrames: s.walCheckpointedFrames,
-        walBytes: s.walBytes,
-        databaseBytes: s.databaseBytes,
-        pageSize: s.pageSize,
-        pageCount: s.pageCount,
-        freelistCount: s.freelistCount,
-        maxDatabaseBytes: s.maxDatabaseBytes,
-        liveSessions: counts.live,
-        expiredSessions: counts.dead,
-        lastCheckpoint: s.lastCheckpoint && checkpointRecord(s.lastCheckpoint),
-        schemaVersion: s.schemaVersion,
-      };
+    getStorageStatus: auth.unary(A.getStorageStatus, async () => {
+      const [s, counts] = await Promise.all([storage.status(), sessions.counts()]);
+      return GetStorageStatusResponse.fromPartial({ ...statusFields(s), liveSessions: counts.live, expiredSessions: counts.dead });
     }),
     purgeExpiredSessions: auth.unary(A.purgeExpiredSessions, async (req) => {
       if (req.batchSize < 0 || req.batchSize > MAX_PURGE_BATCH) {
@@ -82,5 +65,44 @@ function checkpointRecord(c: CheckpointResult) {
     logFrames: c.logFrames,
     checkpointedFrames: c.checkpointedFrames,
     trigger: c.trigger,
+  };
+}
+
+function statusFields(s: AnyStorageStatus): Partial<GetStorageStatusResponse> {
+  if (s.backend === 'postgres') {
+    return {
+      backend: s.backend,
+      schemaVersion: s.schemaVersion,
+      postgres: {
+        target: s.target,
+        serverVersion: s.serverVersion,
+        primary: s.primary,
+        poolSize: s.poolSize,
+        poolOpen: s.poolOpen,
+        queriesInFlight: s.queriesInFlight,
+        tableBytes: s.tableBytes,
+        indexBytes: s.indexBytes,
+      },
+    };
+  }
+  return {
+    backend: s.backend,
+    path: s.path,
+    journalMode: s.journalMode,
+    synchronous: s.synchronous,
+    cacheSize: s.cacheSize,
+    busyTimeoutMs: s.busyTimeoutMs,
+    walAutocheckpoint: s.walAutocheckpoint,
+    journalSizeLimit: s.journalSizeLimit,
+    walFrames: s.walFrames,
+    walCheckpointedFrames: s.walCheckpointedFrames,
+    walBytes: s.walBytes,
+    databaseBytes: s.databaseBytes,
+    pageSize: s.pageSize,
+    pageCount: s.pageCount,
+    freelistCount: s.freelistCount,
+    maxDatabaseBytes: s.maxDatabaseBytes,
+    lastCheckpoint: s.lastCheckpoint && checkpointRecord(s.lastCheckpoint),
+    schemaVersion: s.schemaVersion,
   };
 }

@@ -1,6 +1,6 @@
 import { Metadata, type Server, type ServerWritableStream, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import type { WalSnapshot } from '../domain/storage-admin';
+import type { HealthFacts } from '../domain/storage-admin';
 
 /** The names Check and Watch answer for; "" is the whole server. They follow the lifecycle and the storage probe. */
 export const HEALTH_SERVICES = ['', 'sessions.v1.SessionService', 'sessions.v1.AdminService'] as const;
@@ -35,7 +35,7 @@ export class Health {
   private storageProblem: string | undefined;
   private current: ServingStatus = 'NOT_SERVING';
 
-  constructor(private readonly wal: () => WalSnapshot) {}
+  constructor(private readonly facts: () => HealthFacts) {}
 
   get status(): ServingStatus {
     return this.current;
@@ -88,11 +88,14 @@ export class Health {
 
   /** Response metadata on every Check: what an operator wants to see with `grpcurl -v`. */
   metadata(service?: string): Metadata {
-    const wal = this.wal();
+    const facts = this.facts();
     const md = new Metadata();
-    md.set('x-sessiond-journal-mode', wal.journalMode);
-    md.set('x-sessiond-wal-frames', String(wal.walFrames));
-    md.set('x-sessiond-wal-bytes', String(wal.walBytes));
+    md.set('x-sessiond-storage-backend', facts.backend);
+    if (facts.wal) {
+      md.set('x-sessiond-journal-mode', facts.wal.journalMode);
+      md.set('x-sessiond-wal-frames', String(facts.wal.walFrames));
+      md.set('x-sessiond-wal-bytes', String(facts.wal.walBytes));
+    }
     const reason = this.reason;
     // The liveness name is SERVING all the same: a reason beside it would contradict the status.
     if (reason && service !== LIVENESS_SERVICE) md.set('x-sessiond-not-serving-reason', reason);

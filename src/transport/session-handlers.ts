@@ -52,7 +52,10 @@ export function sessionHandlers(sessions: SessionManager, auth: Authorizer, log:
       });
       return withSession(session, token);
     }),
-    getSession: auth.unary(S.getSession, (req, caller) => withSession(sessions.get(caller, req.id))),
+    getSession: auth.unary(S.getSession, (req, caller) => {
+      const s = sessions.get(caller, req.id);
+      return s instanceof Promise ? s.then((found) => withSession(found)) : withSession(s);
+    }),
     // The hot path stays synchronous unless the call has to write a touch.
     validateSession: auth.unary(S.validateSession, (req, caller) => {
       const r = sessions.validate(caller, req.token, req.touch);
@@ -77,8 +80,8 @@ export function sessionHandlers(sessions: SessionManager, auth: Authorizer, log:
       await sessions.delete(caller, req.id, req.allowMissing);
       return {};
     }),
-    listSessions: auth.unary(S.listSessions, (req, caller) => {
-      const page = sessions.list(caller, {
+    listSessions: auth.unary(S.listSessions, async (req, caller) => {
+      const page = await sessions.list(caller, {
         serverId: req.serverId,
         subject: req.subject,
         pageSize: req.pageSize,

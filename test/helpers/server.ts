@@ -74,8 +74,8 @@ export async function startTestServer(
   let probed = 0;
   const probeWaiters: { at: number; resolve: () => void }[] = [];
   const probe = app.storage.probe.bind(app.storage);
-  app.storage.probe = () => {
-    const verdict = probe();
+  app.storage.probe = async () => {
+    const verdict = await probe();
     probed++;
     // Settled after the probe's caller has finished its turn (the WAL check runs after the probe).
     for (const w of probeWaiters.filter((x) => x.at <= probed)) setImmediate(w.resolve);

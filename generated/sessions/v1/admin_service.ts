@@ -122,6 +122,12 @@ export interface CheckpointRecord {
   trigger: string;
 }
 
+/**
+ * The storage figures. The SQLite fields (path through max_database_bytes)
+ * are set with backend "sqlite"; with backend "postgres" they are empty or 0,
+ * and `postgres` holds that backend's figures. The session counts and
+ * schema_version are set on both.
+ */
 export interface GetStorageStatusResponse {
   /** The database file path. */
   path: string;
@@ -167,6 +173,33 @@ export interface GetStorageStatusResponse {
    * it, writes fail with RESOURCE_EXHAUSTED. The -wal file is not counted.
    */
   maxDatabaseBytes: number;
+  /** The storage backend: "sqlite" or "postgres". */
+  backend: string;
+  /** Set when backend is "postgres". */
+  postgres: PostgresStatus | undefined;
+}
+
+/** What a sessiond replica sees of its PostgreSQL database. */
+export interface PostgresStatus {
+  /** The hosts and database this replica connects to, without user or password. */
+  target: string;
+  /** The server's version (server_version). */
+  serverVersion: string;
+  /**
+   * Whether the connection is to a primary; false: a standby (read-only),
+   * and health is NOT_SERVING.
+   */
+  primary: boolean;
+  /** The most connections this replica opens (--database-pool-size). */
+  poolSize: number;
+  /** Connections this replica has open now. */
+  poolOpen: number;
+  /** Queries sent and not yet answered, or waiting for a connection. */
+  queriesInFlight: number;
+  /** Bytes of the sessions table (pg_table_size: heap, TOAST, free space map). */
+  tableBytes: number;
+  /** Bytes of the sessions table's indexes (pg_indexes_size). */
+  indexBytes: number;
 }
 
 export interface PurgeExpiredSessionsRequest {
@@ -644,6 +677,8 @@ function createBaseGetStorageStatusResponse(): GetStorageStatusResponse {
     lastCheckpoint: undefined,
     schemaVersion: 0,
     maxDatabaseBytes: 0,
+    backend: "",
+    postgres: undefined,
   };
 }
 
@@ -705,6 +740,12 @@ export const GetStorageStatusResponse: MessageFns<GetStorageStatusResponse> = {
     }
     if (message.maxDatabaseBytes !== 0) {
       writer.uint32(152).int64(message.maxDatabaseBytes);
+    }
+    if (message.backend !== "") {
+      writer.uint32(162).string(message.backend);
+    }
+    if (message.postgres !== undefined) {
+      PostgresStatus.encode(message.postgres, writer.uint32(170).fork()).join();
     }
     return writer;
   },
@@ -874,6 +915,22 @@ export const GetStorageStatusResponse: MessageFns<GetStorageStatusResponse> = {
             message.maxDatabaseBytes = longToNumber(reader.int64());
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.backend = reader.string();
+            continue;
+          }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.postgres = PostgresStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -975,6 +1032,8 @@ export const GetStorageStatusResponse: MessageFns<GetStorageStatusResponse> = {
         : isSet(object.max_database_bytes)
         ? globalThis.Number(object.max_database_bytes)
         : 0,
+      backend: isSet(object.backend) ? globalThis.String(object.backend) : "",
+      postgres: isSet(object.postgres) ? PostgresStatus.fromJSON(object.postgres) : undefined,
     };
   },
 
@@ -1037,6 +1096,12 @@ export const GetStorageStatusResponse: MessageFns<GetStorageStatusResponse> = {
     if (message.maxDatabaseBytes !== 0) {
       obj.maxDatabaseBytes = Math.round(message.maxDatabaseBytes);
     }
+    if (message.backend !== "") {
+      obj.backend = message.backend;
+    }
+    if (message.postgres !== undefined) {
+      obj.postgres = PostgresStatus.toJSON(message.postgres);
+    }
     return obj;
   },
 
@@ -1066,6 +1131,224 @@ export const GetStorageStatusResponse: MessageFns<GetStorageStatusResponse> = {
       : undefined;
     message.schemaVersion = object.schemaVersion ?? 0;
     message.maxDatabaseBytes = object.maxDatabaseBytes ?? 0;
+    message.backend = object.backend ?? "";
+    message.postgres = (object.postgres !== undefined && object.postgres !== null)
+      ? PostgresStatus.fromPartial(object.postgres)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePostgresStatus(): PostgresStatus {
+  return {
+    target: "",
+    serverVersion: "",
+    primary: false,
+    poolSize: 0,
+    poolOpen: 0,
+    queriesInFlight: 0,
+    tableBytes: 0,
+    indexBytes: 0,
+  };
+}
+
+export const PostgresStatus: MessageFns<PostgresStatus> = {
+  encode(message: PostgresStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.target !== "") {
+      writer.uint32(10).string(message.target);
+    }
+    if (message.serverVersion !== "") {
+      writer.uint32(18).string(message.serverVersion);
+    }
+    if (message.primary !== false) {
+      writer.uint32(24).bool(message.primary);
+    }
+    if (message.poolSize !== 0) {
+      writer.uint32(32).int32(message.poolSize);
+    }
+    if (message.poolOpen !== 0) {
+      writer.uint32(40).int32(message.poolOpen);
+    }
+    if (message.queriesInFlight !== 0) {
+      writer.uint32(48).int32(message.queriesInFlight);
+    }
+    if (message.tableBytes !== 0) {
+      writer.uint32(56).int64(message.tableBytes);
+    }
+    if (message.indexBytes !== 0) {
+      writer.uint32(64).int64(message.indexBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PostgresStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePostgresStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.target = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.serverVersion = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.primary = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.poolSize = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.poolOpen = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.queriesInFlight = reader.int32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.tableBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.indexBytes = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PostgresStatus {
+    return {
+      target: isSet(object.target) ? globalThis.String(object.target) : "",
+      serverVersion: isSet(object.serverVersion)
+        ? globalThis.String(object.serverVersion)
+        : isSet(object.server_version)
+        ? globalThis.String(object.server_version)
+        : "",
+      primary: isSet(object.primary) ? globalThis.Boolean(object.primary) : false,
+      poolSize: isSet(object.poolSize)
+        ? globalThis.Number(object.poolSize)
+        : isSet(object.pool_size)
+        ? globalThis.Number(object.pool_size)
+        : 0,
+      poolOpen: isSet(object.poolOpen)
+        ? globalThis.Number(object.poolOpen)
+        : isSet(object.pool_open)
+        ? globalThis.Number(object.pool_open)
+        : 0,
+      queriesInFlight: isSet(object.queriesInFlight)
+        ? globalThis.Number(object.queriesInFlight)
+        : isSet(object.queries_in_flight)
+        ? globalThis.Number(object.queries_in_flight)
+        : 0,
+      tableBytes: isSet(object.tableBytes)
+        ? globalThis.Number(object.tableBytes)
+        : isSet(object.table_bytes)
+        ? globalThis.Number(object.table_bytes)
+        : 0,
+      indexBytes: isSet(object.indexBytes)
+        ? globalThis.Number(object.indexBytes)
+        : isSet(object.index_bytes)
+        ? globalThis.Number(object.index_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: PostgresStatus): unknown {
+    const obj: any = {};
+    if (message.target !== "") {
+      obj.target = message.target;
+    }
+    if (message.serverVersion !== "") {
+      obj.serverVersion = message.serverVersion;
+    }
+    if (message.primary !== false) {
+      obj.primary = message.primary;
+    }
+    if (message.poolSize !== 0) {
+      obj.poolSize = Math.round(message.poolSize);
+    }
+    if (message.poolOpen !== 0) {
+      obj.poolOpen = Math.round(message.poolOpen);
+    }
+    if (message.queriesInFlight !== 0) {
+      obj.queriesInFlight = Math.round(message.queriesInFlight);
+    }
+    if (message.tableBytes !== 0) {
+      obj.tableBytes = Math.round(message.tableBytes);
+    }
+    if (message.indexBytes !== 0) {
+      obj.indexBytes = Math.round(message.indexBytes);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PostgresStatus>): PostgresStatus {
+    return PostgresStatus.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PostgresStatus>): PostgresStatus {
+    const message = createBasePostgresStatus();
+    message.target = object.target ?? "";
+    message.serverVersion = object.serverVersion ?? "";
+    message.primary = object.primary ?? false;
+    message.poolSize = object.poolSize ?? 0;
+    message.poolOpen = object.poolOpen ?? 0;
+    message.queriesInFlight = object.queriesInFlight ?? 0;
+    message.tableBytes = object.tableBytes ?? 0;
+    message.indexBytes = object.indexBytes ?? 0;
     return message;
   },
 };

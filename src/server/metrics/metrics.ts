@@ -1,13 +1,24 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { status } from '@grpc/grpc-js';
-import type { CheckpointResult, StorageStatus } from '../../domain/storage-admin';
+import type { CheckpointResult } from '../../domain/storage-admin';
+import type { MaybePromise } from '../../domain/session-repository';
+
+/** The storage figures the gauges show; the WAL ones only on a backend with a WAL. */
+export interface StorageFigures {
+  readonly walFrames?: number;
+  readonly walCheckpointedFrames?: number;
+  readonly walBytes?: number;
+  readonly databaseBytes: number;
+}
 
 /** What a scrape reads at collect time: cheap reads of state the app already keeps. */
 export interface MetricSources {
-  /** Storage pragmas and file sizes; may throw once the database is closed. */
-  storageStatus(): Pick<StorageStatus, 'walFrames' | 'walCheckpointedFrames' | 'walBytes' | 'databaseBytes'>;
+  /** Storage figures; may throw (or reject) once the database is closed or unreachable. */
+  storageStatus(): MaybePromise<StorageFigures>;
+  /** Whether the backend has a WAL of its own (SQLite): the WAL gauges are served only then. */
+  wal: boolean;
   /** Live and dead (expired or revoked, not yet purged) sessions: a table scan, so cached. */
-  sessionCounts(): { live: number; dead: number };
+  sessionCounts(): MaybePromise<{ live: number; dead: number }>;
   /** Whether health answers SERVING. */
   serving(): boolean;
 }
@@ -169,29 +180,32 @@ export class Metrics {
   watch(sources: MetricSources): void {
     const counts = cached(() => sources.sessionCounts(), SESSION_COUNT_CACHE_MS);
     const storage = cached(() => sources.storageStatus(), STORAGE_STATUS_CACHE_MS);
-    const gauge = (name: string, help: string, read: () => number) =>
+    // prom-client awaits an async collect: the PostgreSQL backend reads its figures with a query.
+    const gauge = (name: string, help: string, read: () => Promise<number | undefined>) =>
       new Gauge({
         name, help, registers: [this.registry],
-        collect() {
-          const v = attempt(read);
+        async collect() {
+          const v = await attempt(read);
           if (v !== undefined) this.set(v);
         },
       });
     new Gauge({
       name: 'sessiond_sessions', help: `Sessions in the database: live, or expired (expired or revoked, not yet purged). Read at most every ${SESSION_COUNT_CACHE_MS / 1000}s.`,
       labelNames: ['state'] as const, registers: [this.registry],
-      collect() {
-        const c = attempt(counts);
+      async collect() {
+        const c = await attempt(counts);
         if (!c) return;
         this.set({ state: 'live' }, c.live);
         this.set({ state: 'expired' }, c.dead);
       },
     });
-    gauge('sessiond_wal_frames', 'Frames in the WAL (the WAL index mxFrame); 0 when not in WAL mode.', () => storage().walFrames);
-    gauge('sessiond_wal_checkpointed_frames', 'WAL frames already copied back into the database (nBackfill).', () => storage().walCheckpointedFrames);
-    gauge('sessiond_wal_bytes', 'Size of the -wal file in bytes.', () => storage().walBytes);
-    gauge('sessiond_database_bytes', 'Size of the main database file in bytes.', () => storage().databaseBytes);
-    gauge('sessiond_serving', '1 while health answers SERVING, 0 otherwise.', () => (sources.serving() ? 1 : 0));
+    if (sources.wal) {
+      gauge('sessiond_wal_frames', 'Frames in the WAL (the WAL index mxFrame); 0 when not in WAL mode.', async () => (await storage()).walFrames);
+      gauge('sessiond_wal_checkpointed_frames', 'WAL frames already copied back into the database (nBackfill).', async () => (await storage()).walCheckpointedFrames);
+      gauge('sessiond_wal_bytes', 'Size of the -wal file in bytes.', async () => (await storage()).walBytes);
+    }
+    gauge('sessiond_database_bytes', 'Size of the main database file in bytes (PostgreSQL: the sessions table and its indexes).', async () => (await storage()).databaseBytes);
+    gauge('sessiond_serving', '1 while health answers SERVING, 0 otherwise.', async () => (sources.serving() ? 1 : 0));
   }
 
   /**
@@ -211,22 +225,27 @@ export class Metrics {
   }
 }
 
-function cached<T>(read: () => T, ttlMs: number): () => T {
-  let value: T | undefined;
+/** One read per ttl, shared by the scrapes within it; a failed read is not kept. */
+function cached<T>(read: () => T | Promise<T>, ttlMs: number): () => Promise<T> {
+  let value: Promise<T> | undefined;
   let at = -Infinity;
   return () => {
     const now = performance.now();
     if (value === undefined || now - at >= ttlMs) {
-      value = read();
+      const reading = (async () => read())();
+      reading.catch(() => {
+        if (value === reading) value = undefined;
+      });
+      value = reading;
       at = now;
     }
     return value;
   };
 }
 
-function attempt<T>(read: () => T): T | undefined {
+async function attempt<T>(read: () => Promise<T>): Promise<T | undefined> {
   try {
-    return read();
+    return await read();
   } catch {
     return undefined;
   }

@@ -1,6 +1,7 @@
 import type { Database } from 'better-sqlite3';
 import { OverloadedError, StorageBusyError, StorageError } from '../../domain/errors';
-import type { WriteOptions, WriteRunner } from '../../domain/session-repository';
+import type { WriteOptions } from '../../domain/session-repository';
+import type { WriteRunner } from './write-runner';
 import { toStorageError } from './sqlite-errors';
 
 interface Job {

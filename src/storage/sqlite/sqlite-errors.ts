@@ -1,4 +1,4 @@
-import { DomainError, StorageBusyError, StorageError, StorageFullError } from '../../domain/errors';
+import { DomainError, StorageBusyError, StorageError, StorageFullError, UniqueViolationError } from '../../domain/errors';
 
 /**
  * Turns a better-sqlite3 SqliteError into a domain error by its extended code
@@ -11,6 +11,9 @@ export function toStorageError(err: unknown): unknown {
   if (typeof code !== 'string' || !code.startsWith('SQLITE_')) return err;
   if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
     return new StorageBusyError('storage is busy: another writer holds the database lock; retry with backoff', { cause: err });
+  }
+  if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+    return new UniqueViolationError('a session with this id, token or request_id is already stored: nothing was written', { cause: err });
   }
   // SQLite reports ENOSPC and max_page_count alike as SQLITE_FULL.
   if (code === 'SQLITE_FULL') {

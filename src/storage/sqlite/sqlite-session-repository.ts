@@ -1,6 +1,6 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { deadAt, type SessionRecord } from '../../domain/session';
-import type { ListPage, Modification, SessionFilter, SessionRepository } from '../../domain/session-repository';
+import type { ListPage, Modification, SessionFilter } from '../../domain/session-repository';
 import { StorageError } from '../../domain/errors';
 import { guarded } from './sqlite-errors';
 
@@ -116,8 +116,12 @@ function scopeOf(filter: SessionFilter): ['any', object] | ['within', { exact: s
  */
 export const PURGE_BATCH_SQL = 'DELETE FROM sessions WHERE seq IN (SELECT seq FROM sessions WHERE dead_at <= ? ORDER BY dead_at LIMIT ?)';
 
-/** SessionRepository on one better-sqlite3 connection; every statement prepared once. */
-export class SqliteSessionRepository implements SessionRepository {
+/**
+ * The rows of one better-sqlite3 connection, every statement prepared once,
+ * every method synchronous: writes run inside the group committer's units
+ * (SqliteRepository is the storage contract on top).
+ */
+export class SqliteSessionRepository {
   private readonly insertStmt: Statement;
   private readonly byId: Statement<[string], unknown[]>;
   private readonly byToken: Statement<[Buffer], unknown[]>;

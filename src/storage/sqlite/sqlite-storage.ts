@@ -1,15 +1,16 @@
 import Database from 'better-sqlite3';
 import { performance } from 'node:perf_hooks';
 import { FailedPreconditionError, StorageError } from '../../domain/errors';
-import type { PurgeRunner } from '../../domain/session-repository';
+import type { PurgeRunner } from './write-runner';
 import type {
-  CheckpointMode, CheckpointResult, CheckpointTrigger, StorageAdmin, StorageHealth, StorageStatus, WalSnapshot,
+  CheckpointMode, CheckpointResult, CheckpointTrigger, HealthFacts, StorageBackend, StorageHealth, StorageStatus, WalAdmin, WalSnapshot,
 } from '../../domain/storage-admin';
 import { Checkpointer, type RawCheckpoint } from './checkpointer';
 import { GroupCommitter } from './group-commit';
 import { CommitSync, commitSyncPlan, type SyncFn } from './commit-sync';
 import { openConnection } from './open-connection';
 import { checkpointSynchronous, connectionPragmas, type StorageOptions } from './pragmas';
+import { SqliteRepository } from './sqlite-repository';
 import { SqliteSessionRepository } from './sqlite-session-repository';
 import { guarded, toStorageError } from './sqlite-errors';
 import { fileBytes, WalIndex } from './wal-index';
@@ -37,8 +38,13 @@ export interface StorageHooks {
  * One connection on the main thread: better-sqlite3 is synchronous, so units
  * from concurrent gRPC calls never interleave inside a transaction.
  */
-export class SqliteStorage implements StorageAdmin, PurgeRunner {
+export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
+  readonly backend = 'sqlite';
+  /** The storage contract (what the domain uses). */
+  readonly repository: SqliteRepository;
+  /** The rows, synchronously, writes included: for the group committer's units and SQLite's own tests. */
   readonly sessions: SqliteSessionRepository;
+  readonly wal: WalAdmin = this;
   readonly writes: GroupCommitter;
   private lastCheckpoint: CheckpointResult | undefined;
   private closing: Promise<CheckpointResult | undefined> | undefined;
@@ -68,6 +74,7 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
       shouldWait: pressure && (() => pressure.shouldWait()),
       durable: this.commitSync,
     });
+    this.repository = new SqliteRepository(this.sessions, this.writes, this);
     this.heartbeat = db.prepare(
       "INSERT INTO meta (key, value) VALUES ('heartbeat', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
@@ -145,6 +152,7 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
       const wal = this.walSnapshot();
       const index = this.walIndex.read();
       return {
+        backend: 'sqlite',
         ...wal,
         path: this.options.path,
         // The guarantee configured (applyPragmas checked that the connection
@@ -183,6 +191,10 @@ export class SqliteStorage implements StorageAdmin, PurgeRunner {
       walFrames: wal ? this.walIndex.read().frames : 0,
       walBytes: fileBytes(`${this.options.path}-wal`),
     };
+  }
+
+  healthFacts(): HealthFacts {
+    return { backend: 'sqlite', wal: this.walSnapshot() };
   }
 
   probe(): StorageHealth {

@@ -1,0 +1,188 @@
+import { deadAt, type SessionRecord } from '../../domain/session';
+import type { ListPage, Modification, SessionFilter, SessionRepository, WriteOptions } from '../../domain/session-repository';
+import { StorageError } from '../../domain/errors';
+import type { Pool, Row } from './pool';
+
+const COLUMNS = `seq, id, server_id, subject, attributes, ip, user_agent, create_time, update_time, expire_time,
+  idle_expire_time, last_active_time, idle_timeout_ms, token_rotate_time, revoke_time, version`;
+
+/** The largest time a JS Date (and so a protobuf Timestamp from one) can hold. */
+const MAX_TIME_MS = 8.64e15;
+const TIME_COLUMNS = ['create_time', 'update_time', 'expire_time', 'idle_expire_time', 'last_active_time', 'token_rotate_time'] as const;
+
+function corrupt(r: Row, what: string): StorageError {
+  return new StorageError(`stored session ${String(r['id'])} (seq ${String(r['seq'])}) is corrupt: ${what}`, undefined);
+}
+
+/** A row as a SessionRecord, refusing one no sessiond wrote, as the SQLite backend does (see its fromRow). */
+function fromRow(r: Row): SessionRecord {
+  for (const column of TIME_COLUMNS) {
+    if (!(Math.abs(r[column] as number) <= MAX_TIME_MS)) throw corrupt(r, `${column} ${String(r[column])} is not a time`);
+  }
+  const revokeTime = r['revoke_time'] as number | null;
+  if (revokeTime !== null && !(Math.abs(revokeTime) <= MAX_TIME_MS)) throw corrupt(r, `revoke_time ${revokeTime} is not a time`);
+  let attributes: unknown;
+  try {
+    attributes = JSON.parse(r['attributes'] as string);
+  } catch {
+    throw corrupt(r, 'attributes are not JSON');
+  }
+  if (typeof attributes !== 'object' || attributes === null || Array.isArray(attributes)
+    || Object.values(attributes).some((v) => typeof v !== 'string')) {
+    throw corrupt(r, 'attributes are not an object of strings');
+  }
+  return {
+    id: r['id'] as string,
+    serverId: r['server_id'] as string,
+    subject: r['subject'] as string,
+    attributes: attributes as Record<string, string>,
+    ip: r['ip'] as string,
+    userAgent: r['user_agent'] as string,
+    createTime: r['create_time'] as number,
+    updateTime: r['update_time'] as number,
+    expireTime: r['expire_time'] as number,
+    idleExpireTime: r['idle_expire_time'] as number,
+    lastActiveTime: r['last_active_time'] as number,
+    idleTimeoutMs: r['idle_timeout_ms'] as number,
+    tokenRotateTime: r['token_rotate_time'] as number,
+    revokeTime,
+    version: r['version'] as number,
+  };
+}
+
+const INSERT = `INSERT INTO sessions (id, token_hash, server_id, subject, attributes, ip, user_agent,
+  create_time, update_time, expire_time, idle_expire_time, last_active_time, idle_timeout_ms, token_rotate_time,
+  revoke_time, version, dead_at, request_id)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`;
+const BY_ID = `SELECT ${COLUMNS} FROM sessions WHERE id = $1`;
+const BY_ID_FOR_UPDATE = `${BY_ID} FOR UPDATE`;
+const BY_TOKEN = `SELECT ${COLUMNS} FROM sessions WHERE token_hash = $1`;
+const BY_REQUEST_ID = `SELECT ${COLUMNS} FROM sessions WHERE server_id = $1 AND request_id = $2`;
+const SET = `attributes = $2, update_time = $3, idle_expire_time = $4, last_active_time = $5, token_rotate_time = $6,
+  revoke_time = $7, version = $8, dead_at = $9`;
+const UPDATE = `UPDATE sessions SET ${SET} WHERE id = $1`;
+const UPDATE_WITH_TOKEN = `UPDATE sessions SET ${SET}, token_hash = $10 WHERE id = $1`;
+// Rows another replica's purge holds are skipped, not waited for: that purge deletes them.
+const PURGE = `DELETE FROM sessions WHERE seq IN
+  (SELECT seq FROM sessions WHERE dead_at <= $1 ORDER BY dead_at LIMIT $2 FOR UPDATE SKIP LOCKED)`;
+const COUNT = 'SELECT count(*) FILTER (WHERE dead_at > $1) AS live, count(*) FILTER (WHERE dead_at <= $1) AS dead FROM sessions';
+
+/**
+ * The filter as SQL from parameter $first on, and its parameters. A caller's
+ * server_ids are two arrays: exact names, and prefixes (starts_with).
+ */
+function where(filter: SessionFilter, first: number): { sql: string; params: unknown[] } {
+  const parts: string[] = [];
+  const params: unknown[] = [];
+  const next = (v: unknown) => {
+    params.push(v);
+    return `$${first + params.length - 1}`;
+  };
+  if (filter.serverId) parts.push(`server_id = ${next(filter.serverId)}`);
+  if (filter.subject) parts.push(`subject = ${next(filter.subject)}`);
+  if (filter.within) {
+    const exact = next(filter.within.exact);
+    const prefixes = next(filter.within.prefixes);
+    parts.push(`(server_id = ANY(${exact}::text[]) OR EXISTS (SELECT 1 FROM unnest(${prefixes}::text[]) AS p WHERE starts_with(server_id, p)))`);
+  }
+  return { sql: parts.length ? `${parts.join(' AND ')} AND ` : '', params };
+}
+
+/**
+ * The storage contract on PostgreSQL. Every read is one statement; every
+ * write is one statement, or one transaction that locks the row it reads
+ * (modify), so replicas never lose each other's updates.
+ */
+export class PostgresRepository implements SessionRepository {
+  readonly backend = 'postgres';
+
+  /** @param durableSetting SQL that makes one transaction's commit wait for the disk when the server's synchronous_commit does not; empty when it does. */
+  constructor(private readonly pool: Pool, private readonly durableSetting = '') {}
+
+  async insert(s: SessionRecord, tokenHash: Buffer, requestId?: string): Promise<void> {
+    await this.pool.query(INSERT, [
+      s.id, tokenHash, s.serverId, s.subject, JSON.stringify(s.attributes), s.ip, s.userAgent,
+      s.createTime, s.updateTime, s.expireTime, s.idleExpireTime, s.lastActiveTime, s.idleTimeoutMs, s.tokenRotateTime,
+      s.revokeTime, s.version, deadAt(s), requestId ?? null,
+    ], 'write');
+  }
+
+  async findByRequestId(serverId: string, requestId: string): Promise<SessionRecord | undefined> {
+    const [row] = await this.pool.query(BY_REQUEST_ID, [serverId, requestId], 'read');
+    return row && fromRow(row);
+  }
+
+  async findById(id: string): Promise<SessionRecord | undefined> {
+    const [row] = await this.pool.query(BY_ID, [id], 'read');
+    return row && fromRow(row);
+  }
+
+  async findByTokenHash(tokenHash: Buffer): Promise<SessionRecord | undefined> {
+    const [row] = await this.pool.query(BY_TOKEN, [tokenHash], 'read');
+    return row && fromRow(row);
+  }
+
+  modify(id: string, change: (current: SessionRecord) => Modification | null, options?: WriteOptions): Promise<SessionRecord | undefined> {
+    return this.pool.transaction(async (tx, wrote) => {
+      if (options?.durable && this.durableSetting) await tx.unsafe(this.durableSetting);
+      // FOR UPDATE: another replica's modify of this row waits until we commit, then reads what we wrote.
+      const [row] = await tx.unsafe<Row[]>(BY_ID_FOR_UPDATE, [id], { prepare: true });
+      if (!row) return undefined;
+      const current = fromRow(row);
+      const m = change(current);
+      if (!m) return current;
+      const n = m.next;
+      const params: unknown[] = [id, JSON.stringify(n.attributes), n.updateTime, n.idleExpireTime, n.lastActiveTime, n.tokenRotateTime, n.revokeTime, n.version, deadAt(n)];
+      wrote();
+      if (m.tokenHash) await tx.unsafe(UPDATE_WITH_TOKEN, [...params, m.tokenHash] as never[], { prepare: true });
+      else await tx.unsafe(UPDATE, params as never[], { prepare: true });
+      return n;
+    });
+  }
+
+  async revokeMatching(filter: SessionFilter, now: number, limit: number): Promise<number> {
+    const w = where(filter, 3);
+    // Bounded: a subject with a million sessions is revoked a batch per transaction.
+    const text = `UPDATE sessions SET revoke_time = $1, dead_at = $1
+      WHERE seq IN (SELECT seq FROM sessions WHERE ${w.sql}dead_at > $1 LIMIT $2 FOR UPDATE)`;
+    if (!this.durableSetting) {
+      const rows = await this.pool.query(text, [now, limit, ...w.params], 'write');
+      return rows.count;
+    }
+    return this.pool.transaction(async (tx, wrote) => {
+      await tx.unsafe(this.durableSetting);
+      wrote();
+      return (await tx.unsafe(text, [now, limit, ...w.params] as never[], { prepare: true })).count;
+    });
+  }
+
+  async list(filter: SessionFilter, cursor: number, limit: number, now: number): Promise<ListPage> {
+    const w = where(filter, 4);
+    // One row beyond the page tells whether another page exists (AIP-158: the last page has no next token).
+    const rows = await this.pool.query(
+      `SELECT ${COLUMNS} FROM sessions WHERE ${w.sql}seq > $1 AND dead_at > $2 ORDER BY seq LIMIT $3`,
+      [cursor, now, limit + 1, ...w.params], 'read',
+    );
+    const more = rows.length > limit;
+    const pageRows = more ? rows.slice(0, limit) : rows;
+    return {
+      sessions: pageRows.map(fromRow),
+      cursors: pageRows.map((r) => r['seq'] as number),
+      nextCursor: more ? (pageRows[pageRows.length - 1]!['seq'] as number) : undefined,
+    };
+  }
+
+  async purgeBatch(now: number, limit: number): Promise<number> {
+    return (await this.pool.query(PURGE, [now, limit], 'write')).count;
+  }
+
+  async countSessions(now: number): Promise<{ live: number; dead: number }> {
+    const [row] = await this.pool.query<{ live: number; dead: number }>(COUNT, [now], 'read');
+    return { live: row!.live, dead: row!.dead };
+  }
+
+  snapshot<T>(reads: () => T): T {
+    // Each read is a statement of its own, pipelined on the pool's connections.
+    return reads();
+  }
+}
