@@ -154,6 +154,21 @@ test.serial('primary + synchronous standby: acknowledged commits are on the stan
   t.is((await app`select count(*)::int as n from acked`)[0]!['n'], 3);
 });
 
+test.serial('with synchronous_commit=on a commit the primary acknowledged survives its SIGKILL and the promotion of the standby', async (t) => {
+  t.timeout(120_000);
+  // "on" waits for the standby's flush, not its replay: the row is only asserted after promotion, which replays it.
+  const { primary, standby } = await startPrimaryWithStandby({ t, synchronousCommit: 'on' });
+  await using(primary.url(), async (sql) => {
+    t.is((await sql`select current_setting('synchronous_commit') as v`)[0]!['v'], 'on');
+    await sql`create table acked (id int primary key)`;
+    await sql`insert into acked select generate_series(1, 100)`;
+    await sql`insert into acked values (101)`;
+    primary.kill('SIGKILL');
+  });
+  await standby.promote();
+  t.is(await using(standby.url(), async (sql) => (await sql`select max(id)::int as n from acked`)[0]!['n']), 101);
+});
+
 test.serial('target_session_attrs with the standby listed first: "primary" skips it; this driver\'s "read-write" does not', async (t) => {
   t.timeout(120_000);
   const { primary, standby } = await startPrimaryWithStandby({ t, fsync: false });
