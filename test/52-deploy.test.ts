@@ -1,13 +1,13 @@
 import test from 'ava';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, posix } from 'node:path';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, posix, relative } from 'node:path';
 import { CLIENT_VARIABLES, ConfigError, envName, isLoopbackListen, loadConfig, SETTINGS } from '../src/server/config';
 import { readPrincipalsFile } from '../src/server/principals-file';
 import { LIVENESS_SERVICE } from '../src/transport/health';
-import { ROOT, K8S, Doc, manifests, one, statefulSet, container, configMapData, principalsPath, principalsVolume, examplePrincipalsText, PLACEHOLDER, realPrincipals, finalStage } from './helpers/deploy';
+import { ROOT, K8S, POSTGRES, Doc, manifests, kustomization, kustomizationDirs, namedVariables, one, statefulSet, container, configMapData, principalsPath, principalsVolume, examplePrincipalsText, PLACEHOLDER, realPrincipals, finalStage } from './helpers/deploy';
 
 /*
- * deploy/kubernetes/, checked as far as this machine allows (no cluster):
+ * deploy/kubernetes/ (SQLite; postgres/ is test/52-deploy-postgres.test.ts), checked as far as this machine allows (no cluster):
  * the manifests parse, name only real settings, and agree with each other
  * and with the code on ports, probes, grace period, user and the principals
  * file (a Secret mounted as a folder, where the image expects it); a
@@ -26,11 +26,20 @@ function podEnv(): Record<string, string> {
   return { ...configMapData(), SESSIOND_PRINCIPALS_FILE: realPrincipals(mkdtempSync(join(scratch, 'p-'))).file };
 }
 
-test('every manifest parses as YAML, and the kustomization lists each file', (t) => {
+test('every manifest parses as YAML, each kustomization lists each file of its folder, and every file is in a deployment', (t) => {
   const docs = manifests();
   t.deepEqual([...new Set(docs.map((d) => d.doc.kind))].sort(), ['ConfigMap', 'Kustomization', 'NetworkPolicy', 'Secret', 'Service', 'StatefulSet']);
-  const files = readdirSync(K8S).filter((f) => /\.ya?ml$/.test(f) && f !== 'kustomization.yaml').sort();
-  t.deepEqual([...one('Kustomization').resources].sort(), files);
+  for (const dir of kustomizationDirs()) {
+    const resources: string[] = kustomization(dir).resources;
+    const files = readdirSync(dir).filter((f) => /\.ya?ml$/.test(f) && f !== 'kustomization.yaml').sort();
+    t.deepEqual(resources.filter((r) => /\.ya?ml$/.test(r)).sort(), files, `${relative(K8S, dir) || '.'}: the files it lists`);
+    // The others are folders of kustomizations (kustomize loads no file outside a kustomization's folder).
+    for (const r of resources.filter((x) => !/\.ya?ml$/.test(x))) t.true(existsSync(join(dir, r, 'kustomization.yaml')), `${r} is a kustomization`);
+  }
+  // Each file is applied by the SQLite deployment or the PostgreSQL one (deploying.md shows both).
+  const applied = new Set([K8S, POSTGRES].flatMap((dir) => manifests(dir).map((m) => m.file)));
+  const all = kustomizationDirs().flatMap((dir) => readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).map((f) => relative(K8S, join(dir, f))));
+  for (const file of all) t.true(applied.has(file), `${file} is applied by a deployment`);
 });
 
 test('the StatefulSet runs one writer on a ReadWriteOncePod volume, and says why', (t) => {
@@ -56,9 +65,7 @@ test('every SESSIOND_ variable the manifests set is a setting, and the ConfigMap
   // A comment may name a client's variable (SESSIOND_API_KEY); the pod's environment may not (below).
   const known = new Set<string>([...SETTINGS.map((s) => envName(s.flag)), ...CLIENT_VARIABLES]);
   const named = new Set<string>([...Object.keys(configMapData()), ...(container().env ?? []).map((e: Doc) => e.name as string)]);
-  for (const file of readdirSync(K8S)) {
-    for (const m of readFileSync(join(K8S, file), 'utf8').matchAll(/\bSESSIOND_[A-Z0-9_]+/g)) named.add(m[0]);
-  }
+  for (const name of namedVariables(K8S)) named.add(name);
   t.true(named.size >= 5);
   for (const name of named) t.true(known.has(name), `${name} is not a setting in src/server/settings.ts`);
   for (const name of [...Object.keys(configMapData()), ...(container().env ?? []).map((e: Doc) => e.name as string)]) {
@@ -76,7 +83,7 @@ test('every SESSIOND_ variable the manifests set is a setting, and the ConfigMap
 
 test('the example principals fail closed until their placeholders are replaced, and then load', (t) => {
   const text = examplePrincipalsText();
-  t.regex(readFileSync(join(K8S, 'secret.yaml'), 'utf8'), /sessiond keys generate/, 'the Secret says how to make real entries');
+  t.regex(readFileSync(join(K8S, 'common', 'secret.yaml'), 'utf8'), /sessiond keys generate/, 'the Secret says how to make real entries');
   const placeholders = text.match(PLACEHOLDER) ?? [];
   t.true(placeholders.length >= 2);
   const dir = mkdtempSync(join(scratch, 'p-'));

@@ -55,9 +55,14 @@ const NOT_RUN: Record<string, string[]> = {
   ],
   'no Kubernetes cluster here; test/52-deploy.test.ts checks the manifests': [
     'kubectl apply -k deploy/kubernetes',
-    'kubectl create secret generic sessiond-principals --from-file=principals.yaml   # your file, see secret.yaml',
-    'kubectl apply -k deploy/kubernetes                        # after removing secret.yaml from kustomization.yaml',
+    'kubectl create secret generic sessiond-principals --from-file=principals.yaml   # your file, see common/secret.yaml',
+    'kubectl apply -k deploy/kubernetes                        # after removing secret.yaml from common/kustomization.yaml',
     'kubectl port-forward svc/sessiond 50051:50051 &           # then, with an admin principal\'s key, sessiond admin status',
+  ],
+  'no Kubernetes cluster here (nor a PostgreSQL server); test/52-deploy-postgres.test.ts checks the manifests': [
+    `kubectl create secret generic sessiond-database --from-literal=url='postgresql://sessiond:PASSWORD@sessiond-db-rw:5432/sessiond?target_session_attrs=read-write'`,
+    'kubectl apply -k deploy/kubernetes/postgres               # after removing database-secret.yaml from postgres/kustomization.yaml',
+    'kubectl rollout status deployment/sessiond                # three ready pods, each SERVING on the database',
   ],
   'these need certificate files and a TLS server; test/50-tls.test.ts makes both and checks each case': [
     'SESSIOND_TLS_CERT=/etc/sessiond/tls/server.pem SESSIOND_TLS_KEY=/etc/sessiond/tls/server.key SESSIOND_TLS_CLIENT_CA=/etc/sessiond/tls/clients-ca.pem make run',
