@@ -135,7 +135,9 @@ test.serial('a principal without the permission: PERMISSION_DENIED naming the pe
       const f = await fixture();
       const got = await codeOf(rpc.call(as[who]!, f));
       if (ALLOWED[permission]!.includes(who)) {
-        t.is(got.code, status.OK, `${who} may call ${name}: ${got.details}`);
+        // Past the permission check, Checkpoint on PostgreSQL answers that it has no WAL of its own to checkpoint.
+        const expected = name === 'Checkpoint' && s.app.storage.wal === undefined ? status.FAILED_PRECONDITION : status.OK;
+        t.is(got.code, expected, `${who} may call ${name}: ${got.details}`);
       } else {
         t.is(got.code, status.PERMISSION_DENIED, `${who} may not call ${name} (${permission}): got ${status[got.code]} ${got.details}`);
         t.is(got.details, `principal ${who} lacks the permission ${permission}, which ${name} needs`);

@@ -48,6 +48,8 @@ class ValidationStream {
   private queuedValidations = 0;
   private ended = false;
   private closed = false;
+  /** Set once a message could not be answered: the stream ends with it when the answers still waiting are out. */
+  private failure: { code: status; details: string } | undefined;
   /** The client is not reading our answers: stop reading its messages. */
   private backedUp = false;
   private out: Buffer[] = [];
@@ -101,7 +103,7 @@ class ValidationStream {
     this.queuedValidations -= validations;
     // A stream that failed drops what it had read after the bad message; a
     // cancelled one has nobody to answer.
-    if (this.closed || this.call.cancelled) return;
+    if (this.closed || this.failure || this.call.cancelled) return;
     this.read(req);
     this.flush();
     this.resumeReading();
@@ -123,16 +125,32 @@ class ValidationStream {
     }
     const items = req.items;
     let next = 0;
+    const later: Promise<Buffer>[] = [];
     try {
       // One read transaction for the whole batch (SessionManager.inSnapshot).
       this.sessions.inSnapshot(() => {
-        for (; next < items.length; next++) this.validateItem(items[next]!);
+        for (; next < items.length; next++) {
+          const waiting = this.validateItem(items[next]!);
+          if (waiting) later.push(waiting);
+        }
       });
     } catch (err) {
       // The snapshot itself failed to begin (validateItem answers its own
       // faults): every item not yet answered gets the error.
       for (; next < items.length; next++) this.push(encodeAnswer(failedAnswer(this.log, items[next]!.correlationId, err)));
     }
+    if (later.length === 0) return;
+    // Answers that wait (a touch's write; every read on a backend whose reads
+    // are queries) are sent together once the message's last one is in, so
+    // one message still gets as few responses as it can.
+    this.pending++;
+    Promise.all(later).then((answers) => {
+      for (const a of answers) this.push(a);
+    }).finally(() => {
+      this.pending--;
+      this.scheduleFlush();
+      this.finish();
+    }).catch((err: unknown) => this.log.error('could not write a validation answer', { method: 'ValidateSessionStream', err }));
   }
 
   /** The original form: one validation, answered in its own message. */
@@ -155,29 +173,24 @@ class ValidationStream {
     this.sendOne(answer);
   }
 
-  private validateItem(item: ValidateSessionStreamItem): void {
+  /** Answers the item now, or returns the promise of its answer when the validation waits. */
+  private validateItem(item: ValidateSessionStreamItem): Promise<Buffer> | undefined {
     let result: ValidateResult | Promise<ValidateResult>;
     try {
       result = this.sessions.validate(this.caller, item.token, item.touch);
     } catch (err) {
       this.push(encodeAnswer(failedAnswer(this.log, item.correlationId, err)));
-      return;
+      return undefined;
     }
     if (!(result instanceof Promise)) {
       this.pushResult(item.correlationId, result);
-      return;
+      return undefined;
     }
-    // Only a touch that writes waits, for the group commit.
-    this.pending++;
     const id = item.correlationId;
-    result.then(
-      (r) => this.pushResult(id, r),
-      (err: unknown) => this.push(encodeAnswer(failedAnswer(this.log, id, err))),
-    ).finally(() => {
-      this.pending--;
-      this.scheduleFlush();
-      this.finish();
-    }).catch((err: unknown) => this.log.error('could not write a validation answer', { method: 'ValidateSessionStream', err }));
+    return result.then(
+      (r) => encodedAnswer(this.log, id, r),
+      (err: unknown) => encodeAnswer(failedAnswer(this.log, id, err)),
+    );
   }
 
   private pushResult(id: number, r: ValidateResult): void {
@@ -228,6 +241,7 @@ class ValidationStream {
   }
 
   private finish(): void {
+    if (this.failure) return this.endWithFailure();
     if (!this.ended || this.pending > 0 || this.queuedValidations > 0 || this.closed) return;
     this.flush();
     this.closed = true;
@@ -258,11 +272,19 @@ class ValidationStream {
   private fail(details: string, code: status = status.INVALID_ARGUMENT): void {
     this.call.removeAllListeners('data');
     this.call.pause();
-    // Answers already due for earlier messages go out before the status.
+    if (this.closed || this.failure) return;
+    this.failure = { code, details };
+    this.endWithFailure();
+  }
+
+  private endWithFailure(): void {
+    // Answers to earlier messages go out before the status, those still
+    // waiting for storage included (every read, on PostgreSQL).
+    if (this.closed || this.pending > 0) return;
     if (this.out.length > 0) this.flush();
     this.closed = true;
     this.forget();
-    this.call.emit('error', statusError(code, details));
+    this.call.emit('error', statusError(this.failure!.code, this.failure!.details));
   }
 }
 

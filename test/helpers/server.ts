@@ -35,6 +35,23 @@ export interface TestServer {
   probes(n: number): Promise<void>;
 }
 
+/**
+ * Where test servers keep their sessions: SQLite (each server its own file)
+ * unless a test file hands in a source of fresh PostgreSQL databases, so that
+ * the same end-to-end tests run against both backends.
+ */
+let postgresDatabases: (() => Promise<string>) | undefined;
+let postgresEnv: Record<string, string> = {};
+
+/**
+ * From now on in this worker, every test server that does not choose a
+ * backend itself gets a fresh database from `newDatabase` (a URL), and `env`.
+ */
+export function serveTestServersFromPostgres(newDatabase: () => Promise<string>, env: Record<string, string> = {}): void {
+  postgresDatabases = newDatabase;
+  postgresEnv = env;
+}
+
 export function tempDir(prefix = 'sessiond-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
@@ -56,9 +73,13 @@ export async function startTestServer(
   const dbPath = join(dir, 'sessions.db');
   const file = opts.principals ? writePrincipals(dir, opts.principals) : undefined;
   const keys = file?.keys ?? {};
+  const backend = postgresDatabases && opts.env?.['SESSIOND_STORAGE'] === undefined
+    ? { SESSIOND_STORAGE: 'postgres', SESSIOND_DATABASE_URL: await postgresDatabases(), ...postgresEnv }
+    : {};
   const { config } = loadConfig([], {
     SESSIOND_LISTEN: '127.0.0.1:0',
     SESSIOND_DB_PATH: dbPath,
+    ...backend,
     SESSIOND_LOG_LEVEL: 'debug',
     ...(file ? { SESSIOND_PRINCIPALS_FILE: file.path } : {}),
     ...opts.env,

@@ -18,6 +18,17 @@ const INT8 = 20;
  * time on this side too (a server that stopped answering never runs its own
  * statement_timeout), and its error mapped to a domain error.
  */
+/**
+ * The URL as the driver must read it. postgres 3.4 judges read-write by
+ * default_transaction_read_only alone, which a PostgreSQL 14+ standby
+ * reports as off, so it would settle on a standby listed first; what libpq
+ * means by read-write, a server that is not in recovery, is the driver's
+ * `primary`.
+ */
+export function driverUrl(url: string): string {
+  return url.replace(/([?&]target_session_attrs=)read-write(?=&|#|$)/, '$1primary');
+}
+
 export class Pool {
   private sql: Sql;
   private inFlight = 0;
@@ -38,7 +49,7 @@ export class Pool {
   }
 
   private connect(): Sql {
-    return postgres(this.options.url, {
+    return postgres(driverUrl(this.options.url), {
       max: this.options.poolSize,
       connect_timeout: Math.max(1, Math.ceil(this.options.connectTimeoutMs / 1000)),
       // Connections idle this long are closed, so that a replica gives back what a burst opened.
@@ -116,7 +127,7 @@ export class Pool {
 
   /** A statement on a connection of its own that is not pooled, for the health probe: it must not queue behind calls. */
   async probe<T extends Row>(text: string, timeoutMs: number): Promise<T[]> {
-    const sql = postgres(this.options.url, {
+    const sql = postgres(driverUrl(this.options.url), {
       max: 1, connect_timeout: Math.max(1, Math.ceil(timeoutMs / 1000)), prepare: false, fetch_types: false, onnotice: () => {},
       connection: { application_name: `${this.applicationName}-probe`, statement_timeout: timeoutMs },
     });

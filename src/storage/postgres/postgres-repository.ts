@@ -69,7 +69,7 @@ const COUNT = 'SELECT count(*) FILTER (WHERE dead_at > $1) AS live, count(*) FIL
 
 /**
  * The filter as SQL from parameter $first on, and its parameters. A caller's
- * server_ids are two arrays: exact names, and prefixes (starts_with).
+ * server_ids are two JSON arrays: exact names, and prefixes (starts_with).
  */
 function where(filter: SessionFilter, first: number): { sql: string; params: unknown[] } {
   const parts: string[] = [];
@@ -81,9 +81,12 @@ function where(filter: SessionFilter, first: number): { sql: string; params: unk
   if (filter.serverId) parts.push(`server_id = ${next(filter.serverId)}`);
   if (filter.subject) parts.push(`subject = ${next(filter.subject)}`);
   if (filter.within) {
+    // json, not text[]: the pool skips fetching array types at connect (fetch_types: false), and the
+    // driver serializes a parameter the server describes as json with JSON.stringify itself.
     const exact = next(filter.within.exact);
     const prefixes = next(filter.within.prefixes);
-    parts.push(`(server_id = ANY(${exact}::text[]) OR EXISTS (SELECT 1 FROM unnest(${prefixes}::text[]) AS p WHERE starts_with(server_id, p)))`);
+    parts.push(`(server_id IN (SELECT json_array_elements_text(${exact}::json))
+      OR EXISTS (SELECT 1 FROM json_array_elements_text(${prefixes}::json) AS p(v) WHERE starts_with(server_id, p.v)))`);
   }
   return { sql: parts.length ? `${parts.join(' AND ')} AND ` : '', params };
 }
