@@ -57,6 +57,8 @@ export interface PostgresCluster {
   kill(signal?: NodeJS.Signals): void;
   /** `pg_ctl stop -m fast`; does nothing when the server is not running. */
   stop(): Promise<void>;
+  /** Starts a stopped server again, on the same port and data (`pg_ctl start`); does nothing while it runs. */
+  start(): Promise<void>;
   /** Promotes a standby (`pg_ctl promote`, which waits until it accepts writes). */
   promote(): Promise<void>;
   isInRecovery(): Promise<boolean>;
@@ -156,7 +158,7 @@ export async function startServer(spec: ClusterSpec): Promise<PostgresCluster> {
     throw new Error(`pg_ctl start of ${spec.name} failed (${r.code}): ${r.output}\n--- ${logFile} (tail) ---\n${log}`);
   }
   let pidText = readFileSync(join(dataDir, 'postmaster.pid'), 'utf8');
-  const pid = Number(pidText.split('\n')[0]);
+  let pid = Number(pidText.split('\n')[0]);
   const adminUrl = `postgres://postgres:${spec.adminPassword}@127.0.0.1:${port}/postgres`;
   const pgCtl = async (args: string[], what: string) => {
     const r = await runPg(spec.binDir, 'pg_ctl', [...args, '-D', dataDir, '-w', '-t', '60'], spec.dir, 90_000);
@@ -173,13 +175,22 @@ export async function startServer(spec: ClusterSpec): Promise<PostgresCluster> {
     password: spec.password,
     url: (database = 'sessiond') => `postgres://sessiond:${spec.password}@127.0.0.1:${port}/${database}`,
     adminUrl,
-    pid,
+    get pid() {
+      return pid;
+    },
     kill: (signal = 'SIGKILL') => void process.kill(pid, signal),
     stop() {
       if (!alive(pid)) return Promise.resolve();
       return (stopping ??= pgCtl(['stop', '-m', 'fast'], 'stop').finally(() => (stopping = undefined)));
     },
     promote: () => pgCtl(['promote'], 'promote'),
+    async start() {
+      if (alive(pid)) return;
+      // cluster.conf still names this port: the server comes back where its clients look for it.
+      const r = await runPg(spec.binDir, 'pg_ctl', ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60'], spec.dir, 90_000);
+      if (r.code !== 0) throw new Error(`pg_ctl start of ${spec.name} failed (${r.code}): ${r.output}\n--- ${logFile} (tail) ---\n${tail(logFile)}`);
+      pid = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    },
     isInRecovery: () => cluster.admin(async (sql) => (await sql<{ r: boolean }[]>`select pg_is_in_recovery() as r`)[0]!.r),
     async admin(fn) {
       const sql = postgres(adminUrl, { max: 1, connect_timeout: 10, onnotice: () => {} });

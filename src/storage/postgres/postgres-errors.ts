@@ -32,6 +32,12 @@ export function toStorageError(err: unknown, phase: WritePhase): unknown {
       ? new OutcomeUnknownError(`the connection to PostgreSQL was lost before the commit was confirmed (${code}): the write may or may not have been applied; retrying CreateSession with the same request_id is safe`, { cause: err })
       : new StorageUnavailableError(`the connection to PostgreSQL was lost (${code}); retry with backoff`, { cause: err });
   }
+  // The server ended the session under the statement (pg_terminate_backend, a
+  // shutdown or crash). A COMMIT already written locally while it waited for a
+  // synchronous standby stays committed, so under a write this is unknown too.
+  if ((code === '57P01' || code === '57P02') && phase === 'write') {
+    return new OutcomeUnknownError(`PostgreSQL ended the connection before the commit was confirmed (SQLSTATE ${code}): the write may or may not have been applied; retrying CreateSession with the same request_id is safe`, { cause: err });
+  }
   if (code === '23505') return new UniqueViolationError('a session with this id, token or request_id is already stored: nothing was written', { cause: err });
   if (code === '25006') return new StorageUnavailableError('PostgreSQL is read-only here (a standby, or a primary being demoted): nothing was written; retry once failover completes', { cause: err });
   if (code === '57014') return new StorageUnavailableError('a PostgreSQL statement ran past database-statement-timeout and was cancelled: nothing was written', { cause: err });
