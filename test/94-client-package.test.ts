@@ -25,7 +25,7 @@ for (const entry of ['src/client/index.ts', 'src/cli/main.ts']) {
     const { stdout } = await run(process.execPath, ['--import', 'tsx', '-e', probe], { cwd: ROOT });
     const loaded = JSON.parse(stdout) as string[];
     t.true(loaded.some((p) => p.endsWith(entry)), `the probe loaded ${entry}`);
-    const server = loaded.filter((p) => /node_modules\/(better-sqlite3|pino|prom-client)\/|\/src\/(server|storage|transport)\//.test(p));
+    const server = loaded.filter((p) => /node_modules\/(better-sqlite3|postgres|pino|prom-client)\/|\/src\/(server|storage|transport)\//.test(p));
     t.deepEqual(server, []);
   });
 }
