@@ -257,3 +257,32 @@ test.serial('a database that stops answering (every process SIGSTOPped): calls s
   }, 'reads answered again', 15_000);
   t.truthy((await s.client.createSession({ serverId: 'web', subject: 'bob' })).token);
 });
+
+test.serial('with synchronous_commit off on the server: a warning at start-up, and revocations and rotations still run in transactions that turn it on', async (t) => {
+  const db = await newDatabase(cluster, 'async');
+  await cluster.admin((sql) => sql.unsafe(`ALTER DATABASE ${db} SET synchronous_commit = off`));
+  const s = await serverOn(t, cluster, db);
+  t.true(s.logs.some((l) => l['level'] === 'warn' && /synchronous_commit is not on/.test(String(l['msg'])) && l['synchronousCommit'] === 'off'));
+  const a = await s.client.createSession({ serverId: 'web', subject: 'alice' });
+  const b = await s.client.createSession({ serverId: 'web', subject: 'alice' });
+  const rotated = await s.client.rotateSessionToken(a.session!.id);
+  t.false((await s.client.validateSession(a.token)).valid);
+  t.true((await s.client.validateSession(rotated.token)).valid);
+  await s.client.deleteSession(a.session!.id);
+  t.is((await s.client.revokeSessions({ subject: 'alice' })).revokedCount, 1);
+  t.false((await s.client.validateSession(b.token)).valid);
+});
+
+test.serial('a row no sessiond wrote is INTERNAL for its reader, with the row named in the log, and every other session is still served', async (t) => {
+  const db = await newDatabase(cluster, 'corrupt');
+  const s = await serverOn(t, cluster, db);
+  const bad = await s.client.createSession({ serverId: 'web', subject: 'alice' });
+  const good = await s.client.createSession({ serverId: 'web', subject: 'bob' });
+  await onDatabase(cluster, db, (sql) => sql.unsafe(`UPDATE sessions SET attributes = 'not json' WHERE id = '${bad.session!.id}'`));
+  const err = await failure(s.client.getSession(bad.session!.id));
+  t.is(err.code, status.INTERNAL);
+  t.true(s.logs.some((l) => JSON.stringify(l).includes(`stored session ${bad.session!.id}`) && JSON.stringify(l).includes('attributes are not JSON')));
+  await onDatabase(cluster, db, (sql) => sql.unsafe(`UPDATE sessions SET attributes = '[1]', expire_time = 9e15 WHERE id = '${bad.session!.id}'`));
+  t.is((await failure(s.client.validateSession(bad.token))).code, status.INTERNAL);
+  t.true((await s.client.validateSession(good.token)).valid);
+});
