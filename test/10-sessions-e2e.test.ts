@@ -254,3 +254,28 @@ test('RevokeSessions by subject, by server, and by both', async (t) => {
   const remaining = await s.client.listSessions({});
   t.deepEqual(remaining.sessions.map((x) => x.id), [c3.session!.id, d2.session!.id]);
 });
+
+test('RevokeSessions with except_session_id logs out the other devices and keeps the current one', async (t) => {
+  const s = await server(t);
+  const mk = (serverId: string, subject: string) => s.client.createSession({ serverId, subject });
+  const current = await mk('web', 'alice');
+  const phone = await mk('web', 'alice');
+  const laptop = await mk('web', 'alice');
+  const elsewhere = await mk('api', 'alice');
+  const bob = await mk('web', 'bob');
+  const r = await s.client.revokeSessions({ serverId: 'web', subject: 'alice', exceptSessionId: current.session!.id });
+  t.is(r.revokedCount, 2);
+  t.true((await s.client.validateSession(current.token)).valid, 'the current session is kept');
+  t.false((await s.client.validateSession(phone.token)).valid);
+  t.false((await s.client.validateSession(laptop.token)).valid);
+  t.true((await s.client.validateSession(elsewhere.token)).valid, 'outside the filter');
+  t.true((await s.client.validateSession(bob.token)).valid);
+  // Keeping a session the filter does not match, or one that does not exist, keeps nothing else.
+  t.is((await s.client.revokeSessions({ serverId: 'api', subject: 'alice', exceptSessionId: bob.session!.id })).revokedCount, 1);
+  t.is((await s.client.revokeSessions({ subject: 'bob', exceptSessionId: 'AAAAAAAAAAAAAAAAAAAAAA' })).revokedCount, 1);
+  t.true((await s.client.validateSession(current.token)).valid);
+  const err = await t.throwsAsync(s.client.revokeSessions({ subject: 'alice', exceptSessionId: 'not-an-id' })) as { code?: number; details?: string };
+  t.is(err.code, status.INVALID_ARGUMENT);
+  t.regex(err.details ?? '', /^except_session_id "not-an-id" is not a session id/);
+  t.true((await s.client.validateSession(current.token)).valid, 'a refused request revokes nothing');
+});

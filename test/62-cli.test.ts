@@ -259,6 +259,18 @@ test('sessions revoke: one by id, or in bulk by subject or server id', async (t)
   t.regex(neither.stderr, /give a session id, or --subject/);
   t.is(both.code, 64);
   t.regex(both.stderr, /not both/);
+  const keep = await s.client.createSession({ serverId: 'web-1', subject: 'erin' });
+  const other = await s.client.createSession({ serverId: 'web-1', subject: 'erin' });
+  const [others, exceptWithId] = await Promise.all([
+    cli(s, 'sessions', 'revoke', '--subject', 'erin', '--except', keep.session!.id),
+    cli(s, 'sessions', 'revoke', keep.session!.id, '--except', other.session!.id),
+  ]);
+  ok(t, others);
+  t.is(others.stdout, 'revoked 1 session\n');
+  t.true((await s.client.validateSession(keep.token)).valid, '--except kept it');
+  t.false((await s.client.validateSession(other.token)).valid);
+  t.is(exceptWithId.code, 64);
+  t.regex(exceptWithId.stderr, /--except goes with --subject/);
 });
 
 test('usage: help for the program and for serve; bad options exit 64', async (t) => {

@@ -74,19 +74,21 @@ export function addSessionCommands(program: Command): void {
     .option('--subject <subject>', 'revoke every session of this subject', '')
     .option('--server-id <id>', 'revoke every session owned by this server', '')
     .option('--allow-missing', 'succeed when the session does not exist (single revoke)')
+    .option('--except <id>', 'keep this one session when revoking in bulk ("log out my other devices")', '')
     .allowUnknownOption()
     .action(
-      clientAction<{ subject: string; serverId: string; allowMissing?: boolean }>(async ({ client, options, print }, rawId) => {
+      clientAction<{ subject: string; serverId: string; allowMissing?: boolean; except: string }>(async ({ client, options, print }, rawId) => {
         const id = sessionIdArgument(rawId);
         const bulk = options.subject !== '' || options.serverId !== '';
         if (id && bulk) throw new UsageError('give a session id or --subject/--server-id, not both');
         if (!id && !bulk) throw new UsageError('give a session id, or --subject and/or --server-id to revoke in bulk');
+        if (id && options.except !== '') throw new UsageError('--except goes with --subject/--server-id (a bulk revoke), not with a session id');
         if (id) {
           const r = await client.deleteSession(id, options.allowMissing ?? false);
           print(() => toProtoJson('sessions.v1.DeleteSessionResponse', DeleteSessionResponse, r), () => `revoked session ${id}`);
           return;
         }
-        const r = await client.revokeSessions({ subject: options.subject, serverId: options.serverId });
+        const r = await client.revokeSessions({ subject: options.subject, serverId: options.serverId, exceptSessionId: options.except });
         print(
           () => toProtoJson('sessions.v1.RevokeSessionsResponse', RevokeSessionsResponse, r),
           () => `revoked ${r.revokedCount} session${r.revokedCount === 1 ? '' : 's'}`,

@@ -217,7 +217,11 @@ export class SessionManager {
     checkString('server_id', input.serverId, this.policy.maxIdBytes);
     checkString('subject', input.subject, this.policy.maxIdBytes);
     if (input.serverId !== '') requireServerId(caller, input.serverId);
-    const filter: SessionFilter = { serverId: input.serverId, subject: input.subject, within: caller.scope.set };
+    const exceptId = input.exceptSessionId ?? '';
+    if (exceptId !== '' && !ID_PATTERN.test(exceptId)) {
+      throw new InvalidArgumentError('except_session_id', `except_session_id ${JSON.stringify(exceptId.slice(0, 64))} is not a session id (22 base64url characters)`);
+    }
+    const filter: SessionFilter = { serverId: input.serverId, subject: input.subject, within: caller.scope.set, exceptId: exceptId || undefined };
     let revoked = 0;
     for (;;) {
       const n = await this.repo.revokeMatching(filter, this.clock.now(), this.revokeBatchSize);

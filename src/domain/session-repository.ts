@@ -114,6 +114,8 @@ export interface SessionFilter {
    * `prefixes` (a caller's server_ids); undefined: any server_id.
    */
   readonly within?: ServerIdSet | undefined;
+  /** revokeMatching only: the session with this id is left as it is. */
+  readonly exceptId?: string | undefined;
 }
 
 /** A set of server_ids as stored patterns: exact names, and prefixes (a pattern "web-*" is the prefix "web-"). */

@@ -22,6 +22,8 @@ export interface ListSessionsInput {
 export interface RevokeFilter {
   serverId: string;
   subject: string;
+  /** A session to keep; empty or undefined: none. */
+  exceptSessionId?: string;
 }
 
 export interface SessionLimits {

@@ -91,7 +91,7 @@ export function sessionHandlers(sessions: SessionManager, auth: Authorizer, log:
       return bytes ? preEncoded(bytes) : { sessions: page.sessions.map(sessionToProto), nextPageToken: page.nextPageToken };
     }),
     revokeSessions: auth.unary(S.revokeSessions, async (req, caller) => ({
-      revokedCount: await sessions.revokeMatching(caller, { serverId: req.serverId, subject: req.subject }),
+      revokedCount: await sessions.revokeMatching(caller, { serverId: req.serverId, subject: req.subject, exceptSessionId: req.exceptSessionId }),
     })),
   };
 }

@@ -129,7 +129,7 @@ function corpus(f: Fixture): { path: string; bytes: Buffer }[] {
       id: f.id, attributes: { a: '1', b: '2' }, merge: true, removeAttributes: ['c'], etag: f.etag,
     }))) },
     { path: `${S}ListSessions`, bytes: enc(ListSessionsRequest.encode({ serverId: 'web-1', subject: '', pageSize: 2, pageToken: f.pageToken })) },
-    { path: `${S}RevokeSessions`, bytes: enc(RevokeSessionsRequest.encode({ serverId: 'nobody', subject: 'nobody' })) },
+    { path: `${S}RevokeSessions`, bytes: enc(RevokeSessionsRequest.encode({ serverId: 'nobody', subject: 'nobody', exceptSessionId: f.id })) },
     { path: `${S}ValidateSessionStream`, bytes: enc(ValidateSessionStreamRequest.encode({ correlationId: 42, token: f.token, touch: false, items: [] })) },
     { path: `${S}ValidateSessionStream`, bytes: enc(ValidateSessionStreamRequest.encode({
       correlationId: 0, token: '', touch: false,

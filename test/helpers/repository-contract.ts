@@ -368,6 +368,14 @@ export function repositoryContract(name: string, open: () => OpenedRepository | 
     t.deepEqual((await repo.countSessions(T0)), { live: 3, dead: 5 });
   });
 
+  it('revokeMatching with exceptId leaves that one session and revokes the rest of the match', async (t, repo) => {
+    const fx = await revokeFixture(repo);
+    t.is(await repo.revokeMatching({ serverId: 'srv-a', subject: '', exceptId: fx.live.aBob.id }, T0, 1000), 1);
+    await checkRevoked(t, repo, fx, T0, ['aAlice']);
+    t.is(await repo.revokeMatching({ serverId: 'srv-b', subject: '', exceptId: 'no-such-id' }, T0, 1000), 2);
+    await checkRevoked(t, repo, fx, T0, ['aAlice', 'bAlice', 'bBob']);
+  });
+
   it('revokeMatching that matches nothing live returns 0 and changes nothing', async (t, repo) => {
     const fx = await revokeFixture(repo);
     t.is((await repo.revokeMatching({ serverId: 'srv-c', subject: '' }, T0, 1000)), 0);

@@ -333,6 +333,12 @@ export interface RevokeSessionsRequest {
   serverId: string;
   /** Revoke the sessions of this subject. */
   subject: string;
+  /**
+   * Keep this one session ("log out my other devices"): the id of the
+   * caller's current session. A session that does not match the filter, or
+   * does not exist, changes nothing.
+   */
+  exceptSessionId: string;
 }
 
 export interface RevokeSessionsResponse {
@@ -2617,7 +2623,7 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
 };
 
 function createBaseRevokeSessionsRequest(): RevokeSessionsRequest {
-  return { serverId: "", subject: "" };
+  return { serverId: "", subject: "", exceptSessionId: "" };
 }
 
 export const RevokeSessionsRequest: MessageFns<RevokeSessionsRequest> = {
@@ -2627,6 +2633,9 @@ export const RevokeSessionsRequest: MessageFns<RevokeSessionsRequest> = {
     }
     if (message.subject !== "") {
       writer.uint32(18).string(message.subject);
+    }
+    if (message.exceptSessionId !== "") {
+      writer.uint32(26).string(message.exceptSessionId);
     }
     return writer;
   },
@@ -2660,6 +2669,14 @@ export const RevokeSessionsRequest: MessageFns<RevokeSessionsRequest> = {
             message.subject = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.exceptSessionId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2680,6 +2697,11 @@ export const RevokeSessionsRequest: MessageFns<RevokeSessionsRequest> = {
         ? globalThis.String(object.server_id)
         : "",
       subject: isSet(object.subject) ? globalThis.String(object.subject) : "",
+      exceptSessionId: isSet(object.exceptSessionId)
+        ? globalThis.String(object.exceptSessionId)
+        : isSet(object.except_session_id)
+        ? globalThis.String(object.except_session_id)
+        : "",
     };
   },
 
@@ -2691,6 +2713,9 @@ export const RevokeSessionsRequest: MessageFns<RevokeSessionsRequest> = {
     if (message.subject !== "") {
       obj.subject = message.subject;
     }
+    if (message.exceptSessionId !== "") {
+      obj.exceptSessionId = message.exceptSessionId;
+    }
     return obj;
   },
 
@@ -2701,6 +2726,7 @@ export const RevokeSessionsRequest: MessageFns<RevokeSessionsRequest> = {
     const message = createBaseRevokeSessionsRequest();
     message.serverId = object.serverId ?? "";
     message.subject = object.subject ?? "";
+    message.exceptSessionId = object.exceptSessionId ?? "";
     return message;
   },
 };

@@ -80,6 +80,7 @@ function where(filter: SessionFilter, first: number): { sql: string; params: unk
   };
   if (filter.serverId) parts.push(`server_id = ${next(filter.serverId)}`);
   if (filter.subject) parts.push(`subject = ${next(filter.subject)}`);
+  if (filter.exceptId) parts.push(`id <> ${next(filter.exceptId)}`);
   if (filter.within) {
     // json, not text[]: the pool skips fetching array types at connect (fetch_types: false), and the
     // driver serializes a parameter the server describes as json with JSON.stringify itself.

@@ -166,7 +166,7 @@ export class SqliteSessionRepository {
     // Bounded: a subject with a million sessions is revoked a batch per write unit.
     const revoke = (where: string) =>
       db.prepare(`UPDATE sessions SET revoke_time = @now, dead_at = @now
-        WHERE seq IN (SELECT seq FROM sessions WHERE ${where} AND dead_at > @now LIMIT @limit)`);
+        WHERE seq IN (SELECT seq FROM sessions WHERE ${where} AND dead_at > @now AND id <> @exceptId LIMIT @limit)`);
     const revokes = (extra: string) => ({
       server: revoke(`${extra}server_id = @serverId`),
       subject: revoke(`${extra}subject = @subject`),
@@ -228,7 +228,8 @@ export class SqliteSessionRepository {
   revokeMatching(filter: SessionFilter, now: number, limit: number): number {
     const which = filter.serverId && filter.subject ? 'both' : filter.serverId ? 'server' : 'subject';
     const [set, within] = scopeOf(filter);
-    return guarded(() => this.revokes[set][which].run({ serverId: filter.serverId, subject: filter.subject, ...within, now, limit }).changes);
+    // Ids are never empty: '' keeps none.
+    return guarded(() => this.revokes[set][which].run({ serverId: filter.serverId, subject: filter.subject, ...within, now, limit, exceptId: filter.exceptId ?? '' }).changes);
   }
 
   list(filter: SessionFilter, cursor: number, limit: number, now: number): ListPage {
