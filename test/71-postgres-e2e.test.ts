@@ -17,4 +17,5 @@ require('./10-sessions-invalid-argument.test');
 require('./10-sessions-not-found-precondition.test');
 require('./12-pagination.test');
 require('./13-rotation-etag.test');
+require('./27-session-limits.test');
 require('./28-list-bounds.test');

@@ -91,6 +91,11 @@ export class UniqueViolationError extends DomainError {
   readonly kind = 'already-exists';
 }
 
+/** A create would give a subject more live sessions than --max-sessions-per-subject, with the refuse policy: nothing was written. */
+export class SessionLimitError extends DomainError {
+  readonly kind = 'resource-exhausted';
+}
+
 /** Storage has no room left (disk full, or the configured size limit): nothing was written. */
 export class StorageFullError extends DomainError {
   readonly kind = 'resource-exhausted';

@@ -80,7 +80,7 @@ export class SessionCreator {
     };
     const token = newToken();
     const tokenHash = hashToken(token);
-    const created = this.insert(session, token, tokenHash, input.serverId, requestId);
+    const created = this.insert(session, token, tokenHash, input.serverId, requestId, now);
     if (requestId !== '') this.recentCreates.put(key, fingerprint, created);
     return created;
   }
@@ -90,9 +90,12 @@ export class SessionCreator {
    * creates with one request_id, on this server or on another replica of the
    * same database: the loser finds the winner's session and is told so.
    */
-  private async insert(session: SessionRecord, token: string, tokenHash: Buffer, serverId: string, requestId: string): Promise<CreateAnswer> {
+  private async insert(session: SessionRecord, token: string, tokenHash: Buffer, serverId: string, requestId: string, now: number): Promise<CreateAnswer> {
+    const max = this.policy.maxSessionsPerSubject;
+    // A session without a subject belongs to no user: no limit counts it.
+    const limit = max > 0 && session.subject !== '' ? { max, evict: this.policy.sessionLimitPolicy === 'evict-oldest', now } : undefined;
     try {
-      await this.repo.insert(session, tokenHash, requestId || undefined);
+      await this.repo.insert(session, tokenHash, requestId || undefined, limit);
     } catch (err) {
       const stored = err instanceof UniqueViolationError && requestId !== '' ? await this.repo.findByRequestId(serverId, requestId) : undefined;
       if (!stored) throw err;

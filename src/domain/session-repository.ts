@@ -30,10 +30,16 @@ export interface SessionRepository {
 
   /**
    * Stores a new session with the hash of its token and, optionally, the
-   * CreateSession idempotency key.
-   * @throws UniqueViolationError if the id, the token hash, or the (serverId, requestId) pair exists.
+   * CreateSession idempotency key. With `limit`, in the same transaction and
+   * exactly under concurrency (no two creates of one subject count at once):
+   * when the session's (serverId, subject) already has `limit.max` sessions
+   * live at `limit.now`, the oldest are revoked at `limit.now` to make room
+   * (evict), or nothing is written (refuse).
+   * @returns the ids of the sessions revoked to make room, oldest first.
+   * @throws UniqueViolationError if the id, the token hash, or the (serverId, requestId) pair exists;
+   *   SessionLimitError when refused for the limit.
    */
-  insert(session: SessionRecord, tokenHash: Buffer, requestId?: string): Promise<void>;
+  insert(session: SessionRecord, tokenHash: Buffer, requestId?: string, limit?: SubjectLimit): Promise<readonly string[]>;
 
   /**
    * The session created with this idempotency key for this server, in any
@@ -97,6 +103,12 @@ export interface SessionRepository {
    * of their own simply runs them. Nothing may be written from `reads`.
    */
   snapshot<T>(reads: () => T): T;
+}
+
+export interface SubjectLimit {
+  readonly max: number;
+  readonly evict: boolean;
+  readonly now: number;
 }
 
 export interface Modification {

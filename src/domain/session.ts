@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { InvalidArgumentError } from './errors';
+import { InvalidArgumentError, SessionLimitError } from './errors';
 
 /** A session as stored. Times are milliseconds since the epoch. */
 export interface SessionRecord {
@@ -37,7 +37,14 @@ export interface SessionPolicy {
   readonly maxAttributeValueBytes: number;
   readonly maxIdBytes: number;
   readonly maxUserAgentBytes: number;
+  /** Live sessions one subject of one server_id may have at once; 0: no limit. Sessions without a subject are not counted. */
+  readonly maxSessionsPerSubject: number;
+  /** What a create past that limit does: revoke the subject's oldest live session, or be refused. */
+  readonly sessionLimitPolicy: SessionLimitPolicy;
 }
+
+export const SESSION_LIMIT_POLICIES = ['evict-oldest', 'refuse'] as const;
+export type SessionLimitPolicy = (typeof SESSION_LIMIT_POLICIES)[number];
 
 export const DEFAULT_POLICY: SessionPolicy = Object.freeze({
   defaultTtlMs: 24 * 3600_000,
@@ -49,7 +56,17 @@ export const DEFAULT_POLICY: SessionPolicy = Object.freeze({
   maxAttributeValueBytes: 4096,
   maxIdBytes: 256,
   maxUserAgentBytes: 1024,
+  maxSessionsPerSubject: 0,
+  sessionLimitPolicy: 'evict-oldest',
 });
+
+/** The refusal of a create past --max-sessions-per-subject (refuse policy). */
+export function sessionLimitReached(s: Pick<SessionRecord, 'serverId' | 'subject'>, max: number): SessionLimitError {
+  return new SessionLimitError(
+    `subject ${JSON.stringify(s.subject.slice(0, 64))} of server_id ${JSON.stringify(s.serverId.slice(0, 64))} already has ${max} live session${max === 1 ? '' : 's'}, ` +
+    'the most max-sessions-per-subject allows (policy refuse): revoke one first (RevokeSessions with except_session_id logs out the others)',
+  );
+}
 
 export type SessionState = 'live' | 'revoked' | 'expired' | 'idle-timeout';
 

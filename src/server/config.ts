@@ -146,6 +146,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       maxAttributes: v['max-attributes'],
       maxAttributeKeyBytes: v['max-attribute-key-bytes'],
       maxAttributeValueBytes: v['max-attribute-value-bytes'],
+      maxSessionsPerSubject: v['max-sessions-per-subject'],
+      sessionLimitPolicy: v['session-limit-policy'],
     },
     sweepIntervalMs: v['sweep-interval'],
     sweepBatchSize: v['sweep-batch-size'],

@@ -1,4 +1,4 @@
-import { DEFAULT_POLICY } from '../domain/session';
+import { DEFAULT_POLICY, SESSION_LIMIT_POLICIES } from '../domain/session';
 import { LOG_LEVELS } from './log';
 import { helpFor } from '../shared/settings-describe';
 import { envName as prefixedEnvName, parseValue, TIMER_MAX_MS, type Parsed, type Spec, type Values } from '../shared/settings-engine';
@@ -68,6 +68,8 @@ export const SETTINGS = [
   { group: SESSIONS, flag: 'max-attributes', kind: 'int', default: String(P.maxAttributes), min: 0, max: 10_000, help: 'attributes per session' },
   { group: SESSIONS, flag: 'max-attribute-key-bytes', kind: 'int', default: String(P.maxAttributeKeyBytes), min: 1, max: 65_536, help: 'bytes per attribute key' },
   { group: SESSIONS, flag: 'max-attribute-value-bytes', kind: 'int', default: String(P.maxAttributeValueBytes), min: 0, max: 1_048_576, help: 'bytes per attribute value' },
+  { group: SESSIONS, flag: 'max-sessions-per-subject', kind: 'int', default: String(P.maxSessionsPerSubject), min: 0, max: 1_000_000, help: 'live sessions one subject of one server_id may have at once, exactly, also under concurrent creates (0: no limit; sessions without a subject are not counted)' },
+  { group: SESSIONS, flag: 'session-limit-policy', kind: SESSION_LIMIT_POLICIES, default: P.sessionLimitPolicy, help: 'a create past max-sessions-per-subject: evict-oldest revokes the subject\'s oldest live session, refuse answers RESOURCE_EXHAUSTED' },
   { group: BACKGROUND, flag: 'sweep-interval', kind: 'duration', default: '1m', min: 100, max: TIMER_MAX_MS, help: 'how often expired and revoked sessions are purged' },
   { group: BACKGROUND, flag: 'sweep-batch-size', kind: 'int', default: '250', min: 1, max: 100_000, help: 'rows deleted per purge transaction (run on the checkpoint worker thread, with a checkpoint between batches whenever the WAL reaches wal-autocheckpoint)' },
   { group: BACKGROUND, flag: 'revoke-batch-size', kind: 'int', default: '500', min: 1, max: 100_000, help: 'sessions RevokeSessions revokes per transaction; other calls are served between batches' },

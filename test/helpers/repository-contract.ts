@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
-import { DomainError, FailedPreconditionError, UniqueViolationError } from '../../src/domain/errors';
+import { DomainError, FailedPreconditionError, SessionLimitError, UniqueViolationError } from '../../src/domain/errors';
 import { deadAt, sessionState, type SessionRecord } from '../../src/domain/session';
 import type { SessionFilter, SessionRepository } from '../../src/domain/session-repository';
 
@@ -164,6 +164,55 @@ export function repositoryContract(name: string, open: () => OpenedRepository | 
     t.is((await repo.findById(clash.id)), undefined);
     t.deepEqual((await repo.findByTokenHash(hashOf('shared'))), first);
     t.deepEqual((await repo.countSessions(T0)), { live: 1, dead: 0 });
+  });
+
+  // ---------------------------------------------------------------- insert with a subject limit
+
+  it('insert with a limit evicts the oldest live sessions of that server_id and subject, and only those', async (t, repo) => {
+    const dead = revoked({ serverId: 'srv-a', subject: 'alice' });
+    const [a1, a2] = [record({ serverId: 'srv-a', subject: 'alice' }), record({ serverId: 'srv-a', subject: 'alice' })];
+    const others = [record({ serverId: 'srv-b', subject: 'alice' }), record({ serverId: 'srv-a', subject: 'bob' })];
+    await insertAll(repo, [dead, a1, a2, ...others]);
+    const a3 = record({ serverId: 'srv-a', subject: 'alice' });
+    t.deepEqual(await repo.insert(a3, hashOf(a3.id), undefined, { max: 2, evict: true, now: T0 }), [a1.id], 'a dead session takes no slot');
+    t.deepEqual(await repo.findById(a1.id), { ...a1, revokeTime: T0 });
+    for (const s of [dead, a2, a3, ...others]) t.deepEqual(await repo.findById(s.id), s);
+    // A lower limit evicts as many as it takes, oldest first.
+    const a4 = record({ serverId: 'srv-a', subject: 'alice' });
+    t.deepEqual(await repo.insert(a4, hashOf(a4.id), undefined, { max: 1, evict: true, now: T0 }), [a2.id, a3.id]);
+    t.deepEqual((await repo.list({ serverId: 'srv-a', subject: 'alice' }, 0, 10, T0)).sessions.map((s) => s.id), [a4.id]);
+    t.deepEqual(await repo.insert(record({ serverId: 'srv-a', subject: 'carol' }), hashOf('carol'), undefined, { max: 1, evict: true, now: T0 }), []);
+  });
+
+  it('insert with a refusing limit at the limit throws SessionLimitError and writes nothing', async (t, repo) => {
+    const [a1, a2] = [record({ serverId: 'srv-a', subject: 'alice' }), record({ serverId: 'srv-a', subject: 'alice' })];
+    await insertAll(repo, [a1, a2]);
+    const a3 = record({ serverId: 'srv-a', subject: 'alice' });
+    await t.throwsAsync(repo.insert(a3, hashOf(a3.id), 'req-limit', { max: 2, evict: false, now: T0 }), { instanceOf: SessionLimitError });
+    t.is(await repo.findById(a3.id), undefined);
+    t.is(await repo.findByRequestId('srv-a', 'req-limit'), undefined);
+    t.deepEqual(await repo.countSessions(T0), { live: 2, dead: 0 });
+    // Once one is no longer live, there is room.
+    t.deepEqual(await repo.insert(a3, hashOf(a3.id), undefined, { max: 2, evict: false, now: a1.expireTime }), []);
+  });
+
+  it('concurrent inserts with a limit never leave more live sessions than the limit, under either policy', async (t, repo) => {
+    for (const evict of [true, false]) {
+      const subject = evict ? 'racer-evict' : 'racer-refuse';
+      const results = await Promise.allSettled(Array.from({ length: 12 }, () => {
+        const s = record({ serverId: 'srv-a', subject });
+        return repo.insert(s, hashOf(s.id), undefined, { max: 3, evict, now: T0 });
+      }));
+      const page = await repo.list({ serverId: 'srv-a', subject }, 0, 100, T0);
+      t.is(page.sessions.length, 3, `${subject}: exactly the limit live`);
+      if (evict) {
+        t.true(results.every((r) => r.status === 'fulfilled'));
+        t.is(results.flatMap((r) => (r.status === 'fulfilled' ? r.value : [])).length, 9, 'each create beyond the limit evicted one');
+      } else {
+        t.is(results.filter((r) => r.status === 'fulfilled').length, 3);
+        t.true(results.every((r) => r.status === 'fulfilled' || r.reason instanceof SessionLimitError));
+      }
+    }
   });
 
   // ---------------------------------------------------------------- findByRequestId (insert's idempotency key)

@@ -1,5 +1,5 @@
-import { deadAt, type SessionRecord } from '../../domain/session';
-import type { ListPage, Modification, SessionFilter, SessionRepository, WriteOptions } from '../../domain/session-repository';
+import { deadAt, sessionLimitReached, type SessionRecord } from '../../domain/session';
+import type { ListPage, Modification, SessionFilter, SessionRepository, SubjectLimit, WriteOptions } from '../../domain/session-repository';
 import { StorageError } from '../../domain/errors';
 import type { Pool, Row } from './pool';
 
@@ -65,6 +65,7 @@ const UPDATE_WITH_TOKEN = `UPDATE sessions SET ${SET}, token_hash = $10 WHERE id
 // Rows another replica's purge holds are skipped, not waited for: that purge deletes them.
 const PURGE = `DELETE FROM sessions WHERE seq IN
   (SELECT seq FROM sessions WHERE dead_at <= $1 ORDER BY dead_at LIMIT $2 FOR UPDATE SKIP LOCKED)`;
+const LIVE_OF_SUBJECT = 'SELECT seq, id FROM sessions WHERE server_id = $1 AND subject = $2 AND dead_at > $3 ORDER BY seq';
 const COUNT = 'SELECT count(*) FILTER (WHERE dead_at > $1) AS live, count(*) FILTER (WHERE dead_at <= $1) AS dead FROM sessions';
 
 /**
@@ -103,12 +104,35 @@ export class PostgresRepository implements SessionRepository {
   /** @param durableSetting SQL that makes one transaction's commit wait for the disk when the server's synchronous_commit does not; empty when it does. */
   constructor(private readonly pool: Pool, private readonly durableSetting = '') {}
 
-  async insert(s: SessionRecord, tokenHash: Buffer, requestId?: string): Promise<void> {
-    await this.pool.query(INSERT, [
+  async insert(s: SessionRecord, tokenHash: Buffer, requestId?: string, limit?: SubjectLimit): Promise<readonly string[]> {
+    const params = [
       s.id, tokenHash, s.serverId, s.subject, JSON.stringify(s.attributes), s.ip, s.userAgent,
       s.createTime, s.updateTime, s.expireTime, s.idleExpireTime, s.lastActiveTime, s.idleTimeoutMs, s.tokenRotateTime,
       s.revokeTime, s.version, deadAt(s), requestId ?? null,
-    ], 'write');
+    ];
+    if (!limit) {
+      await this.pool.query(INSERT, params, 'write');
+      return [];
+    }
+    return this.pool.transaction(async (tx, wrote) => {
+      // Every create of this subject, on every replica, takes this lock first:
+      // no two count at once, so the limit is exact. A hash collision only
+      // makes two subjects wait for each other.
+      await tx.unsafe('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`${s.serverId}/${s.subject}`] as never[], { prepare: true });
+      const live = await tx.unsafe<{ seq: number; id: string }[]>(LIVE_OF_SUBJECT, [s.serverId, s.subject, limit.now] as never[], { prepare: true });
+      const evicted: string[] = [];
+      if (live.length >= limit.max) {
+        if (!limit.evict) throw sessionLimitReached(s, limit.max);
+        const victims = live.slice(0, live.length - limit.max + 1);
+        wrote();
+        await tx.unsafe('UPDATE sessions SET revoke_time = $1, dead_at = $1 WHERE seq = ANY(SELECT json_array_elements_text($2::json)::bigint)',
+          [limit.now, victims.map((v) => v.seq)] as never[], { prepare: true });
+        evicted.push(...victims.map((v) => v.id));
+      }
+      wrote();
+      await tx.unsafe(INSERT, params as never[], { prepare: true });
+      return evicted;
+    });
   }
 
   async findByRequestId(serverId: string, requestId: string): Promise<SessionRecord | undefined> {

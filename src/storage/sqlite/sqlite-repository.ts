@@ -1,4 +1,4 @@
-import type { Modification, SessionFilter, SessionRepository, WriteOptions } from '../../domain/session-repository';
+import type { Modification, SessionFilter, SessionRepository, SubjectLimit, WriteOptions } from '../../domain/session-repository';
 import type { SessionRecord } from '../../domain/session';
 import type { SqliteSessionRepository } from './sqlite-session-repository';
 import type { PurgeRunner, WriteRunner } from './write-runner';
@@ -15,8 +15,8 @@ export class SqliteRepository implements SessionRepository {
 
   constructor(private readonly rows: SqliteSessionRepository, private readonly writes: WriteRunner, private readonly purger: PurgeRunner) {}
 
-  insert(session: SessionRecord, tokenHash: Buffer, requestId?: string): Promise<void> {
-    return this.writes.run(() => this.rows.insert(session, tokenHash, requestId));
+  insert(session: SessionRecord, tokenHash: Buffer, requestId?: string, limit?: SubjectLimit): Promise<readonly string[]> {
+    return this.writes.run(() => this.rows.insert(session, tokenHash, requestId, limit));
   }
 
   findByRequestId(serverId: string, requestId: string): SessionRecord | undefined {

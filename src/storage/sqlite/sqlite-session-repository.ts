@@ -1,6 +1,6 @@
 import type { Database, Statement } from 'better-sqlite3';
-import { deadAt, type SessionRecord } from '../../domain/session';
-import type { ListPage, Modification, SessionFilter } from '../../domain/session-repository';
+import { deadAt, sessionLimitReached, type SessionRecord } from '../../domain/session';
+import type { ListPage, Modification, SessionFilter, SubjectLimit } from '../../domain/session-repository';
 import { StorageError } from '../../domain/errors';
 import { guarded } from './sqlite-errors';
 
@@ -134,6 +134,8 @@ export class SqliteSessionRepository {
   private readonly countStmt: Statement<[{ now: number }], { live: number; dead: number }>;
   private readonly modifyTx: (id: string, change: (current: SessionRecord) => Modification | null) => SessionRecord | undefined;
 
+  private readonly liveOfSubject: Statement<[string, string, number], unknown[]>;
+  private readonly revokeBySeq: Statement<[number, number, number]>;
   private readonly beginStmt: Statement;
   private readonly commitStmt: Statement;
 
@@ -173,6 +175,10 @@ export class SqliteSessionRepository {
       both: revoke(`${extra}server_id = @serverId AND subject = @subject`),
     });
     this.revokes = { any: revokes(''), within: revokes(`${scoped} AND `) };
+    this.liveOfSubject = db.prepare<[string, string, number], unknown[]>(
+      'SELECT seq, id FROM sessions WHERE server_id = ? AND subject = ? AND dead_at > ? ORDER BY seq',
+    ).raw(true);
+    this.revokeBySeq = db.prepare<[number, number, number]>('UPDATE sessions SET revoke_time = ?, dead_at = ? WHERE seq = ?');
     this.beginStmt = db.prepare('BEGIN DEFERRED');
     this.commitStmt = db.prepare('COMMIT');
     this.purgeStmt = db.prepare(PURGE_BATCH_SQL);
@@ -196,8 +202,27 @@ export class SqliteSessionRepository {
     this.modifyTx = (id, change) => tx.immediate(id, change);
   }
 
-  insert(session: SessionRecord, tokenHash: Buffer, requestId?: string): void {
-    guarded(() => this.insertStmt.run({ ...this.params(session), tokenHash, requestId: requestId ?? null }));
+  /**
+   * Inside a write unit, so no other create runs between the count and the
+   * insert: the limit is exact.
+   * @returns the ids revoked to make room.
+   */
+  insert(session: SessionRecord, tokenHash: Buffer, requestId?: string, limit?: SubjectLimit): string[] {
+    return guarded(() => {
+      const evicted: string[] = [];
+      if (limit) {
+        const live = this.liveOfSubject.all(session.serverId, session.subject, limit.now);
+        if (live.length >= limit.max) {
+          if (!limit.evict) throw sessionLimitReached(session, limit.max);
+          for (const [seq, id] of live.slice(0, live.length - limit.max + 1)) {
+            this.revokeBySeq.run(limit.now, limit.now, seq as number);
+            evicted.push(id as string);
+          }
+        }
+      }
+      this.insertStmt.run({ ...this.params(session), tokenHash, requestId: requestId ?? null });
+      return evicted;
+    });
   }
 
   findByRequestId(serverId: string, requestId: string): SessionRecord | undefined {
