@@ -5,7 +5,8 @@ import { PERMISSION_OF } from '../src/transport/permissions';
 import { AdminServiceService } from '../generated/sessions/v1/admin_service';
 import { SessionServiceService } from '../generated/sessions/v1/session_service';
 import { writePrincipals, type PrincipalSpec } from './helpers/principals';
-import { startTestServer, type TestServer } from './helpers/server';
+import { join } from 'node:path';
+import { startTestServer, tempDir, type TestServer } from './helpers/server';
 import { waitFor } from './helpers/wait';
 
 /*
@@ -59,6 +60,8 @@ const RPCS: Record<string, { path: string; call: Call }> = {
   Checkpoint: { path: AdminServiceService.checkpoint.path, call: (c) => c.checkpoint({}) },
   GetStorageStatus: { path: AdminServiceService.getStorageStatus.path, call: (c) => c.getStorageStatus() },
   PurgeExpiredSessions: { path: AdminServiceService.purgeExpiredSessions.path, call: (c) => c.purgeExpiredSessions({}) },
+  Backup: { path: AdminServiceService.backup.path, call: (c) => c.backup() },
+  IntegrityCheck: { path: AdminServiceService.integrityCheck.path, call: (c) => c.integrityCheck({}) },
 };
 
 /** Who may call each RPC (by permission, PERMISSION_OF), and who may not. */
@@ -86,7 +89,7 @@ let retired: SessiondClient;
 const as: Record<string, SessiondClient> = {};
 
 test.before(async () => {
-  s = await startTestServer({ principals: PRINCIPALS });
+  s = await startTestServer({ principals: PRINCIPALS, env: { SESSIOND_BACKUP_DIR: join(tempDir(), 'backups') } });
   for (const p of PRINCIPALS) as[p.name] = s.clientAs(p.name);
   anonymous = new SessiondClient(s.address, { defaultDeadlineMs: 10_000 });
   wrongKey = new SessiondClient(s.address, { apiKey: `${s.keys['writer']!.slice(0, -2)}xx`, defaultDeadlineMs: 10_000 });
@@ -136,7 +139,8 @@ test.serial('a principal without the permission: PERMISSION_DENIED naming the pe
       const got = await codeOf(rpc.call(as[who]!, f));
       if (ALLOWED[permission]!.includes(who)) {
         // Past the permission check, Checkpoint on PostgreSQL answers that it has no WAL of its own to checkpoint.
-        const expected = name === 'Checkpoint' && s.app.storage.wal === undefined ? status.FAILED_PRECONDITION : status.OK;
+        const fileOnly = (name === 'Checkpoint' && s.app.storage.wal === undefined) || (['Backup', 'IntegrityCheck'].includes(name) && s.app.storage.files === undefined);
+        const expected = fileOnly ? status.FAILED_PRECONDITION : status.OK;
         t.is(got.code, expected, `${who} may call ${name}: ${got.details}`);
       } else {
         t.is(got.code, status.PERMISSION_DENIED, `${who} may not call ${name} (${permission}): got ${status[got.code]} ${got.details}`);

@@ -215,6 +215,11 @@ test.serial('GetStorageStatus names the backend and gives PostgreSQL figures; Ch
   const err = await failure(s.client.checkpoint({}));
   t.is(err.code, status.FAILED_PRECONDITION);
   t.regex(err.details, /SQLite's WAL checkpoints; this server stores sessions in postgres/);
+  for (const call of [s.client.backup(), s.client.integrityCheck({ full: true })]) {
+    const e = await failure(call);
+    t.is(e.code, status.FAILED_PRECONDITION);
+    t.regex(e.details, /works on SQLite's database file; this server stores sessions in postgres, whose backups and checks are the database operator's/);
+  }
 });
 
 test.serial('a database that stops answering (every process SIGSTOPped): calls still answer UNAVAILABLE well before their deadline, and the server recovers after SIGCONT', async (t) => {

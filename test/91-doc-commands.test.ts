@@ -112,9 +112,12 @@ test.before(async () => {
   for (const [tool, pkg] of [['bash', 'bash'], ['jq', 'jq']] as const) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is missing: apt-get install ${pkg} (.ci/run installs it)`);
   }
+  // The pages' backups go to a folder of the test's own, as --backup-dir would name one.
+  const backups = { SESSIOND_BACKUP_DIR: join(tempDir('sessiond-doc-backups-'), 'backups') };
   const [open, keyed] = await Promise.all([
-    startTestServer(),
+    startTestServer({ env: backups }),
     startTestServer({
+      env: backups,
       principals: [
         { name: 'ops', permissions: ['admin', 'sessions.read', 'sessions.write'], serverIds: ['*'] },
         { name: 'web-frontend', permissions: ['sessions.read', 'sessions.write'], serverIds: ['web-1', 'web-eu-*'] },

@@ -4,8 +4,7 @@ import {
 } from '@grpc/grpc-js';
 import { HealthCheckResponse_ServingStatus, HealthClient } from '../../generated/grpc/health/v1/health';
 import {
-  AdminServiceClient, CheckpointRequest, GetStorageStatusRequest, PurgeExpiredSessionsRequest,
-  type CheckpointResponse, type GetStorageStatusResponse, type PurgeExpiredSessionsResponse,
+  AdminServiceClient, CheckpointRequest, GetStorageStatusRequest, PurgeExpiredSessionsRequest, type CheckpointResponse, type GetStorageStatusResponse, type PurgeExpiredSessionsResponse, BackupRequest, type BackupResponse, IntegrityCheckRequest, type IntegrityCheckResponse,
 } from '../../generated/sessions/v1/admin_service';
 import {
   CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, RevokeSessionsRequest,
@@ -153,6 +152,14 @@ export class SessiondClient {
   }
   purgeExpiredSessions(req: Partial1<PurgeExpiredSessionsRequest> = {}, c?: PerCall): Promise<PurgeExpiredSessionsResponse> {
     return this.call(this.admin, this.admin.purgeExpiredSessions, PurgeExpiredSessionsRequest.fromPartial(req), this.withAdmin(c));
+  }
+
+  backup(c?: PerCall): Promise<BackupResponse> {
+    return this.call(this.admin, this.admin.backup, BackupRequest.fromPartial({}), this.withAdmin(c));
+  }
+
+  integrityCheck(req: Partial1<IntegrityCheckRequest> = {}, c?: PerCall): Promise<IntegrityCheckResponse> {
+    return this.call(this.admin, this.admin.integrityCheck, IntegrityCheckRequest.fromPartial(req), this.withAdmin(c));
   }
 
   /** grpc.health.v1 Check, with the response metadata (journal mode, WAL frames). */

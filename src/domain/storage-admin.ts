@@ -88,6 +88,8 @@ export interface StorageBackend {
   readonly repository: SessionRepository;
   /** Checkpoints and WAL figures; undefined on a backend without a WAL of its own to run. */
   readonly wal: WalAdmin | undefined;
+  /** Online backups and integrity checks of the database file; undefined where the database's operator runs them. */
+  readonly files: FileAdmin | undefined;
   /** Never writes. */
   status(): MaybePromise<AnyStorageStatus>;
   healthFacts(): HealthFacts;
@@ -107,4 +109,31 @@ export interface WalAdmin {
   checkpoint(mode: CheckpointMode, trigger: CheckpointTrigger): Promise<CheckpointResult>;
   /** Journal mode and WAL size, read without touching the database lock. Never throws. */
   walSnapshot(): WalSnapshot;
+}
+
+export interface BackupResult {
+  readonly path: string;
+  readonly bytes: number;
+  readonly sha256: string;
+  /** When the snapshot began, ms since the epoch. */
+  readonly time: number;
+  readonly durationMs: number;
+}
+
+export interface IntegrityResult {
+  readonly check: 'quick_check' | 'integrity_check';
+  /** Empty when the check found nothing. */
+  readonly problems: readonly string[];
+  readonly durationMs: number;
+}
+
+/** The SQLite file's operations that read all of it: off the event loop, on connections of their own. */
+export interface FileAdmin {
+  /**
+   * A consistent online copy into the backup folder, checked, fsynced, 0600;
+   * older copies past the retention removed. One at a time.
+   * @throws FailedPreconditionError when no backup folder is configured.
+   */
+  backup(): Promise<BackupResult>;
+  integrityCheck(full: boolean): Promise<IntegrityResult>;
 }

@@ -128,6 +128,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       offLoopFsync: v['off-loop-fsync'],
       durableRevocations: v['durable-revocations'],
       maxPendingWrites: v['max-pending-writes'],
+      backupDir: v['backup-dir'],
+      backupRetention: v['backup-retention'],
     },
     backend: v['storage'],
     postgres: v['storage'] === 'postgres' ? {

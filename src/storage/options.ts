@@ -55,6 +55,10 @@ export interface StorageOptions {
    * a flood sheds load before every caller's latency runs away.
    */
   readonly maxPendingWrites: number;
+  /** Where Backup writes; empty: backups are refused (FAILED_PRECONDITION). */
+  readonly backupDir: string;
+  /** Backups kept in backupDir; the oldest beyond it are removed after each new one. */
+  readonly backupRetention: number;
 }
 
 export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.freeze({
@@ -72,6 +76,8 @@ export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.free
   offLoopFsync: true,
   durableRevocations: true,
   maxPendingWrites: 4096,
+  backupDir: '',
+  backupRetention: 7,
 });
 
 export const STORAGE_BACKENDS = ['sqlite', 'postgres'] as const;

@@ -37,6 +37,18 @@ export function adminHandlers(
       const [s, counts] = await Promise.all([storage.status(), sessions.counts()]);
       return GetStorageStatusResponse.fromPartial({ ...statusFields(s), liveSessions: counts.live, expiredSessions: counts.dead });
     }),
+    backup: auth.unary(A.backup, async () => {
+      const files = requireFiles(storage, 'Backup');
+      const r = await files.backup();
+      log.info('backup', { path: r.path, bytes: r.bytes, sha256: r.sha256, durationMs: Math.round(r.durationMs) });
+      return { path: r.path, bytes: r.bytes, sha256: r.sha256, time: new Date(r.time), duration: msToDuration(r.durationMs) };
+    }),
+    integrityCheck: auth.unary(A.integrityCheck, async (req) => {
+      const files = requireFiles(storage, 'IntegrityCheck');
+      const r = await files.integrityCheck(req.full);
+      if (r.problems.length > 0) log.error('integrity check found problems', { check: r.check, problems: r.problems.slice(0, 10) });
+      return { ok: r.problems.length === 0, problems: [...r.problems], check: r.check, duration: msToDuration(r.durationMs) };
+    }),
     purgeExpiredSessions: auth.unary(A.purgeExpiredSessions, async (req) => {
       if (req.batchSize < 0 || req.batchSize > MAX_PURGE_BATCH) {
         throw new InvalidArgumentError('batch_size', `batch_size must be between 0 and ${MAX_PURGE_BATCH} (0: the server's sweep batch size); got ${req.batchSize}`);
@@ -105,4 +117,11 @@ function statusFields(s: AnyStorageStatus): Partial<GetStorageStatusResponse> {
     lastCheckpoint: s.lastCheckpoint && checkpointRecord(s.lastCheckpoint),
     schemaVersion: s.schemaVersion,
   };
+}
+
+function requireFiles(storage: StorageBackend, rpc: string) {
+  if (!storage.files) {
+    throw new FailedPreconditionError(`${rpc} works on SQLite's database file; this server stores sessions in ${storage.backend}, whose backups and checks are the database operator's (pg_basebackup, pg_amcheck, the operator's own)`);
+  }
+  return storage.files;
 }

@@ -20,6 +20,8 @@ export const PERMISSION_OF: ReadonlyMap<string, Permission> = new Map<string, Pe
   [SessionServiceService.deleteSession.path, 'sessions.write'],
   [SessionServiceService.revokeSessions.path, 'sessions.write'],
   [AdminServiceService.checkpoint.path, 'admin'],
+  [AdminServiceService.backup.path, 'admin'],
+  [AdminServiceService.integrityCheck.path, 'admin'],
   [AdminServiceService.getStorageStatus.path, 'admin'],
   [AdminServiceService.purgeExpiredSessions.path, 'admin'],
 ]);

@@ -217,6 +217,46 @@ export interface PurgeExpiredSessionsResponse {
   batches: number;
 }
 
+export interface BackupRequest {
+}
+
+export interface BackupResponse {
+  /** The backup file, inside --backup-dir. */
+  path: string;
+  /** Its size in bytes. */
+  bytes: number;
+  /** The hex SHA-256 of its bytes, to check a copy against. */
+  sha256: string;
+  /**
+   * When the snapshot was taken: every session acknowledged before the
+   * Backup call began is in it.
+   */
+  time:
+    | Date
+    | undefined;
+  /** How long it took. */
+  duration: Duration | undefined;
+}
+
+export interface IntegrityCheckRequest {
+  /**
+   * integrity_check (also checks that every index matches its table, slower)
+   * instead of quick_check.
+   */
+  full: boolean;
+}
+
+export interface IntegrityCheckResponse {
+  /** No problem found. */
+  ok: boolean;
+  /** SQLite's messages, at most 100. */
+  problems: string[];
+  /** Which check ran: "quick_check" or "integrity_check". */
+  check: string;
+  /** How long it took. */
+  duration: Duration | undefined;
+}
+
 function createBaseCheckpointRequest(): CheckpointRequest {
   return { mode: 0 };
 }
@@ -1515,6 +1555,379 @@ export const PurgeExpiredSessionsResponse: MessageFns<PurgeExpiredSessionsRespon
   },
 };
 
+function createBaseBackupRequest(): BackupRequest {
+  return {};
+}
+
+export const BackupRequest: MessageFns<BackupRequest> = {
+  encode(_: BackupRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BackupRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBackupRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): BackupRequest {
+    return {};
+  },
+
+  toJSON(_: BackupRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<BackupRequest>): BackupRequest {
+    return BackupRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<BackupRequest>): BackupRequest {
+    const message = createBaseBackupRequest();
+    return message;
+  },
+};
+
+function createBaseBackupResponse(): BackupResponse {
+  return { path: "", bytes: 0, sha256: "", time: undefined, duration: undefined };
+}
+
+export const BackupResponse: MessageFns<BackupResponse> = {
+  encode(message: BackupResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.path !== "") {
+      writer.uint32(10).string(message.path);
+    }
+    if (message.bytes !== 0) {
+      writer.uint32(16).int64(message.bytes);
+    }
+    if (message.sha256 !== "") {
+      writer.uint32(26).string(message.sha256);
+    }
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(34).fork()).join();
+    }
+    if (message.duration !== undefined) {
+      Duration.encode(message.duration, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BackupResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBackupResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.duration = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BackupResponse {
+    return {
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+      duration: isSet(object.duration) ? Duration.fromJSON(object.duration) : undefined,
+    };
+  },
+
+  toJSON(message: BackupResponse): unknown {
+    const obj: any = {};
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
+    if (message.time !== undefined) {
+      obj.time = message.time.toISOString();
+    }
+    if (message.duration !== undefined) {
+      obj.duration = Duration.toJSON(message.duration);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BackupResponse>): BackupResponse {
+    return BackupResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BackupResponse>): BackupResponse {
+    const message = createBaseBackupResponse();
+    message.path = object.path ?? "";
+    message.bytes = object.bytes ?? 0;
+    message.sha256 = object.sha256 ?? "";
+    message.time = object.time ?? undefined;
+    message.duration = (object.duration !== undefined && object.duration !== null)
+      ? Duration.fromPartial(object.duration)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseIntegrityCheckRequest(): IntegrityCheckRequest {
+  return { full: false };
+}
+
+export const IntegrityCheckRequest: MessageFns<IntegrityCheckRequest> = {
+  encode(message: IntegrityCheckRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.full !== false) {
+      writer.uint32(8).bool(message.full);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): IntegrityCheckRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseIntegrityCheckRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.full = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): IntegrityCheckRequest {
+    return { full: isSet(object.full) ? globalThis.Boolean(object.full) : false };
+  },
+
+  toJSON(message: IntegrityCheckRequest): unknown {
+    const obj: any = {};
+    if (message.full !== false) {
+      obj.full = message.full;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<IntegrityCheckRequest>): IntegrityCheckRequest {
+    return IntegrityCheckRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<IntegrityCheckRequest>): IntegrityCheckRequest {
+    const message = createBaseIntegrityCheckRequest();
+    message.full = object.full ?? false;
+    return message;
+  },
+};
+
+function createBaseIntegrityCheckResponse(): IntegrityCheckResponse {
+  return { ok: false, problems: [], check: "", duration: undefined };
+}
+
+export const IntegrityCheckResponse: MessageFns<IntegrityCheckResponse> = {
+  encode(message: IntegrityCheckResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ok !== false) {
+      writer.uint32(8).bool(message.ok);
+    }
+    for (const v of message.problems) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.check !== "") {
+      writer.uint32(26).string(message.check);
+    }
+    if (message.duration !== undefined) {
+      Duration.encode(message.duration, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): IntegrityCheckResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseIntegrityCheckResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.ok = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.problems.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.check = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.duration = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): IntegrityCheckResponse {
+    return {
+      ok: isSet(object.ok) ? globalThis.Boolean(object.ok) : false,
+      problems: globalThis.Array.isArray(object?.problems) ? object.problems.map((e: any) => globalThis.String(e)) : [],
+      check: isSet(object.check) ? globalThis.String(object.check) : "",
+      duration: isSet(object.duration) ? Duration.fromJSON(object.duration) : undefined,
+    };
+  },
+
+  toJSON(message: IntegrityCheckResponse): unknown {
+    const obj: any = {};
+    if (message.ok !== false) {
+      obj.ok = message.ok;
+    }
+    if (message.problems?.length) {
+      obj.problems = message.problems;
+    }
+    if (message.check !== "") {
+      obj.check = message.check;
+    }
+    if (message.duration !== undefined) {
+      obj.duration = Duration.toJSON(message.duration);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<IntegrityCheckResponse>): IntegrityCheckResponse {
+    return IntegrityCheckResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<IntegrityCheckResponse>): IntegrityCheckResponse {
+    const message = createBaseIntegrityCheckResponse();
+    message.ok = object.ok ?? false;
+    message.problems = object.problems?.map((e) => e) || [];
+    message.check = object.check ?? "";
+    message.duration = (object.duration !== undefined && object.duration !== null)
+      ? Duration.fromPartial(object.duration)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * Storage operations for operators (grpcurl, buf curl, the CLI).
  *
@@ -1570,6 +1983,40 @@ export const AdminServiceService = {
       Buffer.from(PurgeExpiredSessionsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PurgeExpiredSessionsResponse => PurgeExpiredSessionsResponse.decode(value),
   },
+  /**
+   * Writes a consistent online snapshot of the database into the server's
+   * --backup-dir (never a path the caller picks), on a connection of its own
+   * off the event loop, in steps, so that calls go on meanwhile. The file is
+   * 0600, checked with quick_check before it is answered, and only the newest
+   * --backup-retention backups are kept. Backups run one at a time.
+   * Errors: FAILED_PRECONDITION without --backup-dir, or on PostgreSQL (whose
+   * backups are the database operator's).
+   */
+  backup: {
+    path: "/sessions.v1.AdminService/Backup" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BackupRequest): Buffer => Buffer.from(BackupRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BackupRequest => BackupRequest.decode(value),
+    responseSerialize: (value: BackupResponse): Buffer => Buffer.from(BackupResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BackupResponse => BackupResponse.decode(value),
+  },
+  /**
+   * Runs PRAGMA quick_check, or integrity_check with `full`, on a connection
+   * of its own off the event loop. Problems are answered, not thrown.
+   * Errors: FAILED_PRECONDITION on PostgreSQL (use pg_amcheck there).
+   */
+  integrityCheck: {
+    path: "/sessions.v1.AdminService/IntegrityCheck" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: IntegrityCheckRequest): Buffer =>
+      Buffer.from(IntegrityCheckRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): IntegrityCheckRequest => IntegrityCheckRequest.decode(value),
+    responseSerialize: (value: IntegrityCheckResponse): Buffer =>
+      Buffer.from(IntegrityCheckResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): IntegrityCheckResponse => IntegrityCheckResponse.decode(value),
+  },
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
@@ -1590,6 +2037,22 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
    * own transaction so that other calls interleave.
    */
   purgeExpiredSessions: handleUnaryCall<PurgeExpiredSessionsRequest, PurgeExpiredSessionsResponse>;
+  /**
+   * Writes a consistent online snapshot of the database into the server's
+   * --backup-dir (never a path the caller picks), on a connection of its own
+   * off the event loop, in steps, so that calls go on meanwhile. The file is
+   * 0600, checked with quick_check before it is answered, and only the newest
+   * --backup-retention backups are kept. Backups run one at a time.
+   * Errors: FAILED_PRECONDITION without --backup-dir, or on PostgreSQL (whose
+   * backups are the database operator's).
+   */
+  backup: handleUnaryCall<BackupRequest, BackupResponse>;
+  /**
+   * Runs PRAGMA quick_check, or integrity_check with `full`, on a connection
+   * of its own off the event loop. Problems are answered, not thrown.
+   * Errors: FAILED_PRECONDITION on PostgreSQL (use pg_amcheck there).
+   */
+  integrityCheck: handleUnaryCall<IntegrityCheckRequest, IntegrityCheckResponse>;
 }
 
 export interface AdminServiceClient extends Client {
@@ -1651,6 +2114,50 @@ export interface AdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PurgeExpiredSessionsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Writes a consistent online snapshot of the database into the server's
+   * --backup-dir (never a path the caller picks), on a connection of its own
+   * off the event loop, in steps, so that calls go on meanwhile. The file is
+   * 0600, checked with quick_check before it is answered, and only the newest
+   * --backup-retention backups are kept. Backups run one at a time.
+   * Errors: FAILED_PRECONDITION without --backup-dir, or on PostgreSQL (whose
+   * backups are the database operator's).
+   */
+  backup(
+    request: BackupRequest,
+    callback: (error: ServiceError | null, response: BackupResponse) => void,
+  ): ClientUnaryCall;
+  backup(
+    request: BackupRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BackupResponse) => void,
+  ): ClientUnaryCall;
+  backup(
+    request: BackupRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BackupResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Runs PRAGMA quick_check, or integrity_check with `full`, on a connection
+   * of its own off the event loop. Problems are answered, not thrown.
+   * Errors: FAILED_PRECONDITION on PostgreSQL (use pg_amcheck there).
+   */
+  integrityCheck(
+    request: IntegrityCheckRequest,
+    callback: (error: ServiceError | null, response: IntegrityCheckResponse) => void,
+  ): ClientUnaryCall;
+  integrityCheck(
+    request: IntegrityCheckRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: IntegrityCheckResponse) => void,
+  ): ClientUnaryCall;
+  integrityCheck(
+    request: IntegrityCheckRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: IntegrityCheckResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -28,6 +28,7 @@ export function targetOf(url: string): string {
 export class PostgresStorage implements StorageBackend {
   readonly backend = 'postgres';
   readonly wal = undefined;
+  readonly files = undefined;
   readonly repository: PostgresRepository;
   readonly target: string;
   private closing: Promise<undefined> | undefined;
