@@ -50,7 +50,7 @@ export function serverIdOf(i: number): string {
  * for the 50 minutes a long bench run may take. Expired ones passed their
  * absolute expiry an hour ago.
  */
-function recordOf(kind: SessionKind, i: number, now: number): SessionRecord {
+export function recordOf(kind: SessionKind, i: number, now: number): SessionRecord {
   const created = kind === 'expired' ? now - 25 * HOUR : now - 10 * MINUTE;
   const expire = created + 24 * HOUR;
   return {

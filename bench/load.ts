@@ -14,7 +14,7 @@ export interface Window {
   errors: number;
   firstError: string | undefined;
   durationMs: number;
-  /** Server CPU (utime + stime) over the window, in microseconds; 0 without a pid. */
+  /** Server CPU (utime + stime, summed over the pids) over the window, in microseconds; 0 without a pid. */
   cpuUs: number;
   /** The load generator's own CPU over the window (this process), in microseconds. */
   clientCpuUs: number;
@@ -38,23 +38,28 @@ export interface Summary {
   clientCpuUsPerCall: number;
 }
 
-export function runWindow(issue: Issue, concurrency: number, durationMs: number, pid?: number): Promise<Window> {
+/** The server processes whose CPU a window counts: one, or the replicas that share the load. */
+export type Pids = number | readonly number[];
+
+const cpuOf = (pid: Pids) => (typeof pid === 'number' ? cpuMicros(pid) : pid.reduce((n, p) => n + cpuMicros(p), 0));
+
+export function runWindow(issue: Issue, concurrency: number, durationMs: number, pid?: Pids): Promise<Window> {
   return drive(issue, concurrency, { end: performance.now() + durationMs }, pid);
 }
 
 /** Keeps `concurrency` calls in flight until `until.end` (which may move) has passed. */
-function drive(issue: Issue, concurrency: number, until: { end: number }, pid?: number): Promise<Window> {
+function drive(issue: Issue, concurrency: number, until: { end: number }, pid?: Pids): Promise<Window> {
   return new Promise((resolve) => {
     let latencies = new Float64Array(1 << 14);
     let calls = 0;
     let errors = 0;
     let firstError: string | undefined;
     let active = concurrency;
-    const cpu0 = pid === undefined ? 0 : cpuMicros(pid);
+    const cpu0 = pid === undefined ? 0 : cpuOf(pid);
     const client0 = process.cpuUsage();
     const t0 = performance.now();
     const finish = (now: number) => {
-      const cpuUs = pid === undefined ? 0 : cpuMicros(pid) - cpu0;
+      const cpuUs = pid === undefined ? 0 : cpuOf(pid) - cpu0;
       const client = process.cpuUsage(client0);
       resolve({ calls, errors, firstError, durationMs: now - t0, cpuUs, clientCpuUs: client.user + client.system, latenciesMs: latencies.subarray(0, calls) });
     };

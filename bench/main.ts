@@ -8,7 +8,9 @@
  *           decoded against refused before decoding (time and heap); and the
  *           major collections of the same garbage with and without the
  *           server's cap on old-space growth
- *   unary   every call, alternately with the empty RPC, synchronous=NORMAL
+ *   unary   every call, alternately with the empty RPC, synchronous=NORMAL;
+ *           then (--postgres on) the same on PostgreSQL, one replica and two
+ *           on one database, in a cluster the bench starts and removes
  *   stream  ValidateSessionStream vs Redis GET (same server process)
  *   full    CreateSession with synchronous=FULL on a second server process
  *   ablation CreateSession on servers with group commit, the checkpoint worker
@@ -34,6 +36,7 @@ import { measureStreaming, type StreamResults } from './stream';
 import { measureDecodeLimit, type DecodeLimitResults } from './decode-limit';
 import { measureGcTuning, type GcTuningResults } from './gc-tuning';
 import { measureMicro, type MicroRow } from './micro';
+import { measurePostgres } from './postgres';
 import { measureUnary, type UnaryRow } from './unary';
 import { Pools } from './workloads';
 
@@ -142,6 +145,11 @@ async function run(o: BenchOptions): Promise<BenchResults> {
             }
           }
         });
+      }
+      if (wants('unary') && o.postgres) {
+        const pg = await measurePostgres(dir, o, log);
+        unary = unary.concat(pg.rows);
+        meta['postgres'] = pg.meta;
       }
       const fullOps = o.ops.filter((op): op is OpName => op === 'CreateSession');
       if (wants('full') && fullOps.length > 0) {

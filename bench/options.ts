@@ -65,6 +65,12 @@ export interface BenchOptions {
   serverNodeArgs: string[];
   /** When set, what node itself prints on the servers' stdout (--trace-gc and the like) is appended there. */
   serverStdout: string | undefined;
+  /**
+   * Whether the unary part also runs on PostgreSQL (a cluster the bench starts
+   * itself): one replica, then two on one database. When on, a PostgreSQL
+   * that cannot start fails the run; it is never skipped.
+   */
+  postgres: boolean;
   smoke: boolean;
 }
 
@@ -91,6 +97,7 @@ const SPECS = [
   { group: 'Stalls', flag: 'sweep-interval', kind: 'duration', min: 1, default: '2s', smoke: '500ms', help: 'sweep interval of the server that measures the background sweep' },
   { group: 'Run', flag: 'ops', kind: { someOf: OPS }, default: OPS.join(','), help: 'calls to measure' },
   { group: 'Run', flag: 'parts', kind: { someOf: PARTS }, default: PARTS.join(','), help: 'parts to run' },
+  { group: 'Run', flag: 'postgres', kind: ['on', 'off'], default: 'on', help: 'on: the unary part runs again on PostgreSQL 15 (a cluster the bench starts on a free port and removes), one replica and then two on one database; a PostgreSQL that cannot start fails the run. off: SQLite only' },
   { group: 'Run', flag: 'out', kind: 'string', allowed: 'file path', default: 'bench/results/latest.json', help: 'where the JSON results go' },
   { group: 'Servers', flag: 'server-settings', kind: 'string', allowed: 'flag=value[,flag=value...]', default: '', help: 'settings for every server the bench starts (e.g. cache-size=-65536): to measure a setting' },
   { group: 'Servers', flag: 'server', kind: ['dist', 'tsx'], default: 'dist', help: 'dist: the servers run compiled (tsc, then node dist/src/main.js, as in the Docker image); tsx: from the sources (node --import tsx src/main.ts)' },
@@ -157,6 +164,7 @@ export function loadBenchOptions(argv: readonly string[], env: NodeJS.ProcessEnv
     server: v['server'],
     serverNodeArgs: v['server-node-args'].split(/\s+/).filter((a) => a !== ''),
     serverStdout: v['server-stdout'] || undefined,
+    postgres: v['postgres'] === 'on',
     smoke: v['smoke'],
   };
 }

@@ -116,13 +116,32 @@ function table(header: string[], rows: string[][]): string {
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 
+/** The default rows of each backend at concurrency `c`, one line per call; undefined without PostgreSQL rows. */
+function backendsSideBySide(unary: UnaryRow[], c: number): string | undefined {
+  const at = unary.filter((u) => u.concurrency === c);
+  const sqlite = at.filter((u) => u.storage === 'sqlite' && u.synchronous === 'NORMAL' && !u.variant);
+  const pg = [...new Set(at.filter((u) => u.storage === 'postgres').map((u) => u.variant!))];
+  if (pg.length === 0) return undefined;
+  const columns = [{ name: 'SQLite', rows: sqlite }, ...pg.map((v) => ({ name: v.replace('postgres', 'PG'), rows: at.filter((u) => u.variant === v) }))];
+  const ops = [...new Set(at.filter((u) => u.storage === 'postgres').map((u) => u.op))];
+  const cells = (row: UnaryRow | undefined) => [num(row?.call.rate), num(row?.call.p99Ms, 2), num(row?.ratio.rate, 2)];
+  return [`SQLite and PostgreSQL side by side, ${c} in flight (x rate: to the empty RPC of the same servers):`, '',
+    table(['call', ...columns.flatMap((k) => [`${k.name} calls/s`, 'p99 ms', 'x rate'])],
+      ops.map((op) => [op, ...columns.flatMap((k) => cells(k.rows.find((u) => u.op === op)))]))].join('\n');
+}
+
 export function formatReport(r: BenchResults): string {
   const out: string[] = [];
   const c = Math.max(...r.options.concurrency);
   const targetOf = (name: string) => r.targets.find((t) => t.name === name);
   if (r.unary.length > 0) {
     out.push('Unary calls. Each call measured alternately with the empty RPC on the same server process;',
-      `ratios are to the adjacent empty-RPC windows; CPU is the server's utime+stime per call. Targets at ${c} in flight.`, '');
+      `ratios are to the adjacent empty-RPC windows; CPU is the server's utime+stime per call. Targets at ${c} in flight.`);
+    if (r.unary.some((u) => u.storage === 'postgres')) {
+      out.push('[postgres, N replicas] rows: the same calls with the sessions in PostgreSQL (sync "on": synchronous_commit), against',
+        'the empty RPC of those servers; with 2 replicas the load client alternates between them and CPU is both servers\' (never PostgreSQL\'s).');
+    }
+    out.push('');
     const rows: string[][] = [];
     const seen = new Set<string>();
     for (const u of r.unary) {
@@ -149,6 +168,8 @@ export function formatReport(r: BenchResults): string {
       if (u.call.errors + u.empty.errors > 0) rows.push([`  ! ${u.call.errors + u.empty.errors} errors: ${u.call.firstError ?? u.empty.firstError}`, '', '', '', '', '', '', '', '', '', '', '', '']);
     }
     out.push(table(['call', 'sync', 'conc', 'calls/s', 'p50 ms', 'p99 ms', 'CPU us/call', 'client us/call', 'x rate', 'x p99', 'x CPU', 'target', 'met'], rows), '');
+    const backends = backendsSideBySide(r.unary, c);
+    if (backends) out.push(backends, '');
   }
   if (r.durability) {
     const d = r.durability;

@@ -11,32 +11,43 @@ const identity = (b: Buffer) => b;
 
 /** Several client connections: one HTTP/2 connection is not the bottleneck. */
 export class Channels {
-  private readonly clients: Client[];
+  /** By address, then connection. */
+  private readonly clients: Client[][];
+  private readonly all: Client[];
+  private next = 0;
 
-  constructor(address: string, count: number) {
+  /**
+   * `count` connections to each address. With several addresses (replicas
+   * behind one load client) each call goes to the next address in turn, so
+   * that even one worker spreads its calls over them all.
+   */
+  constructor(address: string | readonly string[], count: number) {
+    const addresses = typeof address === 'string' ? [address] : address;
     // A local subchannel pool per client: grpc-js would otherwise share one
     // connection between clients with the same target and options.
-    this.clients = Array.from({ length: count }, () =>
-      new Client(address, credentials.createInsecure(), {
+    this.clients = addresses.map((a) => Array.from({ length: count }, () =>
+      new Client(a, credentials.createInsecure(), {
         'grpc.use_local_subchannel_pool': 1,
         'grpc.max_receive_message_length': 64 * 1024 * 1024,
-      }));
+      })));
+    this.all = this.clients.flat();
   }
 
   /** Connects every channel (so that no window pays for a handshake). */
   ready(timeoutMs = 10_000): Promise<void[]> {
-    return Promise.all(this.clients.map((c) => new Promise<void>((resolve, reject) =>
+    return Promise.all(this.all.map((c) => new Promise<void>((resolve, reject) =>
       c.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(err) : resolve())))));
   }
 
   /** Calls `path` on the channel of `worker`; `done` gets an error text, or the answer. */
   call(worker: number, path: string, request: Buffer, done: (error: string | undefined, answer: Buffer | undefined) => void): void {
-    this.clients[worker % this.clients.length]!.makeUnaryRequest(path, identity, identity, request, (err: ServiceError | null, res?: Buffer) =>
+    const byAddress = this.clients.length === 1 ? this.clients[0]! : this.clients[this.next++ % this.clients.length]!;
+    byAddress[worker % byAddress.length]!.makeUnaryRequest(path, identity, identity, request, (err: ServiceError | null, res?: Buffer) =>
       err ? done(`${status[err.code] ?? err.code}: ${err.details}`, undefined) : done(undefined, res));
   }
 
   close(): void {
-    for (const c of this.clients) c.close();
+    for (const c of this.all) c.close();
   }
 }
 

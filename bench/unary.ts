@@ -13,7 +13,11 @@ import { issuer, workload, type Pools } from './workloads';
 
 export interface UnaryRow {
   op: OpName;
-  synchronous: 'NORMAL' | 'FULL';
+  /** SQLite's synchronous setting; 'on' on PostgreSQL (synchronous_commit, the server's default and the cluster's). */
+  synchronous: 'NORMAL' | 'FULL' | 'on';
+  /** Where the servers kept the sessions; PostgreSQL rows name their replicas (the load spread over them, CPU summed). */
+  storage: 'sqlite' | 'postgres';
+  replicas: number;
   /** Set on the on/off rows (the ablation part): which optimisations that server ran without. */
   variant?: string;
   concurrency: number;
@@ -34,16 +38,18 @@ export interface UnaryRow {
 }
 
 export async function measureUnary(
-  server: ServerProcess,
+  server: ServerProcess | readonly ServerProcess[],
   channels: Channels,
   pools: Pools,
   ops: readonly OpName[],
   synchronous: UnaryRow['synchronous'],
   o: BenchOptions,
   log: (line: string) => void,
-  variant?: { name: string; concurrency: number[] },
+  variant?: { name: string; concurrency?: number[]; storage?: UnaryRow['storage'] },
 ): Promise<UnaryRow[]> {
   const rows: UnaryRow[] = [];
+  const servers = 'pid' in server ? [server] : server;
+  const pids = servers.map((s) => s.pid);
   const empty = issuer(workload('Empty', pools), channels);
   for (const concurrency of variant?.concurrency ?? o.concurrency) {
     for (const op of ops) {
@@ -58,11 +64,11 @@ export async function measureUnary(
         let we: Window;
         let wx: Window;
         if (r % 2 === 0) {
-          we = await runWindow(empty, concurrency, o.windowMs, server.pid);
-          wx = await runWindow(call, concurrency, o.windowMs, server.pid);
+          we = await runWindow(empty, concurrency, o.windowMs, pids);
+          wx = await runWindow(call, concurrency, o.windowMs, pids);
         } else {
-          wx = await runWindow(call, concurrency, o.windowMs, server.pid);
-          we = await runWindow(empty, concurrency, o.windowMs, server.pid);
+          wx = await runWindow(call, concurrency, o.windowMs, pids);
+          we = await runWindow(empty, concurrency, o.windowMs, pids);
         }
         e.push(we);
         x.push(wx);
@@ -73,6 +79,8 @@ export async function measureUnary(
       const row: UnaryRow = {
         op,
         synchronous,
+        storage: variant?.storage ?? 'sqlite',
+        replicas: servers.length,
         ...(variant ? { variant: variant.name } : {}),
         concurrency,
         call: cs,

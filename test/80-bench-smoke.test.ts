@@ -4,6 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { OPS, type BenchOptions } from '../bench/options';
+import { POSTGRES_CONFIGS } from '../bench/postgres';
 import type { BenchResults } from '../bench/report';
 import type { Summary } from '../bench/load';
 import type { LoopDelayFigures } from '../src/transport/bench-service';
@@ -12,8 +13,9 @@ import { requireTool, tool } from './helpers/tools';
 
 /*
  * `make bench` end to end with tiny fills and windows (BENCH_SMOKE=1): servers
- * as their own processes, the bench-only service, Redis when installed. It
- * checks that every figure is there and sane; never how fast anything is.
+ * as their own processes, the bench-only service, Redis when installed, and
+ * PostgreSQL (required: a bench that cannot start it fails, and so does this).
+ * It checks that every figure is there and sane; never how fast anything is.
  */
 
 const ROOT = join(__dirname, '..');
@@ -95,6 +97,26 @@ test('the smoke bench runs end to end and reports every figure with sane values'
     }
   }
 
+  // PostgreSQL: every call at every concurrency on one replica and on two, each against its own servers' empty RPC.
+  t.true(o.postgres, 'the PostgreSQL part is on by default');
+  for (const config of POSTGRES_CONFIGS) {
+    for (const c of o.concurrency) {
+      for (const op of OPS) {
+        const what = `${op} [${config.name}] c=${c}`;
+        const row = r.unary.find((u) => u.op === op && u.variant === config.name && u.concurrency === c);
+        if (!row) {
+          problems.push(`${what}: missing`);
+          continue;
+        }
+        if (row.storage !== 'postgres' || row.replicas !== config.replicas || row.synchronous !== 'on') problems.push(`${what}: ${row.storage} x${row.replicas} ${row.synchronous}`);
+        problems.push(...saneSummary(row.call, what, true), ...saneSummary(row.empty, `${what} (empty)`, true));
+        if (!finitePositive(row.ratio.rate) || !finitePositive(row.ratio.p99)) problems.push(`${what}: ratios ${JSON.stringify(row.ratio)}`);
+      }
+    }
+  }
+  t.regex(output, /PostgreSQL 15\.\d+/);
+  t.regex(output, /SQLite and PostgreSQL side by side, \d+ in flight/);
+
   // The hot-path changes, old and new way in-process: both figures for each, and the whole validation for scale.
   t.deepEqual(r.micro.map((m) => m.change), [
     'session row read by token hash', 'token hash (SHA-256)', 'ValidateSession answer encoding', 'token lookups of a stream batch', 'new token and id (CSPRNG)',
@@ -127,7 +149,7 @@ test('the smoke bench runs end to end and reports every figure with sane values'
   // The on/off rows: CreateSession without group commit, the checkpoint worker
   // or the off-loop fsync, and RotateSessionToken with and without durable
   // revocations, at the largest concurrency only, each against its own empty RPC.
-  const variants = r.unary.filter((u) => u.variant !== undefined);
+  const variants = r.unary.filter((u) => u.variant !== undefined && u.storage === 'sqlite');
   t.deepEqual(
     variants.map((u) => `${u.synchronous} ${u.variant}`).sort(),
     ['FULL fsync in commits', 'FULL no group commit', 'NORMAL checkpoints in commits', 'NORMAL durable revocations off', 'NORMAL durable revocations on',

@@ -30,17 +30,23 @@ test('defaults, smoke defaults, and flags over variables', (t) => {
   const both = loadBenchOptions(['--window', '3s'], { BENCH_WINDOW: '1s', BENCH_ROUNDS: '5' });
   t.is(both.windowMs, 3000);
   t.is(both.rounds, 5);
+  t.true(full.postgres, 'the PostgreSQL rows are on by default');
+  t.true(smoke.postgres, 'and in a smoke run, so that test 80 runs them');
+  t.false(loadBenchOptions(['--postgres', 'off'], {}).postgres);
+  t.false(loadBenchOptions([], { BENCH_POSTGRES: 'off' }).postgres);
+  t.true(loadBenchOptions(['--postgres', 'on'], { BENCH_POSTGRES: 'off' }).postgres);
   const settings = loadBenchOptions([], { BENCH_SERVER_SETTINGS: 'cache-size=-65536, group-commit=false' });
   t.deepEqual(settings.serverSettings, { SESSIOND_CACHE_SIZE: '-65536', SESSIOND_GROUP_COMMIT: 'false' });
 });
 
 test('every bad bench setting is reported at once, by flag or variable', (t) => {
-  const message = problems(['--window', 'soon', '--no-such-thing', '1', '--parts', 'micro,nope'], { BENCH_ROUNDS: '0', BENCH_SERVER: 'docker' });
+  const message = problems(['--window', 'soon', '--no-such-thing', '1', '--parts', 'micro,nope'], { BENCH_ROUNDS: '0', BENCH_SERVER: 'docker', BENCH_POSTGRES: 'maybe' });
   t.regex(message, /--window.*"soon"/);
   t.regex(message, /--no-such-thing/);
   t.regex(message, /--parts.*nope/);
   t.regex(message, /BENCH_ROUNDS/);
   t.regex(message, /BENCH_SERVER/);
+  t.regex(message, /BENCH_POSTGRES.*"maybe"/);
   t.regex(message, /make bench settings/, 'the help follows the problems');
 });
 

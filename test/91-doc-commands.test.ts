@@ -81,7 +81,9 @@ const NOT_RUN: Record<string, string[]> = {
     'make bench BENCH_PARTS=stalls BENCH_SERVER_NODE_ARGS=--trace-gc-nvp BENCH_SERVER_STDOUT=/tmp/gc.log   # what each garbage collection cost',
     'make bench BENCH_SERVER=tsx                   # the servers from the sources (node --import tsx src/main.ts) instead of compiled',
     'make bench BENCH_CPU_PROF=/tmp/prof BENCH_PARTS=unary BENCH_OPS=CreateSession   # CPU profiles, written when each server exits',
+    'make bench BENCH_POSTGRES=off                 # SQLite only: no PostgreSQL cluster, no PostgreSQL rows',
     'make bench ARGS=--help                        # every BENCH_* setting',
+    'node --import tsx bench/main.ts --parts unary --sessions 20000 --window 1s --warmup 300ms --rounds 2 --concurrency 64 --ops ValidateSession,GetSession,CreateSession --out bench/results/pg-short.json',
   ],
   'these need certificate files and a TLS server; test/53-python-client.test.ts runs the script over mTLS with certificates it makes': [
     'SESSIOND_API_KEY="$(cat ops.key)" /usr/bin/python3 clients/python/smoke.py sessiond.example.internal:50051 --ca-file ca.pem --cert-file client.pem --key-file client.key',
