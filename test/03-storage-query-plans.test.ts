@@ -34,7 +34,7 @@ test('list filters, revocations, lookups and the purge use an index (EXPLAIN QUE
   const repo = storage.sessions;
   const lists = repo['lists'];
   const revokes = repo['revokes'];
-  const named = { serverId: 'srv-1', subject: 'user-2', cursor: 10, now: Date.now(), limit: 101 };
+  const named = { serverId: 'srv-1', subject: 'user-2', cursor: 10, now: Date.now(), limit: 101, exceptId: 'keep-me' };
   // The same plans with a caller's server_ids (exact names and prefixes) applied on top.
   for (const [set, params] of [['any', named], ['within', { ...named, exact: '["srv-1"]', prefixes: '["srv-"]' }]] as const) {
     const l = lists[set];
@@ -58,6 +58,10 @@ test('list filters, revocations, lookups and the purge use an index (EXPLAIN QUE
   assertIndexed(t, 'find by id', plan(other, repo['byId'].source, ['x']), /^SEARCH sessions USING INDEX sqlite_autoindex_sessions_\d \(id=\?\)$/);
   assertIndexed(t, 'find by token hash', plan(other, repo['byToken'].source, [Buffer.alloc(32)]), /^SEARCH sessions USING INDEX sqlite_autoindex_sessions_\d \(token_hash=\?\)$/);
   assertIndexed(t, 'find by request id', plan(other, repo['byRequestId'].source, ['srv-1', 'req']), /^SEARCH sessions USING INDEX sessions_by_request_id \(server_id=\? AND request_id=\?\)$/);
+
+  // --max-sessions-per-subject counts (and picks the oldest of) one subject's live sessions in every create.
+  assertIndexed(t, 'live sessions of a subject', plan(other, repo['liveOfSubject'].source, ['srv-1', 'user-2', Date.now()]),
+    /^SEARCH sessions USING INDEX sessions_by_server_subject \(server_id=\? AND subject=\?\)$/);
 
   const purge = plan(other, repo['purgeStmt'].source, [Date.now(), 1000]);
   assertIndexed(t, 'purge batch', purge, /^SEARCH sessions USING (COVERING )?INDEX sessions_by_dead_at \(dead_at<\?\)$/);

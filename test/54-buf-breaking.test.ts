@@ -44,7 +44,7 @@ function editProto(dir: string, from: string, to: string): void {
   writeFileSync(file, text.replace(from, to));
 }
 
-const RENUMBER = ['  string subject = 2;\n}\n\nmessage RevokeSessionsResponse', '  string subject = 7;\n}\n\nmessage RevokeSessionsResponse'] as const;
+const RENUMBER = ['  string except_session_id = 3;\n}\n\nmessage RevokeSessionsResponse', '  string except_session_id = 7;\n}\n\nmessage RevokeSessionsResponse'] as const;
 const ADD_FIELD = ['message RevokeSessionsResponse {\n', 'message RevokeSessionsResponse {\n  // Added later: compatible.\n  string note = 9;\n'] as const;
 
 /** A repository on main whose first commit is this working tree's proto/ and buf.yaml. */
@@ -85,7 +85,7 @@ test('a renumbered field fails, a new field passes, and the first commit is skip
   editProto(dir, ...RENUMBER);
   const dirty = await breaking(dir);
   t.not(dirty.code, 0, dirty.out);
-  t.regex(dirty.out, /Previously present field "2" with name "subject" on message "RevokeSessionsRequest"/);
+  t.regex(dirty.out, /Previously present field "3" with name "except_session_id" on message "RevokeSessionsRequest"/);
 
   commitAll(dir, 'renumber subject');
   const committed = await breaking(dir);

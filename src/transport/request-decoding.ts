@@ -4,7 +4,7 @@ import {
 } from '@grpc/grpc-js';
 import { BinaryReader } from '@bufbuild/protobuf/wire';
 import {
-  AdminServiceService, CheckpointRequest, GetStorageStatusRequest, PurgeExpiredSessionsRequest,
+  AdminServiceService, BackupRequest, CheckpointRequest, GetStorageStatusRequest, IntegrityCheckRequest, PurgeExpiredSessionsRequest,
 } from '../../generated/sessions/v1/admin_service';
 import {
   CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, RevokeSessionsRequest,
@@ -54,6 +54,8 @@ const STRICT_TYPES: ReadonlyMap<string, Decoder> = new Map<string, Decoder>([
   [AdminServiceService.checkpoint.path, CheckpointRequest],
   [AdminServiceService.getStorageStatus.path, GetStorageStatusRequest],
   [AdminServiceService.purgeExpiredSessions.path, PurgeExpiredSessionsRequest],
+  [AdminServiceService.backup.path, BackupRequest],
+  [AdminServiceService.integrityCheck.path, IntegrityCheckRequest],
 ]);
 
 /** The paths decoded strictly (a test checks that every RPC of ours is among them). */
