@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Clock } from './clock';
+import { OutcomeUnknownError } from './errors';
 import type { SessionRecord } from './session';
 
 export interface CreateAnswer {
@@ -28,6 +29,8 @@ export function createFingerprint(f: CreateFields): string {
 interface Entry {
   readonly fingerprint: string;
   readonly answer: Promise<CreateAnswer>;
+  /** The create failed with its outcome unknown: `answer` is what it would have answered, if it was applied. */
+  readonly unconfirmed?: boolean;
   expires: number;
 }
 
@@ -51,7 +54,7 @@ export class RecentCreates {
     private readonly maxEntries = 10_000,
   ) {}
 
-  get(key: string): { fingerprint: string; answer: Promise<CreateAnswer> } | undefined {
+  get(key: string): { fingerprint: string; answer: Promise<CreateAnswer>; unconfirmed?: boolean | undefined } | undefined {
     const hit = this.entries.get(key);
     if (!hit) return undefined;
     if (hit.expires <= this.clock.now()) {
@@ -61,8 +64,12 @@ export class RecentCreates {
     return hit;
   }
 
-  /** Holds `answer` under `key` from now; a rejected answer is dropped, so that a retry tries again. */
-  put(key: string, fingerprint: string, answer: Promise<CreateAnswer>): void {
+  /**
+   * Holds `answer` under `key` from now; a rejected answer is dropped, so that a retry tries again,
+   * except one rejected with OutcomeUnknownError: then `ifApplied` is held, marked unconfirmed, so
+   * that a retry can answer it (token included) if that write did commit.
+   */
+  put(key: string, fingerprint: string, answer: Promise<CreateAnswer>, ifApplied?: CreateAnswer): void {
     const now = this.clock.now();
     for (const [k, e] of this.entries) {
       if (this.entries.size < this.maxEntries && e.expires > now) break;
@@ -73,8 +80,11 @@ export class RecentCreates {
     answer.then(
       // The window starts when the answer exists, as a client's retry timer does.
       () => void (entry.expires = this.clock.now() + this.ttlMs),
-      () => {
-        if (this.entries.get(key) === entry) this.entries.delete(key);
+      (err: unknown) => {
+        if (this.entries.get(key) !== entry) return;
+        if (err instanceof OutcomeUnknownError && ifApplied) {
+          this.entries.set(key, { fingerprint, answer: Promise.resolve(ifApplied), unconfirmed: true, expires: this.clock.now() + this.ttlMs });
+        } else this.entries.delete(key);
       },
     );
   }

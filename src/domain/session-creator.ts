@@ -58,7 +58,11 @@ export class SessionCreator {
     const fingerprint = requestId === '' ? '' : createFingerprint(input);
     if (requestId !== '') {
       const earlier = this.recentCreates.get(key);
-      if (earlier) return this.replay(requestId, fingerprint, earlier);
+      if (earlier) {
+        const replayed = await this.replay(requestId, fingerprint, earlier);
+        if (replayed) return replayed;
+        // The earlier create's outcome was unknown and it did not commit: this one creates the session.
+      }
     }
     const now = this.clock.now();
     const session: SessionRecord = {
@@ -81,7 +85,9 @@ export class SessionCreator {
     const token = newToken();
     const tokenHash = hashToken(token);
     const created = this.insert(session, token, tokenHash, input.serverId, requestId, now);
-    if (requestId !== '') this.recentCreates.put(key, fingerprint, created);
+    // A create whose outcome is unknown (PostgreSQL: the connection was lost before the commit was
+    // confirmed) may have committed: a retry must then get this token, as after a timeout (docs/api.md).
+    if (requestId !== '') this.recentCreates.put(key, fingerprint, created, { session, token });
     return created;
   }
 
@@ -110,9 +116,12 @@ export class SessionCreator {
    * A retry of a create by the same caller: its answer again, token included,
    * only when it asks for exactly the same thing and the session still holds
    * that token (not rotated, not revoked, not expired).
+   * @returns undefined when the earlier create's outcome was unknown and it is not stored: create anew.
    * @throws AlreadyExistsError otherwise.
    */
-  private async replay(requestId: string, fingerprint: string, earlier: { fingerprint: string; answer: Promise<CreateAnswer> }): Promise<CreateAnswer> {
+  private async replay(
+    requestId: string, fingerprint: string, earlier: { fingerprint: string; answer: Promise<CreateAnswer>; unconfirmed?: boolean | undefined },
+  ): Promise<CreateAnswer | undefined> {
     const shown = JSON.stringify(requestId);
     if (earlier.fingerprint !== fingerprint) {
       throw new AlreadyExistsError(`request_id ${shown} was already used for a create with other fields; a retry must repeat the request exactly (use a new request_id for a new session)`);
@@ -121,6 +130,8 @@ export class SessionCreator {
     const now = this.clock.now();
     // Looked up by the token itself: a rotation in the same millisecond leaves every time as it was.
     const current = await this.repo.findByTokenHash(hashToken(answer.token));
+    // Not stored: an unconfirmed create did not commit (the unique request_id still stops a duplicate if it commits late).
+    if (!current && earlier.unconfirmed) return undefined;
     if (!current || current.id !== answer.session.id || sessionState(current, now) !== 'live') {
       throw new AlreadyExistsError(`request_id ${shown} created session ${answer.session.id}, which has since been rotated, revoked or expired: its first token is not returned again`);
     }

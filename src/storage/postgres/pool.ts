@@ -2,7 +2,7 @@ import postgres, { type Sql, type TransactionSql } from 'postgres';
 import { randomBytes } from 'node:crypto';
 import { OverloadedError, StorageUnavailableError } from '../../domain/errors';
 import type { PostgresOptions } from '../options';
-import { toStorageError, type WritePhase } from './postgres-errors';
+import { isConnectionLost, toStorageError, type WritePhase } from './postgres-errors';
 
 export type Row = Record<string, unknown>;
 
@@ -80,10 +80,35 @@ export class Pool {
    */
   transaction<T>(body: (tx: TransactionSql, wrote: () => void) => Promise<T>, timeoutMs = this.answerTimeoutMs): Promise<T> {
     let phase: WritePhase = 'read';
-    return this.run('write', () => this.sql.begin((tx) => body(tx, () => { phase = 'write'; })) as Promise<T>, () => phase, timeoutMs);
+    // The driver keeps a transaction queued while it has no connection and runs it once one opens
+    // (after a failover: on the promoted standby). A caller told "nothing was written" because no
+    // answer came before its first write must stay right: such a transaction may no longer write.
+    let abandoned = false;
+    const refuseIfAbandoned = () => {
+      if (abandoned) throw new StorageUnavailableError('the caller was already answered that nothing was written; rolled back');
+    };
+    return this.run('write', () => this.sql.begin((tx) => {
+      refuseIfAbandoned();
+      return body(tx, () => {
+        refuseIfAbandoned();
+        phase = 'write';
+      }).catch((err: unknown) => {
+        // postgres 3.4.9 answers a body that failed with a ROLLBACK on the same connection. When the
+        // connection is gone (a failover), that ROLLBACK is written to a null socket from a setImmediate
+        // and the TypeError ends the process (https://github.com/porsager/postgres/issues/1208). begin()
+        // rejects by itself once its connection closes (CONNECTION_CLOSED), and this side's answer timer
+        // bounds the wait anyway: a body that failed for that reason is left unsettled, so no ROLLBACK is sent.
+        if (isConnectionLost(err)) return new Promise<never>(() => {});
+        throw err;
+      });
+    }) as Promise<T>, () => phase, timeoutMs, () => {
+      if (phase === 'read') abandoned = true;
+    });
   }
 
-  private async run<T>(phase: WritePhase, send: () => Promise<T>, phaseNow: () => WritePhase = () => phase, timeoutMs = this.answerTimeoutMs): Promise<T> {
+  private async run<T>(
+    phase: WritePhase, send: () => Promise<T>, phaseNow: () => WritePhase = () => phase, timeoutMs = this.answerTimeoutMs, onLate?: () => void,
+  ): Promise<T> {
     if (this.ended) throw new StorageUnavailableError('storage is closing; nothing was written');
     if (phase === 'write' && this.writesInFlight >= this.options.maxPendingWrites) {
       this.onShed?.();
@@ -95,7 +120,10 @@ export class Pool {
     try {
       const answer = send();
       const late = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(Object.assign(new Error('no answer'), { code: phaseNow() === 'write' ? 'CONNECTION_CLOSED' : 'CONNECT_TIMEOUT' })), timeoutMs);
+        timer = setTimeout(() => {
+          onLate?.();
+          reject(Object.assign(new Error('no answer'), { code: phaseNow() === 'write' ? 'CONNECTION_CLOSED' : 'CONNECT_TIMEOUT' }));
+        }, timeoutMs);
       });
       // The statement may still be answered later; what it answers then is dropped.
       answer.catch(() => {});

@@ -18,6 +18,12 @@ const LOST = new Set(['CONNECTION_CLOSED', 'CONNECTION_DESTROYED', 'ECONNRESET',
 
 export type WritePhase = 'read' | 'write';
 
+/** Whether `err` is the driver's or the socket's report of a connection lost with statements on it (not a server's answer). */
+export function isConnectionLost(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && LOST.has(code);
+}
+
 /**
  * @param phase 'write' when a statement that changes rows, or the COMMIT of
  *   a transaction that did, may have reached the server.
