@@ -55,7 +55,7 @@ test('absolute expiry: valid until expire_time, then EXPIRED and gone from Get a
   await rejectsWithCode(t, s.client.getSession(id), status.NOT_FOUND);
   t.deepEqual(await listedIds(s), [other.session!.id]);
   // The row is still stored until purged; only reads hide it.
-  t.truthy(s.app.sqlite!.sessions.findById(id));
+  t.truthy((await s.app.storage.repository.findById(id)));
 });
 
 test('idle expiry: IDLE_TIMEOUT once the idle window passes without a touch', async (t) => {
@@ -96,7 +96,7 @@ test('touch extends the idle expiry but never past the absolute expiry', async (
   const third = await s.client.touchSession(id);
   t.is(ms(third.session!.idleExpireTime), t0 + 10 * MIN, 'a touch never goes past expire_time');
   t.is(ms(third.session!.expireTime), t0 + 10 * MIN, 'a touch never moves expire_time');
-  const stored = s.app.sqlite!.sessions.findById(id)!;
+  const stored = (await s.app.storage.repository.findById(id))!;
   t.is(stored.idleExpireTime, t0 + 10 * MIN);
   t.is(stored.expireTime, t0 + 10 * MIN);
 
@@ -111,25 +111,25 @@ test('touch throttling: no write until 10% of the idle window has passed since t
   const idle = 10 * MIN; // 10% = 1 minute
   const c = await s.client.createSession({ serverId: 'web', ttl: dur(HOUR), idleTimeout: dur(idle) });
   const id = c.session!.id;
-  const created = s.app.sqlite!.sessions.findById(id)!;
+  const created = (await s.app.storage.repository.findById(id))!;
 
   s.clock.advance(30 * SEC);
   const early = await s.client.touchSession(id);
   t.is(ms(early.session!.idleExpireTime), t0 + idle, 'a touch 30 s after creation must not move the idle expiry');
   t.is(ms(early.session!.lastActiveTime), t0);
-  t.deepEqual(s.app.sqlite!.sessions.findById(id), created, 'the throttled touch wrote to the row');
+  t.deepEqual((await s.app.storage.repository.findById(id)), created, 'the throttled touch wrote to the row');
   t.is(ms((await s.client.getSession(id)).session!.idleExpireTime), t0 + idle);
 
   s.clock.advance(30 * SEC - 1); // 1 ms short of 10%
   await s.client.touchSession(id);
   await s.client.validateSession(c.token, true);
-  t.deepEqual(s.app.sqlite!.sessions.findById(id), created, 'a touch 1 ms before the threshold wrote to the row');
+  t.deepEqual((await s.app.storage.repository.findById(id)), created, 'a touch 1 ms before the threshold wrote to the row');
 
   s.clock.advance(1); // exactly 10%
   const due = await s.client.touchSession(id);
   t.is(ms(due.session!.idleExpireTime), t0 + MIN + idle);
   t.is(ms(due.session!.lastActiveTime), t0 + MIN);
-  const row = s.app.sqlite!.sessions.findById(id)!;
+  const row = (await s.app.storage.repository.findById(id))!;
   t.is(row.idleExpireTime, t0 + MIN + idle);
   t.is(row.lastActiveTime, t0 + MIN);
   t.is(row.version, created.version, 'a touch keeps the version (etag)');
@@ -138,10 +138,10 @@ test('touch throttling: no write until 10% of the idle window has passed since t
   // The throttle restarts from the last recorded activity.
   s.clock.advance(59 * SEC);
   await s.client.touchSession(id);
-  t.is(s.app.sqlite!.sessions.findById(id)!.idleExpireTime, t0 + MIN + idle);
+  t.is((await s.app.storage.repository.findById(id))!.idleExpireTime, t0 + MIN + idle);
   s.clock.advance(1 * SEC);
   await s.client.touchSession(id);
-  t.is(s.app.sqlite!.sessions.findById(id)!.idleExpireTime, t0 + 2 * MIN + idle);
+  t.is((await s.app.storage.repository.findById(id))!.idleExpireTime, t0 + 2 * MIN + idle);
 });
 
 test('the touch threshold follows the configuration', async (t) => {
@@ -164,7 +164,7 @@ test('ValidateSession with touch=true slides the idle expiry and keeps the sessi
     const v = await s.client.validateSession(c.token, true);
     t.true(v.valid, `validation ${i} at +${4 * i}m`);
     t.is(ms(v.session!.idleExpireTime), t0 + 4 * MIN * i + 5 * MIN);
-    t.is(s.app.sqlite!.sessions.findById(c.session!.id)!.idleExpireTime, t0 + 4 * MIN * i + 5 * MIN);
+    t.is((await s.app.storage.repository.findById(c.session!.id))!.idleExpireTime, t0 + 4 * MIN * i + 5 * MIN);
   }
   // Without touch, the window lapses.
   s.clock.advance(4 * MIN);
@@ -218,7 +218,7 @@ test('PurgeExpiredSessions deletes expired, idle-expired and revoked sessions in
   t.is(st.liveSessions, 4);
   t.is(st.expiredSessions, 0);
   for (const c of dead) {
-    t.is(s.app.sqlite!.sessions.findById(c.session!.id), undefined, 'a dead row survived the purge');
+    t.is((await s.app.storage.repository.findById(c.session!.id)), undefined, 'a dead row survived the purge');
     // A purged token is simply unknown now.
     t.is((await s.client.validateSession(c.token)).reason, InvalidReason.INVALID_REASON_NOT_FOUND);
   }
@@ -264,8 +264,8 @@ test('the background sweep purges dead sessions in batches of the configured siz
   // Nothing expired yet but the revoked one.
   await s.app.sweeper.runOnce();
   t.is((await s.client.getStorageStatus()).expiredSessions, 0);
-  t.is(s.app.sqlite!.sessions.findById(revoked.session!.id), undefined);
-  t.truthy(s.app.sqlite!.sessions.findById(dead[0]!.session!.id));
+  t.is((await s.app.storage.repository.findById(revoked.session!.id)), undefined);
+  t.truthy((await s.app.storage.repository.findById(dead[0]!.session!.id)));
 
   s.clock.advance(MIN);
   t.is((await s.client.getStorageStatus()).expiredSessions, 5);
@@ -273,7 +273,7 @@ test('the background sweep purges dead sessions in batches of the configured siz
   const st = await s.client.getStorageStatus();
   t.is(st.expiredSessions, 0);
   t.is(st.liveSessions, 1);
-  for (const c of dead) t.is(s.app.sqlite!.sessions.findById(c.session!.id), undefined);
+  for (const c of dead) t.is((await s.app.storage.repository.findById(c.session!.id)), undefined);
   t.true((await s.client.validateSession(live.token)).valid);
   const sweeps = s.logs.filter((l) => l['msg'] === 'sweep');
   t.is(sweeps.length, 2, 'one log line per sweep that purged something');

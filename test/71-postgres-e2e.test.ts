@@ -15,6 +15,7 @@ serveTestServersFromPostgres(newDatabase, { SESSIOND_DATABASE_POOL_SIZE: '3' });
 require('./10-sessions-e2e.test');
 require('./10-sessions-invalid-argument.test');
 require('./10-sessions-not-found-precondition.test');
+require('./11-expiry.test');
 require('./12-pagination.test');
 require('./13-rotation-etag.test');
 require('./27-session-limits.test');
