@@ -6,10 +6,10 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Redis from 'ioredis';
+import { freePort } from '../test/helpers/postgres';
 
 export interface RedisServer {
   readonly pid: number;
@@ -19,17 +19,6 @@ export interface RedisServer {
 }
 
 export type RedisStart = { server: RedisServer } | { skipped: string };
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export async function startRedis(binary = 'redis-server'): Promise<RedisStart> {
   const probe = spawnSync(binary, ['--version'], { encoding: 'utf8' });

@@ -1,54 +1,13 @@
 import { deadAt, sessionLimitReached, type SessionRecord } from '../../domain/session';
 import type { ListPage, Modification, SessionFilter, SessionRepository, SubjectLimit, WriteOptions } from '../../domain/session-repository';
-import { StorageError } from '../../domain/errors';
+import { fromRow as fromColumns, type Row as SessionRow } from '../session-row';
 import type { Pool, Row } from './pool';
+
+/** The driver's row, whose columns are those of SessionRow (bigints read as numbers, see pool.ts). */
+const fromRow = (r: Row): SessionRecord => fromColumns(r as unknown as SessionRow);
 
 const COLUMNS = `seq, id, server_id, subject, attributes, ip, user_agent, create_time, update_time, expire_time,
   idle_expire_time, last_active_time, idle_timeout_ms, token_rotate_time, revoke_time, version`;
-
-/** The largest time a JS Date (and so a protobuf Timestamp from one) can hold. */
-const MAX_TIME_MS = 8.64e15;
-const TIME_COLUMNS = ['create_time', 'update_time', 'expire_time', 'idle_expire_time', 'last_active_time', 'token_rotate_time'] as const;
-
-function corrupt(r: Row, what: string): StorageError {
-  return new StorageError(`stored session ${String(r['id'])} (seq ${String(r['seq'])}) is corrupt: ${what}`, undefined);
-}
-
-/** A row as a SessionRecord, refusing one no sessiond wrote, as the SQLite backend does (see its fromRow). */
-function fromRow(r: Row): SessionRecord {
-  for (const column of TIME_COLUMNS) {
-    if (!(Math.abs(r[column] as number) <= MAX_TIME_MS)) throw corrupt(r, `${column} ${String(r[column])} is not a time`);
-  }
-  const revokeTime = r['revoke_time'] as number | null;
-  if (revokeTime !== null && !(Math.abs(revokeTime) <= MAX_TIME_MS)) throw corrupt(r, `revoke_time ${revokeTime} is not a time`);
-  let attributes: unknown;
-  try {
-    attributes = JSON.parse(r['attributes'] as string);
-  } catch {
-    throw corrupt(r, 'attributes are not JSON');
-  }
-  if (typeof attributes !== 'object' || attributes === null || Array.isArray(attributes)
-    || Object.values(attributes).some((v) => typeof v !== 'string')) {
-    throw corrupt(r, 'attributes are not an object of strings');
-  }
-  return {
-    id: r['id'] as string,
-    serverId: r['server_id'] as string,
-    subject: r['subject'] as string,
-    attributes: attributes as Record<string, string>,
-    ip: r['ip'] as string,
-    userAgent: r['user_agent'] as string,
-    createTime: r['create_time'] as number,
-    updateTime: r['update_time'] as number,
-    expireTime: r['expire_time'] as number,
-    idleExpireTime: r['idle_expire_time'] as number,
-    lastActiveTime: r['last_active_time'] as number,
-    idleTimeoutMs: r['idle_timeout_ms'] as number,
-    tokenRotateTime: r['token_rotate_time'] as number,
-    revokeTime,
-    version: r['version'] as number,
-  };
-}
 
 const INSERT = `INSERT INTO sessions (id, token_hash, server_id, subject, attributes, ip, user_agent,
   create_time, update_time, expire_time, idle_expire_time, last_active_time, idle_timeout_ms, token_rotate_time,
