@@ -8,7 +8,7 @@ import type { Principal } from '../domain/principals';
 import type { SessionManager, ValidateResult } from '../domain/session-manager';
 import type { Logger } from '../server/log';
 import type { Authorizer } from './authorize';
-import { encodeStreamAnswers, preEncoded } from './session-wire';
+import { StreamWriter } from './stream-writer';
 import { answerOf, encodeAnswer, encodedAnswer, failedAnswer } from './stream-answers';
 import { statusError, toServiceError } from './status';
 import { BATCH_MAX_HEADER, MAX_BATCH_ITEMS } from '../shared/stream-protocol';
@@ -37,10 +37,10 @@ type Call = ServerDuplexStream<ValidateSessionStreamRequest, ValidateSessionStre
 
 /**
  * One stream's state. Messages wait in the shared Turns until their turn.
- * Answers to a batch are encoded as they come and collect in `out`; they go
- * out as one response once the message's items are done (or sooner, once
- * `outBytes` reaches the budget). Answers to touches that wait for a commit
- * go out together in the turn after theirs.
+ * Answers to a batch collect in the StreamWriter and go out as one response
+ * once the message's items are done (or sooner, at the response budget).
+ * Answers that wait on storage (a touch's commit; every read on PostgreSQL)
+ * go out together once the message's last one is in.
  */
 class ValidationStream {
   private pending = 0;
@@ -50,21 +50,8 @@ class ValidationStream {
   private closed = false;
   /** Set once a message could not be answered: the stream ends with it when the answers still waiting are out. */
   private failure: { code: status; details: string } | undefined;
-  /** The client is not reading our answers: stop reading its messages. */
-  private backedUp = false;
-  private out: Buffer[] = [];
-  private outBytes = 0;
-  private flushScheduled = false;
+  private readonly writer: StreamWriter;
   private readonly forget: () => void;
-  private readonly flushSoon = () => {
-    this.flushScheduled = false;
-    this.flush();
-    this.finish();
-  };
-  private readonly onDrain = () => {
-    this.backedUp = false;
-    this.resumeReading();
-  };
   private readonly turns: Turns;
 
   constructor(
@@ -73,9 +60,10 @@ class ValidationStream {
     private readonly auth: Authorizer,
     private readonly sessions: SessionManager,
     private readonly log: Logger,
-    private readonly budget: number,
+    budget: number,
     open: OpenStreams,
   ) {
+    this.writer = new StreamWriter(call, log, budget, () => !this.closed, () => this.finish(), () => this.resumeReading());
     this.turns = open.turns;
     this.forget = open.add({ close: () => this.stopReading(), recheck: () => this.recheck() });
     const md = new Metadata();
@@ -105,13 +93,13 @@ class ValidationStream {
     // cancelled one has nobody to answer.
     if (this.closed || this.failure || this.call.cancelled) return;
     this.read(req);
-    this.flush();
+    this.writer.flush();
     this.resumeReading();
     this.finish();
   }
 
   private resumeReading(): void {
-    if (!this.ended && !this.backedUp && this.queuedValidations < MAX_QUEUED_VALIDATIONS) this.call.resume();
+    if (!this.ended && !this.writer.backedUp && this.queuedValidations < MAX_QUEUED_VALIDATIONS) this.call.resume();
   }
 
   private read(req: ValidateSessionStreamRequest | ItemLimitExceeded): void {
@@ -148,7 +136,7 @@ class ValidationStream {
       for (const a of answers) this.push(a);
     }).finally(() => {
       this.pending--;
-      this.scheduleFlush();
+      this.writer.scheduleFlush();
       this.finish();
     }).catch((err: unknown) => this.log.error('could not write a validation answer', { method: 'ValidateSessionStream', err }));
   }
@@ -198,52 +186,19 @@ class ValidationStream {
   }
 
   private push(answer: Buffer): void {
-    this.out.push(answer);
-    // The answer, its tag and its length.
-    this.outBytes += answer.length + 4;
-    if (this.outBytes >= this.budget) this.flush();
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushScheduled || this.out.length === 0) return;
-    this.flushScheduled = true;
-    setImmediate(this.flushSoon);
-  }
-
-  private flush(): void {
-    if (this.out.length > 0) {
-      const answers = this.out;
-      this.out = [];
-      this.outBytes = 0;
-      this.write(preEncoded(encodeStreamAnswers(answers)));
-    }
+    this.writer.push(answer);
   }
 
   private sendOne(a: ValidateSessionStreamAnswer): void {
     this.pending--;
-    this.write({ ...a, answers: [] });
+    this.writer.writeOne(a);
     this.finish();
-  }
-
-  private write(res: ValidateSessionStreamResponse): void {
-    if (this.closed || this.call.cancelled || this.call.destroyed) return;
-    try {
-      // Reading pauses while the socket is backed up, so a fast client cannot
-      // make the server buffer answers without bound.
-      if (!this.call.write(res) && !this.backedUp) {
-        this.backedUp = true;
-        this.call.pause();
-        this.call.once('drain', this.onDrain);
-      }
-    } catch (err) {
-      this.log.error('could not write a validation answer', { method: 'ValidateSessionStream', err });
-    }
   }
 
   private finish(): void {
     if (this.failure) return this.endWithFailure();
     if (!this.ended || this.pending > 0 || this.queuedValidations > 0 || this.closed) return;
-    this.flush();
+    this.writer.flush();
     this.closed = true;
     this.forget();
     this.call.end();
@@ -281,7 +236,7 @@ class ValidationStream {
     // Answers to earlier messages go out before the status, those still
     // waiting for storage included (every read, on PostgreSQL).
     if (this.closed || this.pending > 0) return;
-    if (this.out.length > 0) this.flush();
+    this.writer.flush();
     this.closed = true;
     this.forget();
     this.call.emit('error', statusError(this.failure!.code, this.failure!.details));
