@@ -1,15 +1,10 @@
 import Database from 'better-sqlite3';
 import { performance } from 'node:perf_hooks';
-import { randomBytes } from 'node:crypto';
-import { readdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { DomainError, FailedPreconditionError, StorageError, StorageFullError } from '../../domain/errors';
-import { createPrivateFile, makePrivateFolder } from './file-modes';
-import { runMaintenance } from './maintenance';
+import { FailedPreconditionError, StorageError } from '../../domain/errors';
+import { SqliteFiles } from './sqlite-files';
 import type { PurgeRunner } from './write-runner';
 import type {
-  BackupResult, CheckpointMode, CheckpointResult, CheckpointTrigger, FileAdmin, HealthFacts, IntegrityResult, StorageBackend, StorageHealth,
-  StorageStatus, WalAdmin, WalSnapshot,
+  CheckpointMode, CheckpointResult, CheckpointTrigger, FileAdmin, HealthFacts, StorageBackend, StorageHealth, StorageStatus, WalAdmin, WalSnapshot,
 } from '../../domain/storage-admin';
 import { Checkpointer, type RawCheckpoint } from './checkpointer';
 import { GroupCommitter } from './group-commit';
@@ -24,10 +19,6 @@ import { WalPressure } from './wal-pressure';
 
 /** Uncheckpointed frames, in multiples of wal_autocheckpoint, past which writes wait for the checkpointer. */
 const WAL_PRESSURE_FACTOR = 4;
-
-/** Pages a backup copies per step; the copy restarts only when another connection writes between steps. */
-const BACKUP_PAGES_PER_STEP = 1024;
-const BACKUP_NAME = /^sessions-\d{4}-\d\d-\d\dT[\d-]+Z-[0-9a-f]{6}\.db$/;
 
 /** How often the checkpoint worker looks at the WAL size. */
 const CHECKPOINT_POLL_MS = 50;
@@ -48,16 +39,14 @@ export interface StorageHooks {
  * One connection on the main thread: better-sqlite3 is synchronous, so units
  * from concurrent gRPC calls never interleave inside a transaction.
  */
-export class SqliteStorage implements StorageBackend, WalAdmin, FileAdmin, PurgeRunner {
+export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
   readonly backend = 'sqlite';
   /** The storage contract (what the domain uses). */
   readonly repository: SqliteRepository;
   /** The rows, synchronously, writes included: for the group committer's units and SQLite's own tests. */
   readonly sessions: SqliteSessionRepository;
   readonly wal: WalAdmin = this;
-  readonly files: FileAdmin = this;
-  /** The backup running now: backups run one after another. */
-  private backups: Promise<unknown> = Promise.resolve();
+  readonly files: FileAdmin;
   readonly writes: GroupCommitter;
   private lastCheckpoint: CheckpointResult | undefined;
   private closing: Promise<CheckpointResult | undefined> | undefined;
@@ -88,6 +77,7 @@ export class SqliteStorage implements StorageBackend, WalAdmin, FileAdmin, Purge
       durable: this.commitSync,
     });
     this.repository = new SqliteRepository(this.sessions, this.writes, this);
+    this.files = new SqliteFiles(options, () => this.closing !== undefined);
     this.heartbeat = db.prepare(
       "INSERT INTO meta (key, value) VALUES ('heartbeat', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
@@ -204,58 +194,6 @@ export class SqliteStorage implements StorageBackend, WalAdmin, FileAdmin, Purge
       walFrames: wal ? this.walIndex.read().frames : 0,
       walBytes: fileBytes(`${this.options.path}-wal`),
     };
-  }
-
-  backup(): Promise<BackupResult> {
-    const next = this.backups.then(() => this.backupNow());
-    this.backups = next.catch(() => {});
-    return next;
-  }
-
-  private async backupNow(): Promise<BackupResult> {
-    const dir = this.options.backupDir;
-    if (dir === '') throw new FailedPreconditionError('no backup folder is configured: start the server with --backup-dir (SESSIOND_BACKUP_DIR)');
-    if (this.closing) throw new FailedPreconditionError('the database is closing');
-    const time = Date.now();
-    const started = performance.now();
-    // Names sort by time: retention keeps the last ones.
-    const dest = join(dir, `sessions-${new Date(time).toISOString().replace(/[:.]/g, '-')}-${randomBytes(3).toString('hex')}.db`);
-    try {
-      makePrivateFolder(dir);
-      // 0600 before a byte is written: SQLite would create it 0644 less the umask.
-      createPrivateFile(dest);
-      const r = await runMaintenance({ kind: 'backup', path: this.options.path, dest, busyTimeoutMs: this.options.busyTimeoutMs, pagesPerStep: BACKUP_PAGES_PER_STEP });
-      if (r.kind !== 'backup') throw new Error('the maintenance worker answered another job');
-      if (r.problems.length > 0) throw new StorageError(`the backup failed its quick_check (${r.problems.slice(0, 3).join('; ')}); it was removed`, undefined);
-      this.pruneBackups(dir);
-      return { path: dest, bytes: r.bytes, sha256: r.sha256, time, durationMs: performance.now() - started };
-    } catch (err) {
-      rmSync(dest, { force: true });
-      rmSync(`${dest}-journal`, { force: true });
-      if ((err as { code?: string }).code === 'ENOSPC') throw new StorageFullError('no space left for the backup; it was removed', { cause: err });
-      const mapped = toStorageError(err);
-      if (mapped instanceof DomainError) throw mapped;
-      throw new StorageError(`backup into ${dir} failed: ${err instanceof Error ? err.message : String(err)}`, undefined, { cause: err });
-    }
-  }
-
-  /** Removes the oldest backups past the retention; only files this server names. */
-  private pruneBackups(dir: string): void {
-    const ours = readdirSync(dir).filter((f) => BACKUP_NAME.test(f)).sort();
-    for (const f of ours.slice(0, Math.max(0, ours.length - this.options.backupRetention))) rmSync(join(dir, f), { force: true });
-  }
-
-  async integrityCheck(full: boolean): Promise<IntegrityResult> {
-    if (this.closing) throw new FailedPreconditionError('the database is closing');
-    const started = performance.now();
-    try {
-      const r = await runMaintenance({ kind: 'check', path: this.options.path, full, busyTimeoutMs: this.options.busyTimeoutMs, maxProblems: 100 });
-      return { check: full ? 'integrity_check' : 'quick_check', problems: r.problems, durationMs: performance.now() - started };
-    } catch (err) {
-      const mapped = toStorageError(err);
-      if (mapped instanceof DomainError) throw mapped;
-      throw new StorageError(`integrity check failed to run: ${err instanceof Error ? err.message : String(err)}`, undefined, { cause: err });
-    }
   }
 
   healthFacts(): HealthFacts {
