@@ -5,6 +5,7 @@ import { readPrincipalsFile } from './principals-file';
 import { readSettings, settle } from '../shared/settings-engine';
 import { ENV_PREFIX, SETTINGS, type SettingValues } from './settings';
 import type { PostgresOptions, StorageBackend, StorageOptions } from '../storage/options';
+import { databaseUrlProblem, redactedUrl } from '../shared/database-url';
 import { checkServerTlsFiles, type ServerTlsFiles } from '../shared/tls';
 import { MAX_BATCH_ITEMS } from '../shared/stream-protocol';
 import { formatDuration } from '../shared/units';
@@ -204,21 +205,6 @@ function checkBackend(v: Given, problems: string[]): void {
   }
 }
 
-/** What is wrong with a database URL, in words that never include the URL or its password; undefined when it looks usable. */
-export function databaseUrlProblem(url: string): string | undefined {
-  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
-  if (scheme !== 'postgres' && scheme !== 'postgresql') return `must start with postgres:// or postgresql:// (got ${scheme ? `${scheme}://` : 'no scheme'})`;
-  const rest = url.slice(scheme.length + 3);
-  const authority = rest.split(/[/?#]/, 1)[0]!;
-  const hosts = authority.slice(authority.lastIndexOf('@') + 1);
-  if (hosts === '' || hosts.split(',').some((h) => h === '' || /\s/.test(h))) return 'names no host (postgres://user:password@host:5432/database)';
-  for (const h of hosts.split(',')) {
-    const port = /:(\d*)$/.exec(h.replace(/^\[[^\]]*\]/, ''))?.[1];
-    if (port !== undefined && (port === '' || Number(port) < 1 || Number(port) > 65535)) return 'has a host with a port that is not 1-65535';
-  }
-  return undefined;
-}
-
 /**
  * The largest request a client may legitimately send: a full batch of
  * ValidateSessionStream items with tokens at their limit, or a CreateSession
@@ -311,11 +297,4 @@ export function redactedConfig(config: Config): unknown {
     server: { ...config.server, adminToken: config.server.adminToken ? '[redacted]' : undefined },
     postgres: config.postgres && { ...config.postgres, url: redactedUrl(config.postgres.url) },
   };
-}
-
-/** The URL with its password replaced, for logs and status answers. */
-export function redactedUrl(url: string): string {
-  return url
-    .replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/?#]*):[^@/?#]*@/i, '$1:[redacted]@')
-    .replace(/([?&]password=)[^&#]*/gi, '$1[redacted]');
 }

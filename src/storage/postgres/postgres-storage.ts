@@ -1,6 +1,7 @@
 import { StorageUnavailableError } from '../../domain/errors';
 import type { CheckpointResult, HealthFacts, PostgresStatus, StorageBackend, StorageHealth } from '../../domain/storage-admin';
 import type { PostgresOptions } from '../options';
+import { targetOf } from '../../shared/database-url';
 import { migrate, SCHEMA_VERSION } from './migrations';
 import { Pool } from './pool';
 import { PostgresRepository } from './postgres-repository';
@@ -9,15 +10,6 @@ export interface PostgresHooks {
   /** Called for each write refused because max-pending-writes were already in flight; must not throw. */
   onShed?(): void;
   log?: { info(message: string, fields?: Record<string, unknown>): void; warn(message: string, fields?: Record<string, unknown>): void };
-}
-
-/** The URL's hosts and database, without user, password or parameters: safe to log and to answer. */
-export function targetOf(url: string): string {
-  const rest = url.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '');
-  const authority = rest.split(/[/?#]/, 1)[0]!;
-  const hosts = authority.slice(authority.lastIndexOf('@') + 1);
-  const database = /^[^/?#]*\/([^?#]*)/.exec(rest)?.[1] ?? '';
-  return `${hosts}/${decodeURIComponent(database)}`;
 }
 
 /**
