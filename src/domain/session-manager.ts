@@ -218,9 +218,7 @@ export class SessionManager {
     checkString('subject', input.subject, this.policy.maxIdBytes);
     if (input.serverId !== '') requireServerId(caller, input.serverId);
     const exceptId = input.exceptSessionId ?? '';
-    if (exceptId !== '' && !ID_PATTERN.test(exceptId)) {
-      throw new InvalidArgumentError('except_session_id', `except_session_id ${JSON.stringify(exceptId.slice(0, 64))} is not a session id (22 base64url characters)`);
-    }
+    if (exceptId !== '') checkId(exceptId, 'except_session_id');
     const filter: SessionFilter = { serverId: input.serverId, subject: input.subject, within: caller.scope.set, exceptId: exceptId || undefined };
     let revoked = 0;
     for (;;) {
@@ -271,9 +269,9 @@ function then<T, R>(value: MaybePromise<T>, f: (v: T) => R): MaybePromise<R> {
   return value instanceof Promise ? value.then(f) : f(value);
 }
 
-function checkId(id: string): void {
-  if (id.length === 0) throw new InvalidArgumentError('id', 'id is required');
-  if (!ID_PATTERN.test(id)) throw new InvalidArgumentError('id', `id ${JSON.stringify(id.slice(0, 64))} is not a session id (22 base64url characters)`);
+function checkId(id: string, field = 'id'): void {
+  if (id.length === 0) throw new InvalidArgumentError(field, `${field} is required`);
+  if (!ID_PATTERN.test(id)) throw new InvalidArgumentError(field, `${field} ${JSON.stringify(id.slice(0, 64))} is not a session id (22 base64url characters)`);
 }
 
 function notFound(id: string): NotFoundError {

@@ -116,18 +116,11 @@ export class Pool {
     }
     this.inFlight++;
     if (phase === 'write') this.writesInFlight++;
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const answer = send();
-      const late = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          onLate?.();
-          reject(Object.assign(new Error('no answer'), { code: phaseNow() === 'write' ? 'CONNECTION_CLOSED' : 'CONNECT_TIMEOUT' }));
-        }, timeoutMs);
+      return await within(send(), timeoutMs, () => {
+        onLate?.();
+        return noAnswer(phaseNow() === 'write' ? 'CONNECTION_CLOSED' : 'CONNECT_TIMEOUT');
       });
-      // The statement may still be answered later; what it answers then is dropped.
-      answer.catch(() => {});
-      return await Promise.race([answer, late]);
     } catch (err) {
       const mapped = toStorageError(err, phaseNow());
       // A connection to a standby stays one after a failover: open new ones, which
@@ -135,7 +128,6 @@ export class Pool {
       if ((err as { code?: string }).code === '25006') void this.reset();
       throw mapped;
     } finally {
-      clearTimeout(timer);
       this.inFlight--;
       if (phase === 'write') this.writesInFlight--;
     }
@@ -153,24 +145,22 @@ export class Pool {
     return this.resetting;
   }
 
-  /** A statement on a connection of its own that is not pooled, for the health probe: it must not queue behind calls. */
+  /**
+   * A statement for the health probe, on a connection of its own: it must
+   * not queue behind calls. A new one each time, as target_session_attrs is
+   * applied only at connect: a kept connection would stay on a demoted
+   * primary, and health would never see the new one.
+   */
   async probe<T extends Row>(text: string, timeoutMs: number): Promise<T[]> {
     const sql = postgres(driverUrl(this.options.url), {
       max: 1, connect_timeout: Math.max(1, Math.ceil(timeoutMs / 1000)), prepare: false, fetch_types: false, onnotice: () => {},
       connection: { application_name: `${this.applicationName}-probe`, statement_timeout: timeoutMs },
     });
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const late = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(Object.assign(new Error('no answer'), { code: 'CONNECT_TIMEOUT' })), timeoutMs + ANSWER_MARGIN_MS);
-      });
-      const answer = sql.unsafe<T[]>(text);
-      answer.catch(() => {});
-      return await Promise.race([answer, late]);
+      return await within(sql.unsafe<T[]>(text), timeoutMs + ANSWER_MARGIN_MS, () => noAnswer('CONNECT_TIMEOUT'));
     } catch (err) {
       throw toStorageError(err, 'read');
     } finally {
-      clearTimeout(timer);
       void sql.end({ timeout: 1 }).catch(() => {});
     }
   }
@@ -179,5 +169,27 @@ export class Pool {
     this.ended = true;
     await this.resetting;
     await this.sql.end({ timeout: 5 });
+  }
+}
+
+/** A missing answer, coded as the connection failure it is treated as (postgres-errors.ts). */
+function noAnswer(code: 'CONNECTION_CLOSED' | 'CONNECT_TIMEOUT'): Error {
+  return Object.assign(new Error('no answer'), { code });
+}
+
+/**
+ * `answer`, or the rejection `late()` makes once `ms` pass first: a server
+ * that stopped answering never runs its own statement_timeout. What `answer`
+ * settles to after that is dropped.
+ */
+async function within<T>(answer: Promise<T>, ms: number, late: () => Error): Promise<T> {
+  answer.catch(() => {});
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([answer, new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(late()), ms);
+    })]);
+  } finally {
+    clearTimeout(timer);
   }
 }
