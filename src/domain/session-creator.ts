@@ -84,7 +84,7 @@ export class SessionCreator {
     };
     const token = newToken();
     const tokenHash = hashToken(token);
-    const created = this.insert(session, token, tokenHash, input.serverId, requestId, now);
+    const created = this.insert(session, token, tokenHash, requestId, now);
     // A create whose outcome is unknown (PostgreSQL: the connection was lost before the commit was
     // confirmed) may have committed: a retry must then get this token, as after a timeout (docs/api.md).
     if (requestId !== '') this.recentCreates.put(key, fingerprint, created, { session, token });
@@ -96,14 +96,14 @@ export class SessionCreator {
    * creates with one request_id, on this server or on another replica of the
    * same database: the loser finds the winner's session and is told so.
    */
-  private async insert(session: SessionRecord, token: string, tokenHash: Buffer, serverId: string, requestId: string, now: number): Promise<CreateAnswer> {
+  private async insert(session: SessionRecord, token: string, tokenHash: Buffer, requestId: string, now: number): Promise<CreateAnswer> {
     const max = this.policy.maxSessionsPerSubject;
     // A session without a subject belongs to no user: no limit counts it.
     const limit = max > 0 && session.subject !== '' ? { max, evict: this.policy.sessionLimitPolicy === 'evict-oldest', now } : undefined;
     try {
       await this.repo.insert(session, tokenHash, requestId || undefined, limit);
     } catch (err) {
-      const stored = err instanceof UniqueViolationError && requestId !== '' ? await this.repo.findByRequestId(serverId, requestId) : undefined;
+      const stored = err instanceof UniqueViolationError && requestId !== '' ? await this.repo.findByRequestId(session.serverId, requestId) : undefined;
       if (!stored) throw err;
       throw new AlreadyExistsError(
         `request_id ${JSON.stringify(requestId)} already created session ${stored.id}; its token is not kept, so it cannot be returned again`,

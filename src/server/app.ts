@@ -10,6 +10,7 @@ import { StorageObserver } from './storage-observer';
 import { SqliteStorage, type StorageHooks } from '../storage/sqlite/sqlite-storage';
 import { PostgresStorage } from '../storage/postgres/postgres-storage';
 import type { StorageBackend } from '../domain/storage-admin';
+import { targetOf } from '../shared/database-url';
 import { Sweeper } from './sweeper';
 import { PrincipalsSource } from './principals-source';
 import { adminHandlers } from '../transport/admin-handlers';
@@ -76,12 +77,9 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
   }
   let storage: StorageBackend;
   let sqlite: SqliteStorage | undefined;
-  let target: string | undefined;
   try {
     if (config.postgres) {
-      const postgres = await PostgresStorage.open(config.postgres, { log, onShed: () => metrics.writeShed() });
-      storage = postgres;
-      target = postgres.target;
+      storage = await PostgresStorage.open(config.postgres, { log, onShed: () => metrics.writeShed() });
     } else {
       storage = sqlite = SqliteStorage.open(config.storage, { ...storageHooks, onCheckpoint: (r) => storageObserver.checkpoint(r), onShed: () => metrics.writeShed() });
     }
@@ -161,7 +159,7 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
   const host = config.server.listen.slice(0, config.server.listen.lastIndexOf(':'));
   const address = `${host}:${port}`;
   log.info('serving', {
-    address, storage: storage.backend, ...(sqlite ? { db: config.storage.path, journalMode: sqlite.walSnapshot().journalMode } : { database: target }), transport: transportSecurity(config.server.tls),
+    address, storage: storage.backend, ...(sqlite ? { db: config.storage.path, journalMode: sqlite.walSnapshot().journalMode } : { database: targetOf(config.postgres!.url) }), transport: transportSecurity(config.server.tls),
     principals: callers.size, metrics: metricsServer && `http://${metricsServer.address}/metrics`,
   });
 

@@ -19,11 +19,9 @@ export function adminHandlers(
   return {
     checkpoint: auth.unary(A.checkpoint, async (req) => {
       const mode = checkpointModeFromProto(req.mode);
-      if (!storage.wal) {
-        throw new FailedPreconditionError(`Checkpoint runs SQLite's WAL checkpoints; this server stores sessions in ${storage.backend}, which runs its own checkpoints (see GetStorageStatus)`);
-      }
+      const wal = capability(storage, storage.wal, "Checkpoint runs SQLite's WAL checkpoints", 'which runs its own checkpoints (see GetStorageStatus)');
       // Logged and counted where storage records every checkpoint (StorageObserver).
-      const result = await storage.wal.checkpoint(mode, 'admin');
+      const result = await wal.checkpoint(mode, 'admin');
       return {
         mode: checkpointModeToProto(result.mode),
         busy: result.busy,
@@ -38,13 +36,13 @@ export function adminHandlers(
       return GetStorageStatusResponse.fromPartial({ ...statusFields(s), liveSessions: counts.live, expiredSessions: counts.dead });
     }),
     backup: auth.unary(A.backup, async () => {
-      const files = requireFiles(storage, 'Backup');
+      const files = capability(storage, storage.files, "Backup works on SQLite's database file", FILES_ELSEWHERE);
       const r = await files.backup();
       log.info('backup', { path: r.path, bytes: r.bytes, sha256: r.sha256, durationMs: Math.round(r.durationMs) });
       return { path: r.path, bytes: r.bytes, sha256: r.sha256, time: new Date(r.time), duration: msToDuration(r.durationMs) };
     }),
     integrityCheck: auth.unary(A.integrityCheck, async (req) => {
-      const files = requireFiles(storage, 'IntegrityCheck');
+      const files = capability(storage, storage.files, "IntegrityCheck works on SQLite's database file", FILES_ELSEWHERE);
       const r = await files.integrityCheck(req.full);
       if (r.problems.length > 0) log.error('integrity check found problems', { check: r.check, problems: r.problems.slice(0, 10) });
       return { ok: r.problems.length === 0, problems: [...r.problems], check: r.check, duration: msToDuration(r.durationMs) };
@@ -119,9 +117,10 @@ function statusFields(s: AnyStorageStatus): Partial<GetStorageStatusResponse> {
   };
 }
 
-function requireFiles(storage: StorageBackend, rpc: string) {
-  if (!storage.files) {
-    throw new FailedPreconditionError(`${rpc} works on SQLite's database file; this server stores sessions in ${storage.backend}, whose backups and checks are the database operator's (pg_basebackup, pg_amcheck, the operator's own)`);
-  }
-  return storage.files;
+const FILES_ELSEWHERE = "whose backups and checks are the database operator's (pg_basebackup, pg_amcheck, the operator's own)";
+
+/** A capability of the SQLite backend, or FAILED_PRECONDITION saying what the call does and who does it on this backend. */
+function capability<T>(storage: StorageBackend, present: T | undefined, does: string, elsewhere: string): T {
+  if (present === undefined) throw new FailedPreconditionError(`${does}; this server stores sessions in ${storage.backend}, ${elsewhere}`);
+  return present;
 }
