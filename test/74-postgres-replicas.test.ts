@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { SessiondClient } from '../src/client/client';
 import { DEFAULT_POSTGRES_OPTIONS } from '../src/storage/options';
 import { PostgresStorage } from '../src/storage/postgres/postgres-storage';
+import { SCHEMA_VERSION } from '../src/storage/postgres/migrations';
 import { startPostgres, removeAllPostgres, type PostgresCluster, type Sql } from './helpers/postgres';
 import { spawnServer, type ServerProcess } from './helpers/process';
 import { waitFor } from './helpers/wait';
@@ -168,8 +169,8 @@ test.serial('ten PostgresStorage.open at once on one fresh database all succeed,
   t.is(storages.length, 10);
   const sql = direct(t, url);
   const rows = await sql<{ version: number }[]>`select version from sessiond_migrations order by version`;
-  t.deepEqual(rows.map((r) => r.version), Array.from({ length: PostgresStorage.schemaVersion }, (_, i) => i + 1), 'one row per version, each once');
-  for (const s of storages) t.is((await s.status()).schemaVersion, PostgresStorage.schemaVersion);
+  t.deepEqual(rows.map((r) => r.version), Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1), 'one row per version, each once');
+  for (const s of storages) t.is((await s.status()).schemaVersion, SCHEMA_VERSION);
   // And every one of them works on the one schema.
   const counts = await Promise.all(storages.map((s) => s.repository.countSessions(Date.now())));
   t.deepEqual(counts, Array.from({ length: 10 }, () => ({ live: 0, dead: 0 })));

@@ -2,7 +2,7 @@ import { StorageUnavailableError } from '../../domain/errors';
 import type { CheckpointResult, HealthFacts, PostgresStatus, StorageBackend, StorageHealth } from '../../domain/storage-admin';
 import type { PostgresOptions } from '../options';
 import { targetOf } from '../../shared/database-url';
-import { migrate, SCHEMA_VERSION } from './migrations';
+import { migrate } from './migrations';
 import { Pool } from './pool';
 import { PostgresRepository } from './postgres-repository';
 
@@ -110,7 +110,4 @@ export class PostgresStorage implements StorageBackend {
     this.closing ??= this.pool.end().then(() => undefined);
     return this.closing;
   }
-
-  /** For tests and the bench: the schema version this build migrates to. */
-  static readonly schemaVersion = SCHEMA_VERSION;
 }
