@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { StorageBusyError } from '../src/domain/errors';
 import { DEFAULT_STORAGE_OPTIONS } from '../src/storage/sqlite/pragmas';
 import { SqliteStorage } from '../src/storage/sqlite/sqlite-storage';
+import { eventLogContract } from './helpers/event-log-contract';
 import { hashOf, record, repositoryContract } from './helpers/repository-contract';
 
 /** A SqliteStorage on a fresh file in its own temp folder; closing removes the folder. */
@@ -26,6 +27,7 @@ function openSqlite(options: Partial<typeof DEFAULT_STORAGE_OPTIONS> = {}) {
 }
 
 repositoryContract('sqlite', () => openSqlite());
+eventLogContract('sqlite', (sessionEvents = true) => openSqlite({ sessionEvents }));
 
 // SQLite-specific parts of the contract's error list, which a generic suite cannot provoke.
 

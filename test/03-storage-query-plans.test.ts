@@ -63,9 +63,16 @@ test('list filters, revocations, lookups and the purge use an index (EXPLAIN QUE
   assertIndexed(t, 'live sessions of a subject', plan(other, repo['liveOfSubject'].source, ['srv-1', 'user-2', Date.now()]),
     /^SEARCH sessions USING INDEX sessions_by_server_subject \(server_id=\? AND subject=\?\)$/);
 
-  const purge = plan(other, repo['purgeStmt'].source, [Date.now(), 1000]);
+  const events = repo.events;
+  const purge = plan(other, events['purgeStmt'].source, [Date.now(), 1000]);
   assertIndexed(t, 'purge batch', purge, /^SEARCH sessions USING (COVERING )?INDEX sessions_by_dead_at \(dead_at<\?\)$/);
   assertIndexed(t, 'purge batch (delete by key)', purge, /^SEARCH sessions USING INTEGER PRIMARY KEY \(rowid=\?\)$/);
+
+  // A watch reads the outbox after its position; retention deletes its oldest prefix.
+  assertIndexed(t, 'events after a sequence', plan(other, events['readStmt'].source, [5, 500]),
+    /^SEARCH session_events USING INTEGER PRIMARY KEY \(rowid>\?\)$/);
+  assertIndexed(t, 'oldest events', plan(other, events['oldestStmt'].source, [500]), /^SCAN session_events$/);
+  assertIndexed(t, 'prune events', plan(other, events['pruneStmt'].source, [5]), /^SEARCH session_events USING INTEGER PRIMARY KEY \(rowid<\?\)$/);
 
   // The assertion itself can fail: a query on an unindexed column is a full scan.
   const scan = plan(other, 'SELECT id FROM sessions WHERE user_agent = ? ORDER BY expire_time', ['x']);

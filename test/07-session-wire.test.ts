@@ -79,14 +79,16 @@ test('invalid validations carry only the reason, as the generated encoder writes
   }
 });
 
-test('list pages are byte for byte the generated encoding (empty, one, a hundred; with and without a next token)', (t) => {
+test('list pages are byte for byte the generated encoding (empty, one, a hundred; with and without a next token and a sequence)', (t) => {
   const many = Array.from({ length: 100 }, (_, i) => rec({ id: `id-${i}`, attributes: { i: String(i) }, version: i + 1 }));
-  for (const [records, next] of [[[], ''], [[rec()], ''], [many, 'next-page'], [[], 'x']] as [SessionRecord[], string][]) {
+  const cases: [SessionRecord[], string, number][] = [[[], '', 0], [[rec()], '', 1], [many, 'next-page', 300], [[], 'x', 2 ** 53 - 1]];
+  for (const [records, next, sequence] of cases) {
     t.deepEqual(
-      encodeListResponse(records, next),
-      bytes(ListSessionsResponse.encode({ sessions: records.map(sessionToProto), nextPageToken: next })),
+      encodeListResponse(records, next, sequence),
+      bytes(ListSessionsResponse.encode({ sessions: records.map(sessionToProto), nextPageToken: next, sequence })),
     );
   }
+  t.is(encodeListResponse([], '', 2 ** 53), undefined, 'a sequence past 2^53 goes through the generated encoder');
 });
 
 test('batched stream answers are byte for byte the generated encoding, correlation ids up to 2^53 included', (t) => {
@@ -116,7 +118,7 @@ test('values the fast path does not cover (only a hand-edited row has them) fall
   for (const odd of [rec({ createTime: -1 }), rec({ lastActiveTime: 1.5 }), rec({ idleTimeoutMs: 1000.25 }), rec({ expireTime: Number.NaN })]) {
     t.is(encodeSessionResponse(odd), undefined);
     t.is(encodeValidateResponse({ valid: true, session: odd }), undefined);
-    t.is(encodeListResponse([rec(), odd], ''), undefined);
+    t.is(encodeListResponse([rec(), odd], '', 0), undefined);
   }
 });
 

@@ -42,7 +42,7 @@ export function addSessionCommands(program: Command): void {
         const filter = { subject: options.subject, serverId: options.serverId, pageSize: options.pageSize ?? 0 };
         let reply: ListSessionsResponse;
         if (options.all) {
-          reply = { sessions: [], nextPageToken: '' };
+          reply = { sessions: [], nextPageToken: '', sequence: 0 };
           for await (const s of client.listAllSessions(filter)) reply.sessions.push(s);
         } else {
           reply = await client.listSessions({ ...filter, pageToken: options.pageToken });

@@ -135,7 +135,7 @@ export class SessionManager {
       const attributes = input.merge ? { ...current.attributes, ...input.attributes } : { ...input.attributes };
       for (const key of input.removeAttributes) delete attributes[key];
       checkAttributes('attributes', attributes, this.policy);
-      return { next: { ...current, attributes, updateTime: now, version: current.version + 1 } };
+      return { next: { ...current, attributes, updateTime: now, version: current.version + 1 }, event: { type: 'UPDATED', cause: '', time: now } };
     });
     if (!stored) throw notFound(input.id);
     return stored;
@@ -149,7 +149,7 @@ export class SessionManager {
     const tokenHash = hashToken(token);
     const stored = await this.repo.modify(id, (current) => {
       if (!caller.scope.includes(current.serverId) || sessionState(current, now) !== 'live') throw notFound(id);
-      return { next: { ...current, tokenRotateTime: now }, tokenHash };
+      return { next: { ...current, tokenRotateTime: now }, tokenHash, event: { type: 'ROTATED', cause: '', time: now } };
     }, DURABLE);
     if (!stored) throw notFound(id);
     return { session: stored, token };
@@ -167,7 +167,7 @@ export class SessionManager {
     await this.repo.modify(id, (current) => {
       // Set on every call of change: a backend that retries calls it again.
       live = caller.scope.includes(current.serverId) && sessionState(current, now) === 'live';
-      return live ? { next: { ...current, revokeTime: now } } : null;
+      return live ? { next: { ...current, revokeTime: now }, event: { type: 'REVOKED', cause: 'delete', time: now } } : null;
     }, DURABLE);
     if (!live && !allowMissing) throw notFound(id);
   }
@@ -178,7 +178,7 @@ export class SessionManager {
    * that every page fits in a response and a listing always gets to its end.
    * @throws InvalidArgumentError for a bad page size or page token; PermissionDeniedError for a server_id outside the caller's.
    */
-  async list(caller: Principal, input: ListSessionsInput): Promise<{ sessions: SessionRecord[]; nextPageToken: string }> {
+  async list(caller: Principal, input: ListSessionsInput): Promise<{ sessions: SessionRecord[]; nextPageToken: string; sequence: number }> {
     const filter: SessionFilter = { serverId: input.serverId, subject: input.subject };
     checkString('server_id', filter.serverId, this.policy.maxIdBytes);
     checkString('subject', filter.subject, this.policy.maxIdBytes);
@@ -200,6 +200,7 @@ export class SessionManager {
     return {
       sessions: cut ? page.sessions.slice(0, taken) : page.sessions,
       nextPageToken: nextCursor === undefined ? '' : encodePageToken(nextCursor, filter),
+      sequence: page.sequence,
     };
   }
 

@@ -1,4 +1,5 @@
 import type { SessionRecord } from './session';
+import type { EventPage, ModificationEvent } from './session-events';
 
 /** A value, or a promise of it: backends that read synchronously (SQLite) answer reads without a promise hop. */
 export type MaybePromise<T> = T | Promise<T>;
@@ -34,7 +35,9 @@ export interface SessionRepository {
    * exactly under concurrency (no two creates of one subject count at once):
    * when the session's (serverId, subject) already has `limit.max` sessions
    * live at `limit.now`, the oldest are revoked at `limit.now` to make room
-   * (evict), or nothing is written (refuse).
+   * (evict), or nothing is written (refuse). Appends, when events are on, a
+   * REVOKED event (cause "limit", at limit.now) per evicted session, then the
+   * CREATED event (at the session's createTime).
    * @returns the ids of the sessions revoked to make room, oldest first.
    * @throws UniqueViolationError if the id, the token hash, or the (serverId, requestId) pair exists;
    *   SessionLimitError when refused for the limit.
@@ -60,14 +63,16 @@ export interface SessionRepository {
    * without writing; it must be synchronous, and may be called more than once
    * (a backend may retry after a serialization conflict), so it only computes.
    * Returning null keeps the row as it is. With `tokenHash` set, the stored
-   * hash is replaced in the same transaction.
+   * hash is replaced in the same transaction; with `event` set (and events
+   * on), that event is appended in it too.
    * @returns the stored session, or undefined when no row has this id.
    */
   modify(id: string, change: (current: SessionRecord) => Modification | null, options?: WriteOptions): Promise<SessionRecord | undefined>;
 
   /**
    * Marks at most `limit` sessions live at `now` that match the filter as
-   * revoked at `now`, in one statement, durably (as WriteOptions.durable). At
+   * revoked at `now`, in one statement, durably (as WriteOptions.durable),
+   * with a REVOKED event (cause "revoke") for each when events are on. At
    * least one of serverId and subject is set. Callers loop while a batch comes
    * back full, so that one call never holds a lock (or the event loop) for long.
    * @returns how many sessions were revoked.
@@ -78,9 +83,10 @@ export interface SessionRepository {
    * Live sessions matching the filter, in insertion order, after the cursor.
    * `cursor` is 0 for the first page, then a previous page's `nextCursor` (or
    * one of its `cursors`).
-   * @returns up to `limit` sessions, the cursor after each of them, and the
+   * @returns up to `limit` sessions, the cursor after each of them, the
    *   cursor after the last one, which is undefined when there are no more
-   *   live sessions right now.
+   *   live sessions right now, and the event log's head read in the same
+   *   snapshot as the page.
    */
   list(filter: SessionFilter, cursor: number, limit: number, now: number): MaybePromise<ListPage>;
 
@@ -88,10 +94,29 @@ export interface SessionRepository {
    * Deletes at most `limit` sessions that are not live at `now`, oldest
    * deadline first, in one transaction; rows another purge holds are skipped,
    * so that several servers sweep one database without waiting on each other.
+   * A deleted session that was never revoked gets an EXPIRED event (at `now`,
+   * cause "ttl" or "idle", whichever deadline passed first) when events are on.
    * Callers loop to purge more, yielding between batches.
    * @returns how many rows were deleted, once committed.
    */
   purgeBatch(now: number, limit: number): Promise<number>;
+
+  /**
+   * The events after sequence `after`, ascending, at most `limit`, with the
+   * log's head and retention mark read in the same snapshot. Sequences
+   * increase in commit order: once a reader has seen sequence N, no event
+   * numbered N or below commits later.
+   */
+  readEvents(after: number, limit: number): MaybePromise<EventPage>;
+
+  /**
+   * Deletes at most `limit` of the oldest events, in sequence order, while
+   * each is older than `before` or not among the newest `keep`; stops at the
+   * first one that is neither, so the log stays one contiguous range, and
+   * raises its retention mark (EventPage.prunedThrough) to the last deleted.
+   * @returns how many events were deleted, once committed.
+   */
+  pruneEvents(before: number, keep: number, limit: number): Promise<number>;
 
   /** How many sessions are live, and how many are dead but not purged. */
   countSessions(now: number): MaybePromise<{ live: number; dead: number }>;
@@ -114,6 +139,8 @@ export interface SubjectLimit {
 export interface Modification {
   readonly next: SessionRecord;
   readonly tokenHash?: Buffer;
+  /** The event this change makes (none for a touch). */
+  readonly event?: ModificationEvent;
 }
 
 export interface SessionFilter {
@@ -141,6 +168,8 @@ export interface ListPage {
   /** cursors[i] is the cursor that continues after sessions[i]. */
   readonly cursors: number[];
   readonly nextCursor: number | undefined;
+  /** The sequence of the last event committed when the page was read (0: none yet). */
+  readonly sequence: number;
 }
 
 export interface WriteOptions {

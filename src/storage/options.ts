@@ -59,6 +59,8 @@ export interface StorageOptions {
   readonly backupDir: string;
   /** Backups kept in backupDir; the oldest beyond it are removed after each new one. */
   readonly backupRetention: number;
+  /** --session-events: every change writes its event to the outbox in its own transaction. */
+  readonly sessionEvents: boolean;
 }
 
 export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.freeze({
@@ -78,6 +80,7 @@ export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.free
   maxPendingWrites: 4096,
   backupDir: '',
   backupRetention: 7,
+  sessionEvents: true,
 });
 
 export const STORAGE_BACKENDS = ['sqlite', 'postgres'] as const;
@@ -91,6 +94,8 @@ export interface PostgresOptions {
   readonly connectTimeoutMs: number;
   /** As StorageOptions.maxPendingWrites: writes that may wait for a connection at once. */
   readonly maxPendingWrites: number;
+  /** As StorageOptions.sessionEvents. */
+  readonly sessionEvents: boolean;
 }
 
 export const DEFAULT_POSTGRES_OPTIONS: Omit<PostgresOptions, 'url'> = Object.freeze({
@@ -98,4 +103,5 @@ export const DEFAULT_POSTGRES_OPTIONS: Omit<PostgresOptions, 'url'> = Object.fre
   statementTimeoutMs: 5000,
   connectTimeoutMs: 5000,
   maxPendingWrites: 4096,
+  sessionEvents: true,
 });

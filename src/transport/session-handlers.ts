@@ -87,8 +87,8 @@ export function sessionHandlers(sessions: SessionManager, auth: Authorizer, log:
         pageSize: req.pageSize,
         pageToken: req.pageToken,
       });
-      const bytes = encodeListResponse(page.sessions, page.nextPageToken);
-      return bytes ? preEncoded(bytes) : { sessions: page.sessions.map(sessionToProto), nextPageToken: page.nextPageToken };
+      const bytes = encodeListResponse(page.sessions, page.nextPageToken, page.sequence);
+      return bytes ? preEncoded(bytes) : { sessions: page.sessions.map(sessionToProto), nextPageToken: page.nextPageToken, sequence: page.sequence };
     }),
     revokeSessions: auth.unary(S.revokeSessions, async (req, caller) => ({
       revokedCount: await sessions.revokeMatching(caller, { serverId: req.serverId, subject: req.subject, exceptSessionId: req.exceptSessionId }),

@@ -29,7 +29,7 @@ export const WIRE_FIELDS = {
   'sessions.v1.UpdateSessionResponse': [1],
   'sessions.v1.CreateSessionResponse': [1, 2],
   'sessions.v1.RotateSessionTokenResponse': [1, 2],
-  'sessions.v1.ListSessionsResponse': [1, 2],
+  'sessions.v1.ListSessionsResponse': [1, 2, 3],
   'sessions.v1.ValidateSessionStreamAnswer': [1, 2, 3, 4, 5, 6],
   // Batched responses carry answers (7) only; fields 1-6 answer the single form, through the generated encoder.
   'sessions.v1.ValidateSessionStreamResponse': [1, 2, 3, 4, 5, 6, 7],
@@ -155,14 +155,19 @@ export function encodeValidateResponse(result: ValidateResult): Buffer | undefin
   return end === buf.length ? buf : undefined;
 }
 
-/** ListSessionsResponse { repeated Session sessions = 1; string next_page_token = 2; } */
-export function encodeListResponse(records: readonly SessionRecord[], nextPageToken: string): Buffer | undefined {
-  if (!records.every(covered)) return undefined;
+/** ListSessionsResponse { repeated Session sessions = 1; string next_page_token = 2; uint64 sequence = 3; } */
+export function encodeListResponse(records: readonly SessionRecord[], nextPageToken: string, sequence: number): Buffer | undefined {
+  if (!records.every(covered) || !Number.isSafeInteger(sequence) || sequence < 0) return undefined;
   const bodies = records.map(sessionBodySize);
-  const buf = Buffer.allocUnsafe(bodies.reduce((n, b) => n + sessionFieldSize(b), 0) + strSize(nextPageToken));
+  const sequenceSize = sequence !== 0 ? 1 + varintSize(sequence) : 0;
+  const buf = Buffer.allocUnsafe(bodies.reduce((n, b) => n + sessionFieldSize(b), 0) + strSize(nextPageToken) + sequenceSize);
   let pos = 0;
   records.forEach((r, i) => (pos = writeSession(buf, pos, 1, r, bodies[i]!)));
   pos = writeStr(buf, pos, 2, nextPageToken);
+  if (sequenceSize > 0) {
+    buf[pos++] = tag(3, 0);
+    pos = writeVarint(buf, pos, sequence);
+  }
   return pos === buf.length ? buf : undefined;
 }
 

@@ -461,8 +461,8 @@ export function repositoryContract(name: string, open: () => OpenedRepository | 
   });
 
   it('list of an empty repository is one empty page', async (t, repo) => {
-    t.deepEqual((await repo.list(ANY, 0, 10, T0)), { sessions: [], cursors: [], nextCursor: undefined });
-    t.deepEqual((await repo.list({ serverId: 'srv-a', subject: 'alice' }, 0, 10, T0)), { sessions: [], cursors: [], nextCursor: undefined });
+    t.deepEqual((await repo.list(ANY, 0, 10, T0)), { sessions: [], cursors: [], nextCursor: undefined, sequence: 0 });
+    t.deepEqual((await repo.list({ serverId: 'srv-a', subject: 'alice' }, 0, 10, T0)), { sessions: [], cursors: [], nextCursor: undefined, sequence: 0 });
   });
 
   it('list returns full records', async (t, repo) => {

@@ -12,8 +12,10 @@ import {
   Client,
   type ClientDuplexStream,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
   type handleBidiStreamingCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -21,6 +23,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Duration } from "../../google/protobuf/duration";
+import { Timestamp } from "../../google/protobuf/timestamp";
 import { Session } from "./session";
 
 export const protobufPackage = "sessions.v1";
@@ -77,6 +80,76 @@ export function invalidReasonToJSON(object: InvalidReason): string {
       return "INVALID_REASON_REVOKED";
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum InvalidReason");
+  }
+}
+
+/** What happened to a session. */
+export enum SessionEventType {
+  /** SESSION_EVENT_TYPE_UNSPECIFIED - Never sent. */
+  SESSION_EVENT_TYPE_UNSPECIFIED = 0,
+  /** SESSION_EVENT_TYPE_CREATED - CreateSession. */
+  SESSION_EVENT_TYPE_CREATED = 1,
+  /** SESSION_EVENT_TYPE_UPDATED - UpdateSession changed the attributes. */
+  SESSION_EVENT_TYPE_UPDATED = 2,
+  /** SESSION_EVENT_TYPE_ROTATED - RotateSessionToken issued a new token. */
+  SESSION_EVENT_TYPE_ROTATED = 3,
+  /** SESSION_EVENT_TYPE_REVOKED - The session was revoked; cause says how. */
+  SESSION_EVENT_TYPE_REVOKED = 4,
+  /** SESSION_EVENT_TYPE_EXPIRED - The sweep removed a session whose ttl or idle timeout passed; cause says which. */
+  SESSION_EVENT_TYPE_EXPIRED = 5,
+  /**
+   * SESSION_EVENT_TYPE_PROGRESS - No session changed: every event up to sequence has been considered
+   * (sent only with progress_events).
+   */
+  SESSION_EVENT_TYPE_PROGRESS = 6,
+}
+
+export function sessionEventTypeFromJSON(object: any): SessionEventType {
+  switch (object) {
+    case 0:
+    case "SESSION_EVENT_TYPE_UNSPECIFIED":
+      return SessionEventType.SESSION_EVENT_TYPE_UNSPECIFIED;
+    case 1:
+    case "SESSION_EVENT_TYPE_CREATED":
+      return SessionEventType.SESSION_EVENT_TYPE_CREATED;
+    case 2:
+    case "SESSION_EVENT_TYPE_UPDATED":
+      return SessionEventType.SESSION_EVENT_TYPE_UPDATED;
+    case 3:
+    case "SESSION_EVENT_TYPE_ROTATED":
+      return SessionEventType.SESSION_EVENT_TYPE_ROTATED;
+    case 4:
+    case "SESSION_EVENT_TYPE_REVOKED":
+      return SessionEventType.SESSION_EVENT_TYPE_REVOKED;
+    case 5:
+    case "SESSION_EVENT_TYPE_EXPIRED":
+      return SessionEventType.SESSION_EVENT_TYPE_EXPIRED;
+    case 6:
+    case "SESSION_EVENT_TYPE_PROGRESS":
+      return SessionEventType.SESSION_EVENT_TYPE_PROGRESS;
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum SessionEventType");
+  }
+}
+
+export function sessionEventTypeToJSON(object: SessionEventType): string {
+  switch (object) {
+    case SessionEventType.SESSION_EVENT_TYPE_UNSPECIFIED:
+      return "SESSION_EVENT_TYPE_UNSPECIFIED";
+    case SessionEventType.SESSION_EVENT_TYPE_CREATED:
+      return "SESSION_EVENT_TYPE_CREATED";
+    case SessionEventType.SESSION_EVENT_TYPE_UPDATED:
+      return "SESSION_EVENT_TYPE_UPDATED";
+    case SessionEventType.SESSION_EVENT_TYPE_ROTATED:
+      return "SESSION_EVENT_TYPE_ROTATED";
+    case SessionEventType.SESSION_EVENT_TYPE_REVOKED:
+      return "SESSION_EVENT_TYPE_REVOKED";
+    case SessionEventType.SESSION_EVENT_TYPE_EXPIRED:
+      return "SESSION_EVENT_TYPE_EXPIRED";
+    case SessionEventType.SESSION_EVENT_TYPE_PROGRESS:
+      return "SESSION_EVENT_TYPE_PROGRESS";
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum SessionEventType");
   }
 }
 
@@ -326,6 +399,14 @@ export interface ListSessionsResponse {
   sessions: Session[];
   /** Pass as page_token for the next page; empty on the last page. */
   nextPageToken: string;
+  /**
+   * The sequence of the last session event committed when this page was
+   * read: the page shows every change up to it. Watch with after_sequence set
+   * to the first page's sequence to see every change made since. Changes
+   * made while later pages are read may then arrive as events as well as in
+   * those pages; applying an event again to the session it names is harmless.
+   */
+  sequence: number;
 }
 
 export interface RevokeSessionsRequest {
@@ -344,6 +425,52 @@ export interface RevokeSessionsRequest {
 export interface RevokeSessionsResponse {
   /** How many live sessions were revoked. */
   revokedCount: number;
+}
+
+export interface WatchSessionEventsRequest {
+  /** Only events of this server; empty: every server_id of the caller. */
+  serverId: string;
+  /** Only events of this subject; empty: any subject. */
+  subject: string;
+  /**
+   * Send the events after this sequence: the last one the consumer handled,
+   * or a ListSessions answer's sequence. Unset: only events committed from
+   * now on. Older than the retention window: OUT_OF_RANGE.
+   */
+  afterSequence?:
+    | number
+    | undefined;
+  /**
+   * Also send PROGRESS events (sequence and time only) when nothing was sent
+   * for a while (every 10 s or so), so that a consumer whose filters match
+   * rarely can still move its resume point forward, and does not fall out of
+   * the retention window while it waits.
+   */
+  progressEvents: boolean;
+}
+
+/** One committed change of a session. */
+export interface SessionEvent {
+  /** Increases with every event, in commit order; resume after it. */
+  sequence: number;
+  /** What happened. */
+  type: SessionEventType;
+  /** The session's public id (empty for PROGRESS). */
+  sessionId: string;
+  /** The session's server_id. */
+  serverId: string;
+  /** The session's subject. */
+  subject: string;
+  /** When the event was written. */
+  time:
+    | Date
+    | undefined;
+  /**
+   * REVOKED: "delete" (DeleteSession), "revoke" (RevokeSessions) or "limit"
+   * (evicted by --max-sessions-per-subject). EXPIRED: "ttl" or "idle".
+   * Empty for the other types.
+   */
+  cause: string;
 }
 
 function createBaseCreateSessionRequest(): CreateSessionRequest {
@@ -2534,7 +2661,7 @@ export const ListSessionsRequest: MessageFns<ListSessionsRequest> = {
 };
 
 function createBaseListSessionsResponse(): ListSessionsResponse {
-  return { sessions: [], nextPageToken: "" };
+  return { sessions: [], nextPageToken: "", sequence: 0 };
 }
 
 export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
@@ -2544,6 +2671,9 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
     }
     if (message.nextPageToken !== "") {
       writer.uint32(18).string(message.nextPageToken);
+    }
+    if (message.sequence !== 0) {
+      writer.uint32(24).uint64(message.sequence);
     }
     return writer;
   },
@@ -2577,6 +2707,14 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
             message.nextPageToken = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sequence = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2597,6 +2735,7 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
         : isSet(object.next_page_token)
         ? globalThis.String(object.next_page_token)
         : "",
+      sequence: isSet(object.sequence) ? globalThis.Number(object.sequence) : 0,
     };
   },
 
@@ -2608,6 +2747,9 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
     if (message.nextPageToken !== "") {
       obj.nextPageToken = message.nextPageToken;
     }
+    if (message.sequence !== 0) {
+      obj.sequence = Math.round(message.sequence);
+    }
     return obj;
   },
 
@@ -2618,6 +2760,7 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
     const message = createBaseListSessionsResponse();
     message.sessions = object.sessions?.map((e) => Session.fromPartial(e)) || [];
     message.nextPageToken = object.nextPageToken ?? "";
+    message.sequence = object.sequence ?? 0;
     return message;
   },
 };
@@ -2804,6 +2947,308 @@ export const RevokeSessionsResponse: MessageFns<RevokeSessionsResponse> = {
   },
 };
 
+function createBaseWatchSessionEventsRequest(): WatchSessionEventsRequest {
+  return { serverId: "", subject: "", afterSequence: undefined, progressEvents: false };
+}
+
+export const WatchSessionEventsRequest: MessageFns<WatchSessionEventsRequest> = {
+  encode(message: WatchSessionEventsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serverId !== "") {
+      writer.uint32(10).string(message.serverId);
+    }
+    if (message.subject !== "") {
+      writer.uint32(18).string(message.subject);
+    }
+    if (message.afterSequence !== undefined) {
+      writer.uint32(24).uint64(message.afterSequence);
+    }
+    if (message.progressEvents !== false) {
+      writer.uint32(32).bool(message.progressEvents);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchSessionEventsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchSessionEventsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serverId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.subject = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.afterSequence = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.progressEvents = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchSessionEventsRequest {
+    return {
+      serverId: isSet(object.serverId)
+        ? globalThis.String(object.serverId)
+        : isSet(object.server_id)
+        ? globalThis.String(object.server_id)
+        : "",
+      subject: isSet(object.subject) ? globalThis.String(object.subject) : "",
+      afterSequence: isSet(object.afterSequence)
+        ? globalThis.Number(object.afterSequence)
+        : isSet(object.after_sequence)
+        ? globalThis.Number(object.after_sequence)
+        : undefined,
+      progressEvents: isSet(object.progressEvents)
+        ? globalThis.Boolean(object.progressEvents)
+        : isSet(object.progress_events)
+        ? globalThis.Boolean(object.progress_events)
+        : false,
+    };
+  },
+
+  toJSON(message: WatchSessionEventsRequest): unknown {
+    const obj: any = {};
+    if (message.serverId !== "") {
+      obj.serverId = message.serverId;
+    }
+    if (message.subject !== "") {
+      obj.subject = message.subject;
+    }
+    if (message.afterSequence !== undefined) {
+      obj.afterSequence = Math.round(message.afterSequence);
+    }
+    if (message.progressEvents !== false) {
+      obj.progressEvents = message.progressEvents;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchSessionEventsRequest>): WatchSessionEventsRequest {
+    return WatchSessionEventsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchSessionEventsRequest>): WatchSessionEventsRequest {
+    const message = createBaseWatchSessionEventsRequest();
+    message.serverId = object.serverId ?? "";
+    message.subject = object.subject ?? "";
+    message.afterSequence = object.afterSequence ?? undefined;
+    message.progressEvents = object.progressEvents ?? false;
+    return message;
+  },
+};
+
+function createBaseSessionEvent(): SessionEvent {
+  return { sequence: 0, type: 0, sessionId: "", serverId: "", subject: "", time: undefined, cause: "" };
+}
+
+export const SessionEvent: MessageFns<SessionEvent> = {
+  encode(message: SessionEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sequence !== 0) {
+      writer.uint32(8).uint64(message.sequence);
+    }
+    if (message.type !== 0) {
+      writer.uint32(16).int32(message.type);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(26).string(message.sessionId);
+    }
+    if (message.serverId !== "") {
+      writer.uint32(34).string(message.serverId);
+    }
+    if (message.subject !== "") {
+      writer.uint32(42).string(message.subject);
+    }
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(50).fork()).join();
+    }
+    if (message.cause !== "") {
+      writer.uint32(58).string(message.cause);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.sequence = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.type = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.serverId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.subject = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.cause = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionEvent {
+    return {
+      sequence: isSet(object.sequence) ? globalThis.Number(object.sequence) : 0,
+      type: isSet(object.type) ? sessionEventTypeFromJSON(object.type) : 0,
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      serverId: isSet(object.serverId)
+        ? globalThis.String(object.serverId)
+        : isSet(object.server_id)
+        ? globalThis.String(object.server_id)
+        : "",
+      subject: isSet(object.subject) ? globalThis.String(object.subject) : "",
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+      cause: isSet(object.cause) ? globalThis.String(object.cause) : "",
+    };
+  },
+
+  toJSON(message: SessionEvent): unknown {
+    const obj: any = {};
+    if (message.sequence !== 0) {
+      obj.sequence = Math.round(message.sequence);
+    }
+    if (message.type !== 0) {
+      obj.type = sessionEventTypeToJSON(message.type);
+    }
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.serverId !== "") {
+      obj.serverId = message.serverId;
+    }
+    if (message.subject !== "") {
+      obj.subject = message.subject;
+    }
+    if (message.time !== undefined) {
+      obj.time = message.time.toISOString();
+    }
+    if (message.cause !== "") {
+      obj.cause = message.cause;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SessionEvent>): SessionEvent {
+    return SessionEvent.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SessionEvent>): SessionEvent {
+    const message = createBaseSessionEvent();
+    message.sequence = object.sequence ?? 0;
+    message.type = object.type ?? 0;
+    message.sessionId = object.sessionId ?? "";
+    message.serverId = object.serverId ?? "";
+    message.subject = object.subject ?? "";
+    message.time = object.time ?? undefined;
+    message.cause = object.cause ?? "";
+    return message;
+  },
+};
+
 /**
  * Session lifecycle for backends in any language.
  *
@@ -2982,6 +3427,33 @@ export const SessionServiceService = {
       Buffer.from(RevokeSessionsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RevokeSessionsResponse => RevokeSessionsResponse.decode(value),
   },
+  /**
+   * Streams the changes to the caller's sessions, in the order they committed.
+   * Every event was written in the same transaction as its change: none is
+   * lost in a crash, and none is sent for a change that did not commit. A
+   * consumer keeps the sequence of the last event it handled and resumes with
+   * after_sequence; to start from a known state, call ListSessions and watch
+   * after the sequence of its first page. Touches make no event. EXPIRED is
+   * written when the sweep (or PurgeExpiredSessions) removes a session, so up
+   * to one sweep interval after it expired. The stream does not end by itself.
+   * Errors: OUT_OF_RANGE when after_sequence is older than the retention
+   * window (list again, then watch from that answer's sequence);
+   * PERMISSION_DENIED for a server_id outside the caller's;
+   * FAILED_PRECONDITION when the server runs with --session-events off;
+   * RESOURCE_EXHAUSTED when the consumer stopped reading for longer than the
+   * server's --events-stall-timeout, or too many event streams are open;
+   * UNAVAILABLE at server shutdown (resume after the last sequence handled).
+   */
+  watchSessionEvents: {
+    path: "/sessions.v1.SessionService/WatchSessionEvents" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchSessionEventsRequest): Buffer =>
+      Buffer.from(WatchSessionEventsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchSessionEventsRequest => WatchSessionEventsRequest.decode(value),
+    responseSerialize: (value: SessionEvent): Buffer => Buffer.from(SessionEvent.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SessionEvent => SessionEvent.decode(value),
+  },
 } as const;
 
 export interface SessionServiceServer extends UntypedServiceImplementation {
@@ -3057,6 +3529,24 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
    * Errors: INVALID_ARGUMENT when neither filter is given.
    */
   revokeSessions: handleUnaryCall<RevokeSessionsRequest, RevokeSessionsResponse>;
+  /**
+   * Streams the changes to the caller's sessions, in the order they committed.
+   * Every event was written in the same transaction as its change: none is
+   * lost in a crash, and none is sent for a change that did not commit. A
+   * consumer keeps the sequence of the last event it handled and resumes with
+   * after_sequence; to start from a known state, call ListSessions and watch
+   * after the sequence of its first page. Touches make no event. EXPIRED is
+   * written when the sweep (or PurgeExpiredSessions) removes a session, so up
+   * to one sweep interval after it expired. The stream does not end by itself.
+   * Errors: OUT_OF_RANGE when after_sequence is older than the retention
+   * window (list again, then watch from that answer's sequence);
+   * PERMISSION_DENIED for a server_id outside the caller's;
+   * FAILED_PRECONDITION when the server runs with --session-events off;
+   * RESOURCE_EXHAUSTED when the consumer stopped reading for longer than the
+   * server's --events-stall-timeout, or too many event streams are open;
+   * UNAVAILABLE at server shutdown (resume after the last sequence handled).
+   */
+  watchSessionEvents: handleServerStreamingCall<WatchSessionEventsRequest, SessionEvent>;
 }
 
 export interface SessionServiceClient extends Client {
@@ -3265,6 +3755,32 @@ export interface SessionServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RevokeSessionsResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Streams the changes to the caller's sessions, in the order they committed.
+   * Every event was written in the same transaction as its change: none is
+   * lost in a crash, and none is sent for a change that did not commit. A
+   * consumer keeps the sequence of the last event it handled and resumes with
+   * after_sequence; to start from a known state, call ListSessions and watch
+   * after the sequence of its first page. Touches make no event. EXPIRED is
+   * written when the sweep (or PurgeExpiredSessions) removes a session, so up
+   * to one sweep interval after it expired. The stream does not end by itself.
+   * Errors: OUT_OF_RANGE when after_sequence is older than the retention
+   * window (list again, then watch from that answer's sequence);
+   * PERMISSION_DENIED for a server_id outside the caller's;
+   * FAILED_PRECONDITION when the server runs with --session-events off;
+   * RESOURCE_EXHAUSTED when the consumer stopped reading for longer than the
+   * server's --events-stall-timeout, or too many event streams are open;
+   * UNAVAILABLE at server shutdown (resume after the last sequence handled).
+   */
+  watchSessionEvents(
+    request: WatchSessionEventsRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<SessionEvent>;
+  watchSessionEvents(
+    request: WatchSessionEventsRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<SessionEvent>;
 }
 
 export const SessionServiceClient = makeGenericClientConstructor(
@@ -3283,6 +3799,28 @@ export type DeepPartial<T> = T extends Builtin ? T
   : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
   : Partial<T>;
+
+function toTimestamp(date: Date): Timestamp {
+  const seconds = Math.trunc(date.getTime() / 1_000);
+  const nanos = (date.getTime() % 1_000) * 1_000_000;
+  return { seconds, nanos };
+}
+
+function fromTimestamp(t: Timestamp): Date {
+  let millis = (t.seconds || 0) * 1_000;
+  millis += (t.nanos || 0) / 1_000_000;
+  return new globalThis.Date(millis);
+}
+
+function fromJsonTimestamp(o: any): Date {
+  if (o instanceof globalThis.Date) {
+    return o;
+  } else if (typeof o === "string") {
+    return new globalThis.Date(o);
+  } else {
+    return fromTimestamp(Timestamp.fromJSON(o));
+  }
+}
 
 function longToNumber(int64: { toString(): string }): number {
   const num = globalThis.Number(int64.toString());

@@ -20,7 +20,7 @@
  */
 import Database from 'better-sqlite3';
 import { parentPort, workerData } from 'node:worker_threads';
-import { PURGE_BATCH_SQL } from './sqlite-session-repository';
+import { SqliteEventLog } from './sqlite-events';
 import { fileBytes, WalIndex } from './wal-index';
 
 export interface WorkerData {
@@ -40,6 +40,8 @@ export interface WorkerData {
   synchronous: string;
   cacheSize: number;
   journalSizeLimit: number;
+  /** --session-events: purges write EXPIRED events in their transaction. */
+  sessionEvents: boolean;
 }
 
 export type WorkerRequest =
@@ -67,8 +69,8 @@ db.pragma(`synchronous = ${data.synchronous}`);
 db.pragma(`cache_size = ${data.cacheSize | 0}`);
 db.pragma(`journal_size_limit = ${Math.trunc(data.journalSizeLimit)}`);
 const walPath = `${data.path}-wal`;
-const purgeStmt = db.prepare<[number, number]>(PURGE_BATCH_SQL);
-const purgeTx = db.transaction((now: number, limit: number) => purgeStmt.run(now, limit).changes);
+const events = new SqliteEventLog(db, data.sessionEvents);
+const purgeTx = db.transaction((now: number, limit: number) => events.purgeBatch(now, limit));
 
 type Counts = { busy: number; log: number; checkpointed: number };
 

@@ -38,6 +38,17 @@ const MIGRATIONS: readonly string[] = [
    -- CreateSession idempotency keys are unique per server; most rows have none.
    CREATE UNIQUE INDEX sessions_by_request_id ON sessions(server_id, request_id) WHERE request_id IS NOT NULL;
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;`,
+  // 2: the session events outbox (sqlite-events.ts). AUTOINCREMENT, so that a
+  // sequence deleted by retention is never handed out again.
+  `CREATE TABLE session_events (
+     sequence   INTEGER PRIMARY KEY AUTOINCREMENT,
+     type       TEXT    NOT NULL,
+     session_id TEXT    NOT NULL,
+     server_id  TEXT    NOT NULL,
+     subject    TEXT    NOT NULL,
+     time       INTEGER NOT NULL,
+     cause      TEXT    NOT NULL
+   ) STRICT;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

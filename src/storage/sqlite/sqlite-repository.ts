@@ -47,6 +47,14 @@ export class SqliteRepository implements SessionRepository {
     return this.purger.purgeBatch(now, limit);
   }
 
+  readEvents(after: number, limit: number) {
+    return this.rows.events.read(after, limit);
+  }
+
+  pruneEvents(before: number, keep: number, limit: number): Promise<number> {
+    return this.writes.run(() => this.rows.events.prune(before, keep, limit));
+  }
+
   countSessions(now: number) {
     return this.rows.countSessions(now);
   }

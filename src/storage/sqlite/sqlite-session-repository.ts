@@ -3,6 +3,7 @@ import { deadAt, sessionLimitReached, type SessionRecord } from '../../domain/se
 import type { ListPage, Modification, SessionFilter, SubjectLimit } from '../../domain/session-repository';
 import { fromRow, type Row } from '../session-row';
 import { guarded } from './sqlite-errors';
+import type { SqliteEventLog } from './sqlite-events';
 
 
 /** The columns every session read selects, in the order rowOf reads them. */
@@ -43,12 +44,6 @@ function scopeOf(filter: SessionFilter): ['any', object] | ['within', { exact: s
 }
 
 /**
- * purgeBatch's statement (now, limit), shared with the checkpoint worker,
- * which runs the purges of a running server on its own connection.
- */
-export const PURGE_BATCH_SQL = 'DELETE FROM sessions WHERE seq IN (SELECT seq FROM sessions WHERE dead_at <= ? ORDER BY dead_at LIMIT ?)';
-
-/**
  * The rows of one better-sqlite3 connection, every statement prepared once,
  * every method synchronous: writes run inside the group committer's units
  * (SqliteRepository is the storage contract on top).
@@ -61,8 +56,7 @@ export class SqliteSessionRepository {
   private readonly updateStmt: Statement;
   private readonly updateWithTokenStmt: Statement;
   private readonly lists: Record<'any' | 'within', Record<'all' | 'server' | 'subject' | 'both', Statement<unknown[], unknown[]>>>;
-  private readonly revokes: Record<'any' | 'within', Record<'server' | 'subject' | 'both', Statement>>;
-  private readonly purgeStmt: Statement<[number, number]>;
+  private readonly revokes: Record<'any' | 'within', Record<'server' | 'subject' | 'both', Statement<unknown[], unknown[]>>>;
   private readonly countStmt: Statement<[{ now: number }], { live: number; dead: number }>;
   private readonly modifyTx: (id: string, change: (current: SessionRecord) => Modification | null) => SessionRecord | undefined;
 
@@ -71,7 +65,7 @@ export class SqliteSessionRepository {
   private readonly beginStmt: Statement;
   private readonly commitStmt: Statement;
 
-  constructor(private readonly db: Database) {
+  constructor(private readonly db: Database, readonly events: SqliteEventLog) {
     this.insertStmt = db.prepare(`INSERT INTO sessions (id, token_hash, server_id, subject, attributes, ip, user_agent,
       create_time, update_time, expire_time, idle_expire_time, last_active_time, idle_timeout_ms, token_rotate_time,
       revoke_time, version, dead_at, request_id)
@@ -99,8 +93,9 @@ export class SqliteSessionRepository {
     this.lists = { any: pages(''), within: pages(`${scoped} AND`) };
     // Bounded: a subject with a million sessions is revoked a batch per write unit.
     const revoke = (where: string) =>
-      db.prepare(`UPDATE sessions SET revoke_time = @now, dead_at = @now
-        WHERE seq IN (SELECT seq FROM sessions WHERE ${where} AND dead_at > @now AND id <> @exceptId LIMIT @limit)`);
+      db.prepare<unknown[], unknown[]>(`UPDATE sessions SET revoke_time = @now, dead_at = @now
+        WHERE seq IN (SELECT seq FROM sessions WHERE ${where} AND dead_at > @now AND id <> @exceptId LIMIT @limit)
+        RETURNING id, server_id, subject`).raw(true);
     const revokes = (extra: string) => ({
       server: revoke(`${extra}server_id = @serverId`),
       subject: revoke(`${extra}subject = @subject`),
@@ -113,7 +108,6 @@ export class SqliteSessionRepository {
     this.revokeBySeq = db.prepare<[number, number, number]>('UPDATE sessions SET revoke_time = ?, dead_at = ? WHERE seq = ?');
     this.beginStmt = db.prepare('BEGIN DEFERRED');
     this.commitStmt = db.prepare('COMMIT');
-    this.purgeStmt = db.prepare(PURGE_BATCH_SQL);
     this.countStmt = db.prepare(
       // Named, not ?1: better-sqlite3 treats ?NNN as named and refuses a positional value.
       'SELECT coalesce(sum(dead_at > @now), 0) AS live, coalesce(sum(dead_at <= @now), 0) AS dead FROM sessions',
@@ -129,6 +123,7 @@ export class SqliteSessionRepository {
       const params = this.params(m.next);
       if (m.tokenHash) this.updateWithTokenStmt.run({ ...params, tokenHash: m.tokenHash });
       else this.updateStmt.run(params);
+      if (m.event) this.events.append(m.event.type, m.next, m.event.time, m.event.cause);
       return m.next;
     });
     this.modifyTx = (id, change) => tx.immediate(id, change);
@@ -149,10 +144,12 @@ export class SqliteSessionRepository {
           for (const [seq, id] of live.slice(0, live.length - limit.max + 1)) {
             this.revokeBySeq.run(limit.now, limit.now, seq as number);
             evicted.push(id as string);
+            this.events.append('REVOKED', { id: id as string, serverId: session.serverId, subject: session.subject }, limit.now, 'limit');
           }
         }
       }
       this.insertStmt.run({ ...this.params(session), tokenHash, requestId: requestId ?? null });
+      this.events.append('CREATED', session, session.createTime);
       return evicted;
     });
   }
@@ -186,7 +183,11 @@ export class SqliteSessionRepository {
     const which = filter.serverId && filter.subject ? 'both' : filter.serverId ? 'server' : 'subject';
     const [set, within] = scopeOf(filter);
     // Ids are never empty: '' keeps none.
-    return guarded(() => this.revokes[set][which].run({ serverId: filter.serverId, subject: filter.subject, ...within, now, limit, exceptId: filter.exceptId ?? '' }).changes);
+    return guarded(() => {
+      const rows = this.revokes[set][which].all({ serverId: filter.serverId, subject: filter.subject, ...within, now, limit, exceptId: filter.exceptId ?? '' });
+      this.events.appendRevoked(rows, now, 'revoke');
+      return rows.length;
+    });
   }
 
   list(filter: SessionFilter, cursor: number, limit: number, now: number): ListPage {
@@ -194,18 +195,22 @@ export class SqliteSessionRepository {
     const [set, within] = scopeOf(filter);
     // One row beyond the page tells whether another page exists, so the last
     // page carries no next token (AIP-158) and clients need no extra round trip.
-    const rows = guarded(() => this.lists[set][which].all({ serverId: filter.serverId, subject: filter.subject, ...within, cursor, now, limit: limit + 1 }).map(rowOf));
+    const [rows, sequence] = guarded(() => this.snapshot(() => [
+      this.lists[set][which].all({ serverId: filter.serverId, subject: filter.subject, ...within, cursor, now, limit: limit + 1 }).map(rowOf),
+      this.events.head(),
+    ] as const));
     const more = rows.length > limit;
     const pageRows = more ? rows.slice(0, limit) : rows;
     return {
       sessions: pageRows.map(fromRow),
       cursors: pageRows.map((r) => r.seq),
       nextCursor: more ? pageRows[pageRows.length - 1]!.seq : undefined,
+      sequence,
     };
   }
 
   purgeBatch(now: number, limit: number): number {
-    return guarded(() => this.purgeStmt.run(now, limit).changes);
+    return guarded(() => this.events.purgeBatch(now, limit));
   }
 
   snapshot<T>(reads: () => T): T {

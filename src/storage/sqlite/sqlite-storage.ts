@@ -12,6 +12,7 @@ import { CommitSync, commitSyncPlan, type SyncFn } from './commit-sync';
 import { openConnection } from './open-connection';
 import { checkpointSynchronous, connectionPragmas, type StorageOptions } from './pragmas';
 import { SqliteRepository } from './sqlite-repository';
+import { SqliteEventLog } from './sqlite-events';
 import { SqliteSessionRepository } from './sqlite-session-repository';
 import { guarded, toStorageError } from './sqlite-errors';
 import { fileBytes, WalIndex } from './wal-index';
@@ -59,7 +60,9 @@ export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
   private readonly commitSync: CommitSync | undefined;
 
   private constructor(private readonly db: Database.Database, readonly options: StorageOptions, private readonly hooks: StorageHooks) {
-    this.sessions = new SqliteSessionRepository(db);
+    const events = new SqliteEventLog(db, options.sessionEvents);
+    db.transaction(() => events.openWith(options.sessionEvents)).immediate();
+    this.sessions = new SqliteSessionRepository(db, events);
     this.walIndex = WalIndex.open(options.path);
     // The connection has read the database by now, so in WAL mode the -wal file exists.
     const plan = commitSyncPlan(options);
@@ -86,6 +89,7 @@ export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
         {
           path: options.path, walIndexFd: this.walIndex.descriptor, busyTimeoutMs: options.busyTimeoutMs, autocheckpointFrames: options.walAutocheckpoint, pollMs: CHECKPOINT_POLL_MS,
           synchronous: checkpointSynchronous(options), cacheSize: options.cacheSize, journalSizeLimit: options.journalSizeLimit,
+          sessionEvents: options.sessionEvents,
         },
         (raw) => this.record(raw.mode ?? 'PASSIVE', 'auto', raw),
         // Without the worker, SQLite's own autocheckpoint must come back, or the
