@@ -16,10 +16,12 @@ import {
 import type { Session } from '../../generated/sessions/v1/session';
 import { readTlsFiles } from '../shared/tls';
 import { StreamValidator } from './stream-validator';
+import { EventWatcher, type WatchOptions } from './event-watcher';
 import { decodeStreamResponse, encodeStreamRequest } from './validator-wire';
 
 export type { Session, ServiceError };
 export { StreamValidator, type StreamAnswer, type ValidateOptions } from './stream-validator';
+export { EventWatcher, type WatchOptions } from './event-watcher';
 export { HealthCheckResponse_ServingStatus as ServingStatus };
 
 /** Fields a request may leave out: proto3 defaults fill them in. */
@@ -142,6 +144,15 @@ export class SessiondClient {
   }
   revokeSessions(req: Partial1<RevokeSessionsRequest>, c?: PerCall): Promise<RevokeSessionsResponse> {
     return this.call(this.sessions, this.sessions.revokeSessions, RevokeSessionsRequest.fromPartial(req), c);
+  }
+  /**
+   * WatchSessionEvents, resumed by itself after a disconnect from the last
+   * sequence it delivered: `for await (const e of client.watch({ subject }))`.
+   * Ends with the error for a status that a resume cannot cure (OUT_OF_RANGE:
+   * list again, then watch after that answer's sequence).
+   */
+  watch(options: WatchOptions = {}): EventWatcher {
+    return new EventWatcher((req, md) => this.sessions.watchSessionEvents(req, md), () => this.metadataOf(undefined), options);
   }
 
   checkpoint(req: Partial1<CheckpointRequest> = {}, c?: PerCall): Promise<CheckpointResponse> {

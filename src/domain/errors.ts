@@ -11,6 +11,7 @@ export type ErrorKind =
   | 'permission-denied'
   | 'unavailable'
   | 'resource-exhausted'
+  | 'out-of-range'
   | 'internal';
 
 export abstract class DomainError extends Error {
@@ -94,6 +95,15 @@ export class UniqueViolationError extends DomainError {
 /** A create would give a subject more live sessions than --max-sessions-per-subject, with the refuse policy: nothing was written. */
 export class SessionLimitError extends DomainError {
   readonly kind = 'resource-exhausted';
+}
+
+/**
+ * A WatchSessionEvents position the log no longer holds (retention pruned
+ * past it) or never held (ahead of its newest event): list again, then watch
+ * from the sequence that answer gives.
+ */
+export class OutOfRangeError extends DomainError {
+  readonly kind = 'out-of-range';
 }
 
 /** Storage has no room left (disk full, or the configured size limit): nothing was written. */

@@ -24,6 +24,7 @@ import { SafeDecodingServer } from '../transport/request-decoding';
 import { bind, serverChannelOptions, serverCredentials, transportSecurity } from '../transport/server';
 import { sessionHandlers, sessionService } from '../transport/session-handlers';
 import { OpenStreams } from '../transport/open-streams';
+import { EventFeed } from '../domain/event-feed';
 
 export interface App {
   /** The port bound (useful with a listen port of 0). */
@@ -90,6 +91,7 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
   const sessions = new SessionManager(storage.repository, clock, config.policy, {
     revokeBatchSize: config.revokeBatchSize, maxPageBytes: config.maxPageBytes,
   });
+  const feed = new EventFeed(storage.repository, clock, config.policy, config.events);
   const auth = new Authorizer(callers, log);
   const health = new Health(() => storage.healthFacts());
   // Undecodable request bytes get INVALID_ARGUMENT, never INTERNAL (see request-decoding.ts).
@@ -99,7 +101,7 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
     interceptors: [callObserver(metrics, log, config.slowCallThresholdMs)],
   });
   streams = new OpenStreams(config.server.maxMessageBytes);
-  server.addService(sessionService, sessionHandlers(sessions, auth, log, streams));
+  server.addService(sessionService, sessionHandlers(sessions, auth, log, streams, { feed, settings: config.events }));
   server.addService(AdminServiceService, adminHandlers({ sessions, storage, auth, sweepBatchSize: config.sweepBatchSize, metrics }, log));
   health.addToServer(server);
   if (config.server.reflection) addReflection(server);
@@ -130,7 +132,7 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
     throw err;
   }
 
-  const sweeper = new Sweeper(sessions, config.sweepIntervalMs, config.sweepBatchSize, log, metrics);
+  const sweeper = new Sweeper(sessions, config.sweepIntervalMs, config.sweepBatchSize, log, metrics, feed);
   let lastProblem: string | undefined;
   let probing = false;
   const probe = async () => {
@@ -170,6 +172,7 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
       health.setPhase('stopping');
       health.endWatches();
       streams.closeAll();
+      feed.wakeAll();
       log.info('shutdown: draining in-flight calls', { deadlineMs: config.server.drainTimeoutMs });
       const drained = await drain(server, config.server.drainTimeoutMs);
       if (!drained) log.warn('shutdown: drain deadline passed; cancelled the calls still running');

@@ -1,64 +1,18 @@
 import { DEFAULT_POLICY, largestSessionBytes, type SessionPolicy } from '../domain/session';
 import { TOKEN_LENGTH } from '../domain/tokens';
-import type { LogLevel } from './log';
 import { readPrincipalsFile } from './principals-file';
 import { readSettings, settle } from '../shared/settings-engine';
 import { ENV_PREFIX, SETTINGS, type SettingValues } from './settings';
-import type { PostgresOptions, StorageBackend, StorageOptions } from '../storage/options';
 import { databaseUrlProblem, redactedUrl } from '../shared/database-url';
-import { checkServerTlsFiles, type ServerTlsFiles } from '../shared/tls';
+import { checkServerTlsFiles } from '../shared/tls';
 import { MAX_BATCH_ITEMS } from '../shared/stream-protocol';
 import { formatDuration } from '../shared/units';
 
 export { envName, helpText, SETTINGS, type SettingName } from './settings';
 export type { LogLevel } from './log';
 
-export interface ServerOptions {
-  /** host:port; port 0 picks a free one. */
-  readonly listen: string;
-  /** Where the principals are listed; undefined: none but the admin token's (protected mode when neither). */
-  readonly principalsFile: string | undefined;
-  readonly adminToken: string | undefined;
-  /** With no principals: serve every caller, not only loopback ones. */
-  readonly allowUnauthenticated: boolean;
-  readonly maxMessageBytes: number;
-  readonly maxConcurrentStreams: number;
-  readonly maxConnectionMemoryBytes: number;
-  /** 0: never. */
-  readonly maxConnectionIdleMs: number;
-  /** 0: never. */
-  readonly maxConnectionAgeMs: number;
-  readonly maxConnectionAgeGraceMs: number;
-  readonly keepaliveTimeMs: number;
-  readonly keepaliveTimeoutMs: number;
-  readonly drainTimeoutMs: number;
-  readonly reflection: boolean;
-  /** Server TLS (mTLS when clientCaFile is set); undefined: plaintext. */
-  readonly tls: ServerTlsFiles | undefined;
-}
-
-export interface Config {
-  readonly server: ServerOptions;
-  readonly backend: StorageBackend;
-  /** SQLite's options; used only when backend is sqlite. */
-  readonly storage: StorageOptions;
-  /** Set exactly when backend is postgres. */
-  readonly postgres: PostgresOptions | undefined;
-  readonly policy: SessionPolicy;
-  readonly sweepIntervalMs: number;
-  readonly sweepBatchSize: number;
-  readonly revokeBatchSize: number;
-  /** ListSessions pages stop before their sessions reach this many bytes. */
-  readonly maxPageBytes: number;
-  readonly healthProbeIntervalMs: number;
-  readonly logLevel: LogLevel;
-  /** host:port of the Prometheus /metrics endpoint; undefined: off. */
-  readonly metricsListen: string | undefined;
-  /** Unary calls at least this slow are logged as warnings; 0: never. */
-  readonly slowCallThresholdMs: number;
-  /** Benchmark only: register the bench service (src/transport/bench-service.ts). */
-  readonly benchService: boolean;
-}
+export type { Config, ServerOptions } from './config-types';
+import type { Config } from './config-types';
 
 /**
  * Variables read by the CLI's client commands (src/cli/connect.ts), not by the
@@ -131,6 +85,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       maxPendingWrites: v['max-pending-writes'],
       backupDir: v['backup-dir'],
       backupRetention: v['backup-retention'],
+      sessionEvents: v['session-events'],
     },
     backend: v['storage'],
     postgres: v['storage'] === 'postgres' ? {
@@ -139,6 +94,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       statementTimeoutMs: v['database-statement-timeout'],
       connectTimeoutMs: v['database-connect-timeout'],
       maxPendingWrites: v['max-pending-writes'],
+      sessionEvents: v['session-events'],
     } : undefined,
     policy: {
       ...DEFAULT_POLICY,
@@ -151,6 +107,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       maxAttributeValueBytes: v['max-attribute-value-bytes'],
       maxSessionsPerSubject: v['max-sessions-per-subject'],
       sessionLimitPolicy: v['session-limit-policy'],
+    },
+    events: {
+      enabled: v['session-events'], retentionMs: v['events-retention'], retentionCount: v['events-retention-count'], pollIntervalMs: v['events-poll-interval'],
+      progressIntervalMs: v['events-progress-interval'], stallTimeoutMs: v['events-stall-timeout'], maxStreams: v['max-event-streams'],
     },
     sweepIntervalMs: v['sweep-interval'],
     sweepBatchSize: v['sweep-batch-size'],

@@ -31,6 +31,7 @@ const BACKEND = 'Storage backend';
 const STORAGE = 'Storage (SQLite)';
 const POSTGRES = 'Storage (PostgreSQL)';
 const SESSIONS = 'Sessions';
+const EVENTS = 'Session events';
 const BACKGROUND = 'Background work';
 const CONNECTIONS = 'Connections and messages';
 const OBSERVING = 'Logs and metrics';
@@ -72,6 +73,13 @@ export const SETTINGS = [
   { group: SESSIONS, flag: 'max-attribute-value-bytes', kind: 'int', default: String(P.maxAttributeValueBytes), min: 0, max: 1_048_576, help: 'bytes per attribute value' },
   { group: SESSIONS, flag: 'max-sessions-per-subject', kind: 'int', default: String(P.maxSessionsPerSubject), min: 0, max: 1_000_000, help: 'live sessions one subject of one server_id may have at once, exactly, also under concurrent creates (0: no limit; sessions without a subject are not counted)' },
   { group: SESSIONS, flag: 'session-limit-policy', kind: SESSION_LIMIT_POLICIES, default: P.sessionLimitPolicy, help: 'a create past max-sessions-per-subject: evict-oldest revokes the subject\'s oldest live session, refuse answers RESOURCE_EXHAUSTED' },
+  { group: EVENTS, flag: 'session-events', kind: 'bool', default: String(S.sessionEvents), help: 'write an event for every change of a session, in its transaction, for WatchSessionEvents; false writes none and refuses watches (every replica must agree; turning it back on invalidates resume points)' },
+  { group: EVENTS, flag: 'events-retention', kind: 'duration', default: '7d', min: 60_000, max: LIFETIME_MAX, help: 'events older than this are pruned by the sweep; resuming from before what is kept is OUT_OF_RANGE' },
+  { group: EVENTS, flag: 'events-retention-count', kind: 'int', default: '1000000', min: 1000, max: 1_000_000_000, help: 'events kept at most; the oldest beyond it are pruned by the sweep' },
+  { group: EVENTS, flag: 'events-poll-interval', kind: 'duration', default: '100ms', min: 10, max: 60_000, help: 'how often open event streams look for new events (commits by this process, another process on the file, or another replica)' },
+  { group: EVENTS, flag: 'events-progress-interval', kind: 'duration', default: '10s', min: 100, max: TIMER_MAX_MS, help: 'with progress_events, a PROGRESS event is sent after this long without one' },
+  { group: EVENTS, flag: 'events-stall-timeout', kind: 'duration', default: '30s', min: 100, max: TIMER_MAX_MS, help: 'an event stream whose consumer reads nothing for this long while events wait is ended with RESOURCE_EXHAUSTED (it resumes from its last sequence)' },
+  { group: EVENTS, flag: 'max-event-streams', kind: 'int', default: '256', min: 1, max: 100_000, help: 'WatchSessionEvents streams open at once; past it a new one is refused with RESOURCE_EXHAUSTED' },
   { group: BACKGROUND, flag: 'sweep-interval', kind: 'duration', default: '1m', min: 100, max: TIMER_MAX_MS, help: 'how often expired and revoked sessions are purged' },
   { group: BACKGROUND, flag: 'sweep-batch-size', kind: 'int', default: '250', min: 1, max: 100_000, help: 'rows deleted per purge transaction (run on the checkpoint worker thread, with a checkpoint between batches whenever the WAL reaches wal-autocheckpoint)' },
   { group: BACKGROUND, flag: 'revoke-batch-size', kind: 'int', default: '500', min: 1, max: 100_000, help: 'sessions RevokeSessions revokes per transaction; other calls are served between batches' },

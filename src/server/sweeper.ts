@@ -1,3 +1,4 @@
+import type { EventFeed } from '../domain/event-feed';
 import type { SessionManager } from '../domain/session-manager';
 import type { Logger } from './log';
 import type { Metrics } from './metrics/metrics';
@@ -18,6 +19,8 @@ export class Sweeper {
     private readonly batchSize: number,
     private readonly log: Logger,
     private readonly metrics?: Metrics,
+    /** Its retention is applied after each purge (an expiry's EXPIRED event is written by the purge itself). */
+    private readonly events?: EventFeed,
   ) {}
 
   start(): void {
@@ -33,7 +36,8 @@ export class Sweeper {
         const durationMs = performance.now() - started;
         this.metrics?.purge('sweep', r.purged, durationMs);
         // Every run is logged; one that found nothing only at debug, as it runs every interval.
-        if (r.purged > 0) this.log.info('sweep', { ...r, durationMs: Math.round(durationMs) });
+        const eventsPruned = this.events && !this.stopping.signal.aborted ? await this.events.prune(this.stopping.signal) : 0;
+        if (r.purged > 0 || eventsPruned > 0) this.log.info('sweep', { ...r, eventsPruned, durationMs: Math.round(durationMs) });
         else this.log.debug('sweep: nothing to purge', { durationMs: Math.round(durationMs) });
       } catch (err) {
         this.metrics?.purge('sweep', undefined, performance.now() - started);

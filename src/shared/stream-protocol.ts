@@ -1,5 +1,5 @@
 /*
- * What the server and the TypeScript client of ValidateSessionStream agree on
+ * What the server and the TypeScript client of the streams agree on
  * beyond the proto: kept apart so that the client does not load the server.
  */
 
@@ -13,3 +13,10 @@ export const BATCH_MAX_HEADER = 'x-sessiond-validate-batch-max';
  * index lookup, a few microseconds).
  */
 export const MAX_BATCH_ITEMS = 1000;
+
+/**
+ * WatchSessionEvents response header: the sequence the watch starts after.
+ * A consumer that opened it without after_sequence resumes from there if the
+ * stream breaks before its first event.
+ */
+export const WATCH_START_HEADER = 'x-sessiond-watch-start';

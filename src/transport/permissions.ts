@@ -19,6 +19,7 @@ export const PERMISSION_OF: ReadonlyMap<string, Permission> = new Map<string, Pe
   [SessionServiceService.rotateSessionToken.path, 'sessions.write'],
   [SessionServiceService.deleteSession.path, 'sessions.write'],
   [SessionServiceService.revokeSessions.path, 'sessions.write'],
+  [SessionServiceService.watchSessionEvents.path, 'sessions.events'],
   [AdminServiceService.checkpoint.path, 'admin'],
   [AdminServiceService.backup.path, 'admin'],
   [AdminServiceService.integrityCheck.path, 'admin'],

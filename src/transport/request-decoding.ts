@@ -8,7 +8,7 @@ import {
 } from '../../generated/sessions/v1/admin_service';
 import {
   CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, RevokeSessionsRequest,
-  RotateSessionTokenRequest, SessionServiceService, TouchSessionRequest, UpdateSessionRequest, ValidateSessionRequest,
+  RotateSessionTokenRequest, SessionServiceService, TouchSessionRequest, UpdateSessionRequest, ValidateSessionRequest, WatchSessionEventsRequest,
 } from '../../generated/sessions/v1/session_service';
 import { ItemLimitExceeded, StrictValidateSessionStreamRequest } from './stream-request';
 
@@ -51,6 +51,7 @@ const STRICT_TYPES: ReadonlyMap<string, Decoder> = new Map<string, Decoder>([
   [SessionServiceService.deleteSession.path, DeleteSessionRequest],
   [SessionServiceService.listSessions.path, ListSessionsRequest],
   [SessionServiceService.revokeSessions.path, RevokeSessionsRequest],
+  [SessionServiceService.watchSessionEvents.path, WatchSessionEventsRequest],
   [AdminServiceService.checkpoint.path, CheckpointRequest],
   [AdminServiceService.getStorageStatus.path, GetStorageStatusRequest],
   [AdminServiceService.purgeExpiredSessions.path, PurgeExpiredSessionsRequest],

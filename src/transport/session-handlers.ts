@@ -9,6 +9,8 @@ import { acceptPreEncoded, encodeListResponse, encodeSessionResponse, encodeVali
 import type { Authorizer } from './authorize';
 import type { OpenStreams } from './open-streams';
 import { validateStreamHandler } from './validate-stream';
+import { watchEventsHandler, type WatchSettings } from './watch-events';
+import type { EventFeed } from '../domain/event-feed';
 
 function validateResponse(r: ValidateResult): ValidateSessionResponse {
   const bytes = encodeValidateResponse(r);
@@ -36,7 +38,9 @@ export const sessionService = acceptPreEncoded(SessionServiceService);
  * sessionService. Every handler is built by the Authorizer, which names the
  * caller and checks its permission first; the domain applies its server_ids.
  */
-export function sessionHandlers(sessions: SessionManager, auth: Authorizer, log: Logger, streams: OpenStreams): SessionServiceServer {
+export function sessionHandlers(
+  sessions: SessionManager, auth: Authorizer, log: Logger, streams: OpenStreams, events: { feed: EventFeed; settings: WatchSettings },
+): SessionServiceServer {
   const S = SessionServiceService;
   return {
     createSession: auth.unary(S.createSession, async (req, caller) => {
@@ -93,5 +97,6 @@ export function sessionHandlers(sessions: SessionManager, auth: Authorizer, log:
     revokeSessions: auth.unary(S.revokeSessions, async (req, caller) => ({
       revokedCount: await sessions.revokeMatching(caller, { serverId: req.serverId, subject: req.subject, exceptSessionId: req.exceptSessionId }),
     })),
+    watchSessionEvents: watchEventsHandler(events.feed, auth, log, streams, events.settings),
   };
 }

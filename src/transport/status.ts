@@ -24,6 +24,8 @@ const CODES: Record<ErrorKind, status> = {
   unavailable: status.UNAVAILABLE,
   // Out of space: a quota the caller cannot fix by retrying at once.
   'resource-exhausted': status.RESOURCE_EXHAUSTED,
+  // A resume point outside the event log: AIP-193's code for a position past what exists.
+  'out-of-range': status.OUT_OF_RANGE,
   // A fault on our side; the message is generic and the cause goes to the log.
   internal: status.INTERNAL,
 };

@@ -5,6 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SessionServiceClient, type ValidateSessionStreamResponse } from '../../generated/sessions/v1/session_service';
 import { ServingStatus, SessiondClient } from '../../src/client/client';
+import type { EventFeed } from '../../src/domain/event-feed';
 import type { SessionManager } from '../../src/domain/session-manager';
 import { createLogger } from '../../src/server/log';
 import { Authorizer } from '../../src/transport/authorize';
@@ -179,7 +180,14 @@ test('a domain object that throws anything, anywhere, still answers every call w
   const log = createLogger('debug', (l) => void logs.push(l));
   const server = new SafeDecodingServer();
   // No principals: the loopback client is served as in protected mode.
-  server.addService(sessionService, sessionHandlers(stub, new Authorizer(new Callers({ allowUnauthenticated: false }), log), log, new OpenStreams()));
+  // A feed whose storage faults: its first read throws a non-Error, the next an Error with a path in it.
+  let feedReads = 0;
+  const feed = {
+    start: () => (feedReads++ === 0 ? Promise.reject(null) : Promise.resolve(0)),
+    next: () => Promise.reject(new Error('SQLITE_IOERR: disk I/O error at /var/lib/secret/path')),
+  } as unknown as EventFeed;
+  const settings = { stallTimeoutMs: 1000, progressIntervalMs: 1000, maxStreams: 10 };
+  server.addService(sessionService, sessionHandlers(stub, new Authorizer(new Callers({ allowUnauthenticated: false }), log), log, new OpenStreams(), { feed, settings }));
   const port = await bind(server, '127.0.0.1:0');
   t.teardown(() => server.forceShutdown());
   const client = new SessiondClient(`127.0.0.1:${port}`, { defaultDeadlineMs: 5000 });
@@ -200,6 +208,15 @@ test('a domain object that throws anything, anywhere, still answers every call w
       ['ListSessions', client.listSessions({})],
     ] as const) {
       assertGenericInternal(t, name, await codeOf(p));
+    }
+    for (const name of ['WatchSessionEvents start', 'WatchSessionEvents read']) {
+      const events = new SessionServiceClient(`127.0.0.1:${port}`, credentials.createInsecure());
+      const watch = events.watchSessionEvents({ serverId: '', subject: '', afterSequence: undefined, progressEvents: false });
+      assertGenericInternal(t, name, await new Promise<{ code: number; details: string }>((resolve) => {
+        watch.on('data', () => undefined);
+        watch.on('error', (e: { code: number; details: string }) => resolve(e));
+      }));
+      events.close();
     }
     const revoked = await codeOf(client.revokeSessions({ subject: 'x' }));
     t.not(revoked.code, status.UNKNOWN, 'a missing count is not UNKNOWN');
