@@ -101,17 +101,20 @@ export class SqliteEventLog {
 
   /**
    * After a run with --session-events off, changes were made that have no
-   * event: a consumer resuming from before them would miss them silently.
-   * Marking the whole log as pruned makes such a resume OUT_OF_RANGE, so the
-   * consumer lists again. Called at open, in the opening transaction.
+   * event: a consumer resuming from before them, or from the head as it was,
+   * would miss them silently. One sequence is burned and everything up to it
+   * marked pruned, so every such resume is OUT_OF_RANGE and the consumer lists
+   * again (its list then reads the new head). Called at open, in a transaction.
    */
   openWith(enabled: boolean): void {
     const off = this.db.prepare("SELECT value FROM meta WHERE key = 'events_off'").get() !== undefined;
     if (!enabled && !off) this.db.prepare("INSERT INTO meta (key, value) VALUES ('events_off', '1')").run();
     if (enabled && off) {
-      const head = this.head();
-      this.pruneStmt.run(head);
-      this.setMarkStmt.run(String(head));
+      const burned = this.head() + 1;
+      const moved = this.db.prepare("UPDATE sqlite_sequence SET seq = ? WHERE name = 'session_events'").run(burned).changes;
+      if (moved === 0) this.db.prepare("INSERT INTO sqlite_sequence (name, seq) VALUES ('session_events', ?)").run(burned);
+      this.pruneStmt.run(burned);
+      this.setMarkStmt.run(String(burned));
       this.db.prepare("DELETE FROM meta WHERE key = 'events_off'").run();
     }
   }
