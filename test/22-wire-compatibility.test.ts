@@ -66,7 +66,8 @@ test('wire compatibility: proto/ loaded dynamically; field names and timestamps 
       const second = await call(sessions, 'CreateSession', { server_id: 'wire-1', subject: 'dave' });
       await call(sessions, 'CreateSession', { server_id: 'wire-2', subject: 'erin' });
       const page1 = await call(sessions, 'ListSessions', { server_id: 'wire-1', page_size: 1 });
-      t.deepEqual(Object.keys(page1).sort(), ['next_page_token', 'sessions']);
+      t.deepEqual(Object.keys(page1).sort(), ['next_page_token', 'sequence', 'sessions']);
+      t.is(page1['sequence'], '3', 'uint64 sequence: three creates so far, as a string with longs: String');
       t.is(page1['sessions'].length, 1);
       t.not(page1['next_page_token'], '');
       const page2 = await call(sessions, 'ListSessions', { server_id: 'wire-1', page_size: 1, page_token: page1['next_page_token'] });
@@ -75,6 +76,18 @@ test('wire compatibility: proto/ loaded dynamically; field names and timestamps 
       t.is(last['next_page_token'], '', 'an empty next_page_token at the end');
       const byUser = await call(sessions, 'ListSessions', { subject: 'erin' });
       t.deepEqual(byUser['sessions'].map((x: { server_id: string }) => x.server_id), ['wire-2']);
+
+      // A server stream of SessionEvent, names and enums as the .proto files have them.
+      const watch = (sessions as unknown as { WatchSessionEvents(req: object): NodeJS.EventEmitter & { cancel(): void } }).WatchSessionEvents({ after_sequence: '1', server_id: 'wire-1' });
+      const event = await new Promise<Record<string, any>>((resolve, reject) => {
+        watch.once('data', resolve);
+        watch.once('error', reject);
+      });
+      watch.on('error', () => undefined);
+      watch.cancel();
+      t.deepEqual(Object.keys(event).sort(), ['cause', 'sequence', 'server_id', 'session_id', 'subject', 'time', 'type']);
+      t.like(event, { sequence: '2', type: 'SESSION_EVENT_TYPE_CREATED', session_id: second['session'].id, server_id: 'wire-1', subject: 'dave', cause: '' });
+      t.true(Math.abs(seconds(event['time']) - now) < 1);
 
       const cp = await call(admin, 'Checkpoint', { mode: 'CHECKPOINT_MODE_PASSIVE' });
       t.is(cp['mode'], 'CHECKPOINT_MODE_PASSIVE');

@@ -2,6 +2,7 @@ import test, { type ExecutionContext } from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { SessiondClient } from '../src/client/client';
 import { PERMISSION_OF } from '../src/transport/permissions';
+import { EventReader } from './helpers/events';
 import { AdminServiceService } from '../generated/sessions/v1/admin_service';
 import { SessionServiceService } from '../generated/sessions/v1/session_service';
 import { writePrincipals, type PrincipalSpec } from './helpers/principals';
@@ -23,6 +24,7 @@ const PRINCIPALS: PrincipalSpec[] = [
   { name: 'reader', permissions: ['sessions.read'], serverIds: ['web-1'] },
   { name: 'other', permissions: ['sessions.read', 'sessions.write', 'sessions.validate'], serverIds: ['api-1'] },
   { name: 'operator', permissions: ['admin'], serverIds: ['*'] },
+  { name: 'auditor', permissions: ['sessions.events'], serverIds: ['web-*'] },
   { name: 'retired', permissions: ['sessions.read', 'sessions.write', 'admin'], serverIds: ['*'] },
 ];
 
@@ -57,6 +59,18 @@ const RPCS: Record<string, { path: string; call: Call }> = {
   DeleteSession: { path: SessionServiceService.deleteSession.path, call: (c, f) => c.deleteSession(f.id) },
   ListSessions: { path: SessionServiceService.listSessions.path, call: (c) => c.listSessions({ serverId: 'web-1' }) },
   RevokeSessions: { path: SessionServiceService.revokeSessions.path, call: (c) => c.revokeSessions({ serverId: 'web-1', subject: 'nobody' }) },
+  WatchSessionEvents: {
+    path: SessionServiceService.watchSessionEvents.path,
+    // The fixture's CREATED is in the log: an allowed caller gets it.
+    call: async (c) => {
+      const w = c.watch({ afterSequence: 0 });
+      try {
+        return await new EventReader(w).take(1, 5000);
+      } finally {
+        w.close();
+      }
+    },
+  },
   Checkpoint: { path: AdminServiceService.checkpoint.path, call: (c) => c.checkpoint({}) },
   GetStorageStatus: { path: AdminServiceService.getStorageStatus.path, call: (c) => c.getStorageStatus() },
   PurgeExpiredSessions: { path: AdminServiceService.purgeExpiredSessions.path, call: (c) => c.purgeExpiredSessions({}) },
@@ -69,6 +83,7 @@ const ALLOWED: Record<string, string[]> = {
   'sessions.validate': ['writer', 'validator', 'reader'],
   'sessions.read': ['writer', 'reader'],
   'sessions.write': ['writer'],
+  'sessions.events': ['auditor'],
   admin: ['operator'],
 };
 
@@ -134,7 +149,7 @@ test.serial('no credentials and a wrong key: UNAUTHENTICATED on every RPC, sayin
 test.serial('a principal without the permission: PERMISSION_DENIED naming the permission; with it: OK', async (t) => {
   for (const [name, rpc] of Object.entries(RPCS)) {
     const permission = PERMISSION_OF.get(rpc.path)!;
-    for (const who of ['writer', 'validator', 'reader', 'operator']) {
+    for (const who of ['writer', 'validator', 'reader', 'operator', 'auditor']) {
       const f = await fixture();
       const got = await codeOf(rpc.call(as[who]!, f));
       if (ALLOWED[permission]!.includes(who)) {
