@@ -3,6 +3,7 @@ import { status } from '@grpc/grpc-js';
 import { SessionEventType } from '../generated/sessions/v1/session_service';
 import { brief, EventReader, rawWatch } from './helpers/events';
 import { MIN, server } from './helpers/sessions-e2e';
+import { startTestServer } from './helpers/server';
 
 /*
  * WatchSessionEvents end to end through the generated client and the
@@ -46,7 +47,6 @@ test('every change makes one event, in commit order, with its session, time and 
 });
 
 test('filters by server_id and subject; a principal sees only its server_ids and needs sessions.events', async (t) => {
-  const { startTestServer } = await import('./helpers/server');
   const s = await startTestServer({
     principals: [
       { name: 'writer', permissions: ['sessions.write', 'sessions.read'], serverIds: ['*'] },

@@ -273,6 +273,37 @@ test('sessions revoke: one by id, or in bulk by subject or server id', async (t)
   t.regex(exceptWithId.stderr, /--except goes with --subject/);
 });
 
+test('sessions watch: one line per event, --json lines, filters, --until-now stops at the head; a bad --after exits 64', async (t) => {
+  const s = await server(t);
+  const a = await s.client.createSession({ serverId: 'web-1', subject: 'frank' });
+  await s.client.deleteSession(a.session!.id);
+  const b = await s.client.createSession({ serverId: 'web-2', subject: 'gina' });
+  const [all, json, filtered, fromHead, bad] = await Promise.all([
+    cli(s, 'sessions', 'watch', '--after', '0', '--until-now'),
+    cli(s, 'sessions', 'watch', '--after', '1', '--until-now', '--json'),
+    cli(s, 'sessions', 'watch', '--after', '0', '--until-now', '--server-id', 'web-2'),
+    cli(s, 'sessions', 'watch', '--until-now'),
+    cli(s, 'sessions', 'watch', '--after', 'yesterday'),
+  ]);
+  ok(t, all);
+  const rows = all.stdout.trim().split('\n').map((l) => l.split('\t'));
+  t.deepEqual(rows.map((r) => [r[0], r[1], r[2], r[3], r[4], r[6]]), [
+    ['1', 'CREATED', a.session!.id, 'web-1', 'frank', '-'],
+    ['2', 'REVOKED', a.session!.id, 'web-1', 'frank', 'delete'],
+    ['3', 'CREATED', b.session!.id, 'web-2', 'gina', '-'],
+  ]);
+  t.regex(rows[0]![5]!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  ok(t, json);
+  const lines = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.deepEqual(lines.map((l) => [l['sequence'], l['type'], l['cause']]), [['2', 'SESSION_EVENT_TYPE_REVOKED', 'delete'], ['3', 'SESSION_EVENT_TYPE_CREATED', '']]);
+  ok(t, filtered);
+  t.deepEqual(filtered.stdout.trim().split('\n').map((l) => l.split('\t')[2]), [b.session!.id]);
+  ok(t, fromHead);
+  t.is(fromHead.stdout, '', 'from now until now is nothing');
+  t.is(bad.code, 64);
+  t.regex(bad.stderr, /--after "yesterday" is not a sequence/);
+});
+
 test('usage: help for the program and for serve; bad options exit 64', async (t) => {
   const [help, serveHelp, badTimeout, unknownOption, adminHelp, listHelp] = await Promise.all([
     runCli(['--help']),

@@ -8,6 +8,7 @@ import { keyValues, table } from './format';
 import { toProtoJson } from './proto-json';
 import { clientAction, UsageError } from './run';
 import { SESSION_ID_PATTERN } from '../shared/ids';
+import { addWatchCommand } from './watch-command';
 
 /**
  * Session ids are base64url, so one in 64 starts with '-', which commander
@@ -26,7 +27,7 @@ export function parseCount(text: string): number {
   return Number(text);
 }
 
-/** `sessiond sessions list|get|revoke`: sessions.v1.SessionService. */
+/** `sessiond sessions list|get|revoke|watch`: sessions.v1.SessionService. */
 export function addSessionCommands(program: Command): void {
   const sessions = program.command('sessions').description('list, show and revoke sessions (sessions.v1.SessionService)');
 
@@ -67,6 +68,8 @@ export function addSessionCommands(program: Command): void {
         print(json, () => keyValues((json() as { session: JsonValue }).session));
       }),
     );
+
+  addWatchCommand(sessions);
 
   withGlobalOptions(sessions.command('revoke'))
     .description('revoke one session by id, or every session of a --subject and/or a --server-id')

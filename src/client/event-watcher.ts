@@ -47,6 +47,7 @@ export class EventWatcher implements AsyncIterable<SessionEvent> {
   private call: ClientReadableStream<SessionEvent> | undefined;
   private ended = false;
   private readonly failures = new WeakMap<ClientReadableStream<SessionEvent>, ServiceError>();
+  private startWaiters: { resolve: (n: number) => void; reject: (e: Error) => void }[] = [];
 
   constructor(private readonly open: OpenWatch, private readonly metadata: () => Metadata, private readonly options: WatchOptions = {}) {
     this.last = options.afterSequence;
@@ -60,6 +61,15 @@ export class EventWatcher implements AsyncIterable<SessionEvent> {
   /** The sequence of the last event delivered (the position a resume starts after); undefined before the watch has started. */
   get lastSequence(): number | undefined {
     return this.last;
+  }
+
+  /**
+   * The sequence the watch starts after (afterSequence, or the head the
+   * server started it at). Rejects if the first stream fails first.
+   */
+  started(): Promise<number> {
+    if (this.last !== undefined) return Promise.resolve(this.last);
+    return new Promise((resolve, reject) => this.startWaiters.push({ resolve, reject }));
   }
 
   /** Stops watching; an iteration under way finishes. */
@@ -79,10 +89,14 @@ export class EventWatcher implements AsyncIterable<SessionEvent> {
     call.on('metadata', (md: Metadata) => {
       const start = Number(md.get(WATCH_START_HEADER)[0]);
       if (this.last === undefined && Number.isSafeInteger(start)) this.last = start;
+      if (this.last !== undefined) for (const w of this.startWaiters.splice(0)) w.resolve(this.last);
     });
     // grpc-js ends the readable side before it emits the status as an
     // error, so an iteration may see a plain end: the status is kept here.
-    call.on('error', (err: ServiceError) => this.failures.set(call, err));
+    call.on('error', (err: ServiceError) => {
+      this.failures.set(call, err);
+      for (const w of this.startWaiters.splice(0)) w.reject(err);
+    });
     return call;
   }
 

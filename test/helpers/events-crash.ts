@@ -95,7 +95,10 @@ export async function eventsSurviveSigkill(t: ExecutionContext, env: Record<stri
   srv = await spawnServer(serverEnv, [], 30_000);
   // The channel may still be in its reconnect backoff: the first calls can fail fast.
   let head: number | undefined;
-  while (head === undefined) head = await client.listSessions({}).then((p) => p.sequence, () => new Promise<undefined>((resolve) => setTimeout(resolve, 50)));
+  while (head === undefined) {
+    head = await client.listSessions({}).then((p) => p.sequence, () => undefined);
+    if (head === undefined) await new Promise((resolve) => setTimeout(resolve, 50));
+  }
   const deadline = Date.now() + 20_000;
   while ((received.at(-1)?.sequence ?? 0) < head && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
   watcher.close();
