@@ -46,6 +46,9 @@ const NOT_RUN: Record<string, string[]> = {
     `grpcurl -plaintext -d '{"batch_size":1000}' 127.0.0.1:50051 sessions.v1.AdminService/PurgeExpiredSessions`,
     `grpcurl -plaintext -v -d '{"service":""}' 127.0.0.1:50051 grpc.health.v1.Health/Check`,
     'grpcurl -plaintext -H "authorization: Bearer $SESSIOND_API_KEY" 127.0.0.1:50051 sessions.v1.AdminService/GetStorageStatus',
+    `grpcurl -plaintext -d '{"server_id":"web-1","subject":"alice","except_session_id":"'"$CURRENT"'"}' 127.0.0.1:50051 sessions.v1.SessionService/RevokeSessions`,
+    `grpcurl -plaintext -d '{}' 127.0.0.1:50051 sessions.v1.AdminService/Backup`,
+    `grpcurl -plaintext -d '{"full":true}' 127.0.0.1:50051 sessions.v1.AdminService/IntegrityCheck`,
   ],
   'no Docker engine runs here; test/52-deploy.test.ts checks the Dockerfile and replays its build': [
     'docker build -t sessiond:0.1.0 .',
@@ -87,6 +90,11 @@ const NOT_RUN: Record<string, string[]> = {
   ],
   'these need certificate files and a TLS server; test/53-python-client.test.ts runs the script over mTLS with certificates it makes': [
     'SESSIOND_API_KEY="$(cat ops.key)" /usr/bin/python3 clients/python/smoke.py sessiond.example.internal:50051 --ca-file ca.pem --cert-file client.pem --key-file client.key',
+  ],
+  'a watch follows the log until Ctrl-C; test/62-cli.test.ts runs `sessiond sessions watch`, test/38-session-events.test.ts the stream itself': [
+    'sessiond sessions watch --subject alice',
+    `npx buf curl --protocol grpc --http2-prior-knowledge --data '{"server_id":"web-1","after_sequence":"0"}' http://127.0.0.1:50051/sessions.v1.SessionService/WatchSessionEvents`,
+    `grpcurl -plaintext -d '{"subject":"alice","progress_events":true}' 127.0.0.1:50051 sessions.v1.SessionService/WatchSessionEvents`,
   ],
   'the soak runs for minutes; test/30-crash.test.ts runs the same crash test with fewer kills': ['make soak SOAK_KILLS=500 SOAK_SYNCHRONOUS=full'],
 };
