@@ -7,6 +7,8 @@ import { freePort } from './helpers/postgres';
 import { EventReader, rawWatch } from './helpers/events';
 import { server } from './helpers/sessions-e2e';
 import { startTestServer, tempDir } from './helpers/server';
+import { writePrincipals } from './helpers/principals';
+import type { Permission } from '../src/domain/principals';
 
 /*
  * The life of a WatchSessionEvents stream: a consumer that stops reading,
@@ -152,4 +154,28 @@ test("the client's watch() resumes by itself across a server restart, from the l
   t.teardown(() => late.close());
   const gone = client.watch({ afterSequence: 99 });
   await t.throwsAsync(new EventReader(gone).take(1), { message: /past the newest event/ });
+});
+
+test('a principals reload ends the watch of a key that was removed, and narrows one whose server_ids shrank', async (t) => {
+  const specs = [
+    { name: 'writer', permissions: ['sessions.write', 'sessions.read'] as Permission[], serverIds: ['*'] },
+    { name: 'auditor', permissions: ['sessions.events'] as Permission[], serverIds: ['web-*'] },
+    { name: 'retired', permissions: ['sessions.events'] as Permission[], serverIds: ['*'] },
+  ];
+  const s = await startTestServer({ principals: specs });
+  t.teardown(() => s.close());
+  const auditor = rawWatch(s.address, {}, { apiKey: s.keys['auditor']!, untilMs: 3000 });
+  const retired = rawWatch(s.address, {}, { apiKey: s.keys['retired']!, untilMs: 3000 });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const before = await s.client.createSession({ serverId: 'web-2' });
+  // Events are filtered as they are sent: let the stream send this one (it polls every 100 ms) before the scope shrinks.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  writePrincipals(s.dir, [specs[0]!, { ...specs[1]!, serverIds: ['web-1'] }], 'principals.yaml', s.keys);
+  t.true(s.app.reloadPrincipals('test'));
+  const after = await s.client.createSession({ serverId: 'web-2' });
+  const mine = await s.client.createSession({ serverId: 'web-1' });
+  const gone = await retired;
+  t.is(gone.error?.code, status.UNAUTHENTICATED);
+  const kept = await auditor;
+  t.deepEqual(kept.events.map((e) => e.sessionId), [before.session!.id, mine.session!.id], `web-2's create after the reload (${after.session!.id}) is no longer the auditor's`);
 });
