@@ -176,26 +176,30 @@ export function watchEventsHandler(
   let streams = 0;
   return (call) => {
     void (async () => {
-      let counted = false;
+      let caller: Principal;
       try {
-        const caller = auth.check(call, SessionServiceService.watchSessionEvents);
-        if (streams >= settings.maxStreams) {
-          call.emit('error', statusError(status.RESOURCE_EXHAUSTED, `${streams} event streams are open, the most this server allows (--max-event-streams); retry later`));
-          return;
-        }
-        streams++;
-        counted = true;
+        caller = auth.check(call, SessionServiceService.watchSessionEvents);
+      } catch (err) {
+        call.emit('error', toServiceError(err, 'WatchSessionEvents', log));
+        return;
+      }
+      if (streams >= settings.maxStreams) {
+        call.emit('error', statusError(status.RESOURCE_EXHAUSTED, `${streams} event streams are open, the most this server allows (--max-event-streams); retry later`));
+        return;
+      }
+      // Counted from here, so that streams still looking for their start count too.
+      streams++;
+      let release = () => {
+        streams--;
+        release = () => undefined;
+      };
+      try {
         const input: WatchInput = { serverId: call.request.serverId, subject: call.request.subject, afterSequence: call.request.afterSequence };
         const position = await feed.start(caller, input);
-        if (call.cancelled) {
-          streams--;
-          return;
-        }
-        counted = false;
-        const stream = new EventStream(call, caller, input, position, feed, auth, settings, log, open, () => streams--);
-        await stream.run();
+        if (call.cancelled) return release();
+        await new EventStream(call, caller, input, position, feed, auth, settings, log, open, () => release()).run();
       } catch (err) {
-        if (counted) streams--;
+        release();
         call.emit('error', toServiceError(err, 'WatchSessionEvents', log));
       }
     })();
