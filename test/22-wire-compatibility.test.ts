@@ -80,7 +80,7 @@ test('wire compatibility: proto/ loaded dynamically; field names and timestamps 
       // A server stream of SessionEvent, names and enums as the .proto files have them.
       const watch = (sessions as unknown as { WatchSessionEvents(req: object): NodeJS.EventEmitter & { cancel(): void } }).WatchSessionEvents({ after_sequence: '1', server_id: 'wire-1' });
       const event = await new Promise<Record<string, any>>((resolve, reject) => {
-        watch.once('data', resolve);
+        watch.once('data', (r: Record<string, any>) => resolve(r['event']));
         watch.once('error', reject);
       });
       watch.on('error', () => undefined);

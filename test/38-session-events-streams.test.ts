@@ -35,9 +35,9 @@ test('a consumer that stops reading holds the server back, then is ended with RE
     call.on('error', resolve);
     setTimeout(() => reject(new Error(`no status after ${seen.length} events`)), 30_000).unref();
   });
-  call.on('data', (e: { sequence: number; sessionId: string }) => {
-    seen.push(e.sequence);
-    seenIds.push(e.sessionId);
+  call.on('data', ({ event }: { event: { sequence: number; sessionId: string } }) => {
+    seen.push(event.sequence);
+    seenIds.push(event.sessionId);
   });
   call.pause();
   // Past the stall timeout the server stops; its status waits behind the events already written, so read again.

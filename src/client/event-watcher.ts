@@ -1,5 +1,5 @@
 import { Metadata, status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
-import { SessionEventType, WatchSessionEventsRequest, type SessionEvent } from '../../generated/sessions/v1/session_service';
+import { SessionEventType, WatchSessionEventsRequest, type SessionEvent, type WatchSessionEventsResponse } from '../../generated/sessions/v1/session_service';
 import { WATCH_START_HEADER } from '../shared/stream-protocol';
 
 export interface WatchOptions {
@@ -33,7 +33,7 @@ export interface WatchOptions {
  */
 const RESUMABLE = new Set<number>([status.UNAVAILABLE, status.RESOURCE_EXHAUSTED, status.DEADLINE_EXCEEDED, status.ABORTED, status.CANCELLED]);
 
-export type OpenWatch = (request: WatchSessionEventsRequest, metadata: Metadata) => ClientReadableStream<SessionEvent>;
+export type OpenWatch = (request: WatchSessionEventsRequest, metadata: Metadata) => ClientReadableStream<WatchSessionEventsResponse>;
 
 /**
  * WatchSessionEvents that resumes by itself: after a disconnect it opens a
@@ -44,9 +44,9 @@ export type OpenWatch = (request: WatchSessionEventsRequest, metadata: Metadata)
  */
 export class EventWatcher implements AsyncIterable<SessionEvent> {
   private last: number | undefined;
-  private call: ClientReadableStream<SessionEvent> | undefined;
+  private call: ClientReadableStream<WatchSessionEventsResponse> | undefined;
   private ended = false;
-  private readonly failures = new WeakMap<ClientReadableStream<SessionEvent>, ServiceError>();
+  private readonly failures = new WeakMap<ClientReadableStream<WatchSessionEventsResponse>, ServiceError>();
   private startWaiters: { resolve: (n: number) => void; reject: (e: Error) => void }[] = [];
 
   constructor(private readonly open: OpenWatch, private readonly metadata: () => Metadata, private readonly options: WatchOptions = {}) {
@@ -78,7 +78,7 @@ export class EventWatcher implements AsyncIterable<SessionEvent> {
     this.call?.cancel();
   }
 
-  private connect(): ClientReadableStream<SessionEvent> {
+  private connect(): ClientReadableStream<WatchSessionEventsResponse> {
     const call = this.open(WatchSessionEventsRequest.fromPartial({
       serverId: this.options.serverId ?? '',
       subject: this.options.subject ?? '',
@@ -108,7 +108,8 @@ export class EventWatcher implements AsyncIterable<SessionEvent> {
       call ??= this.connect();
       let error: ServiceError | undefined;
       try {
-        for await (const event of call as AsyncIterable<SessionEvent>) {
+        for await (const { event } of call as AsyncIterable<WatchSessionEventsResponse>) {
+          if (!event) continue;
           attempt = 0;
           backoff = this.options.initialBackoffMs ?? 100;
           this.last = event.sequence;

@@ -1,6 +1,6 @@
 import { Metadata, status, type handleServerStreamingCall, type ServerWritableStream } from '@grpc/grpc-js';
 import {
-  SessionEventType, SessionServiceService, type SessionEvent as ProtoEvent, type WatchSessionEventsRequest,
+  SessionEventType, SessionServiceService, type SessionEvent as ProtoEvent, type WatchSessionEventsRequest, type WatchSessionEventsResponse,
 } from '../../generated/sessions/v1/session_service';
 import type { EventFeed, WatchInput } from '../domain/event-feed';
 import type { Principal } from '../domain/principals';
@@ -20,7 +20,7 @@ export interface WatchSettings {
   readonly maxStreams: number;
 }
 
-type Call = ServerWritableStream<WatchSessionEventsRequest, ProtoEvent>;
+type Call = ServerWritableStream<WatchSessionEventsRequest, WatchSessionEventsResponse>;
 
 const TYPES: Record<SessionEvent['type'], SessionEventType> = {
   CREATED: SessionEventType.SESSION_EVENT_TYPE_CREATED,
@@ -106,7 +106,7 @@ class EventStream {
 
   /** Writes one event; waits while the stream is full. @returns false once the stream ended. */
   private async write(message: ProtoEvent, sequence: number): Promise<boolean> {
-    const room = this.call.write(message);
+    const room = this.call.write({ event: message });
     this.delivered = sequence;
     this.lastWrite = Date.now();
     if (room) return true;
@@ -172,7 +172,7 @@ export function watchEventsHandler(
   log: Logger,
   open: OpenStreams,
   settings: WatchSettings,
-): handleServerStreamingCall<WatchSessionEventsRequest, ProtoEvent> {
+): handleServerStreamingCall<WatchSessionEventsRequest, WatchSessionEventsResponse> {
   let streams = 0;
   return (call) => {
     void (async () => {

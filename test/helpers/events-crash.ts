@@ -99,6 +99,12 @@ export async function eventsSurviveSigkill(t: ExecutionContext, env: Record<stri
     head = await client.listSessions({}).then((p) => p.sequence, () => undefined);
     if (head === undefined) await new Promise((resolve) => setTimeout(resolve, 50));
   }
+  // Changes after the restart, which the resumed watch must deliver too.
+  for (let i = 0; i < 20; i++) {
+    const c = await client.createSession({ serverId: 'web', subject: `after-${i}` });
+    bump(tally.acked, key('CREATED', c.session!.id));
+  }
+  head = (await client.listSessions({})).sequence;
   const deadline = Date.now() + 20_000;
   while ((received.at(-1)?.sequence ?? 0) < head && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
   watcher.close();

@@ -1,6 +1,6 @@
 import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
 import {
-  SessionEventType, SessionServiceClient, WatchSessionEventsRequest, type SessionEvent,
+  SessionEventType, SessionServiceClient, WatchSessionEventsRequest, type SessionEvent, type WatchSessionEventsResponse,
 } from '../../generated/sessions/v1/session_service';
 import type { EventWatcher } from '../../src/client/client';
 
@@ -78,7 +78,7 @@ export function rawWatch(
       done(undefined);
     }, opts.untilMs ?? 10_000);
     call.on('metadata', (m: Metadata) => (headers = m));
-    call.on('data', (e: SessionEvent) => events.push(e));
+    call.on('data', (r: WatchSessionEventsResponse) => events.push(r.event!));
     call.on('error', (e: ServiceError) => done(e));
     call.on('end', () => done(undefined));
   });

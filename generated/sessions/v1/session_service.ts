@@ -449,6 +449,12 @@ export interface WatchSessionEventsRequest {
   progressEvents: boolean;
 }
 
+/** One message of the stream: one event. */
+export interface WatchSessionEventsResponse {
+  /** The event; always set. */
+  event: SessionEvent | undefined;
+}
+
 /** One committed change of a session. */
 export interface SessionEvent {
   /** Increases with every event, in commit order; resume after it. */
@@ -3076,6 +3082,75 @@ export const WatchSessionEventsRequest: MessageFns<WatchSessionEventsRequest> = 
   },
 };
 
+function createBaseWatchSessionEventsResponse(): WatchSessionEventsResponse {
+  return { event: undefined };
+}
+
+export const WatchSessionEventsResponse: MessageFns<WatchSessionEventsResponse> = {
+  encode(message: WatchSessionEventsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.event !== undefined) {
+      SessionEvent.encode(message.event, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchSessionEventsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchSessionEventsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.event = SessionEvent.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchSessionEventsResponse {
+    return { event: isSet(object.event) ? SessionEvent.fromJSON(object.event) : undefined };
+  },
+
+  toJSON(message: WatchSessionEventsResponse): unknown {
+    const obj: any = {};
+    if (message.event !== undefined) {
+      obj.event = SessionEvent.toJSON(message.event);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchSessionEventsResponse>): WatchSessionEventsResponse {
+    return WatchSessionEventsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchSessionEventsResponse>): WatchSessionEventsResponse {
+    const message = createBaseWatchSessionEventsResponse();
+    message.event = (object.event !== undefined && object.event !== null)
+      ? SessionEvent.fromPartial(object.event)
+      : undefined;
+    return message;
+  },
+};
+
 function createBaseSessionEvent(): SessionEvent {
   return { sequence: 0, type: 0, sessionId: "", serverId: "", subject: "", time: undefined, cause: "" };
 }
@@ -3451,8 +3526,9 @@ export const SessionServiceService = {
     requestSerialize: (value: WatchSessionEventsRequest): Buffer =>
       Buffer.from(WatchSessionEventsRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): WatchSessionEventsRequest => WatchSessionEventsRequest.decode(value),
-    responseSerialize: (value: SessionEvent): Buffer => Buffer.from(SessionEvent.encode(value).finish()),
-    responseDeserialize: (value: Buffer): SessionEvent => SessionEvent.decode(value),
+    responseSerialize: (value: WatchSessionEventsResponse): Buffer =>
+      Buffer.from(WatchSessionEventsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchSessionEventsResponse => WatchSessionEventsResponse.decode(value),
   },
 } as const;
 
@@ -3546,7 +3622,7 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
    * server's --events-stall-timeout, or too many event streams are open;
    * UNAVAILABLE at server shutdown (resume after the last sequence handled).
    */
-  watchSessionEvents: handleServerStreamingCall<WatchSessionEventsRequest, SessionEvent>;
+  watchSessionEvents: handleServerStreamingCall<WatchSessionEventsRequest, WatchSessionEventsResponse>;
 }
 
 export interface SessionServiceClient extends Client {
@@ -3775,12 +3851,12 @@ export interface SessionServiceClient extends Client {
   watchSessionEvents(
     request: WatchSessionEventsRequest,
     options?: Partial<CallOptions>,
-  ): ClientReadableStream<SessionEvent>;
+  ): ClientReadableStream<WatchSessionEventsResponse>;
   watchSessionEvents(
     request: WatchSessionEventsRequest,
     metadata?: Metadata,
     options?: Partial<CallOptions>,
-  ): ClientReadableStream<SessionEvent>;
+  ): ClientReadableStream<WatchSessionEventsResponse>;
 }
 
 export const SessionServiceClient = makeGenericClientConstructor(
