@@ -71,8 +71,10 @@ export async function appendEvents(tx: TransactionSql, events: readonly NewEvent
  * so the head is there even when `inner` has no rows; rowsOf drops that row.
  */
 export function atHead(inner: string, order: string): string {
+  // id = 1: the planner then knows the table is one row (the primary key),
+  // whatever its statistics say, and costs the join as the page alone (no JIT).
   return `SELECT l.last_sequence AS log_head, l.pruned_through AS log_pruned_through, p.*
-    FROM sessiond_event_log l LEFT JOIN LATERAL (${inner}) p ON true ORDER BY p.${order}`;
+    FROM sessiond_event_log l LEFT JOIN LATERAL (${inner}) p ON true WHERE l.id = 1 ORDER BY p.${order}`;
 }
 
 /** The rows of an atHead answer, without the one that carries only the head. */
