@@ -1,6 +1,7 @@
 import test from 'ava';
 import { DEFAULT_POSTGRES_OPTIONS } from '../src/storage/options';
 import { PostgresStorage } from '../src/storage/postgres/postgres-storage';
+import { eventLogContract } from './helpers/event-log-contract';
 import { databasesForTests } from './helpers/postgres-databases';
 import { repositoryContract } from './helpers/repository-contract';
 
@@ -12,7 +13,10 @@ import { repositoryContract } from './helpers/repository-contract';
 
 const newDatabase = databasesForTests(test);
 
-repositoryContract('postgres', async () => {
-  const storage = await PostgresStorage.open({ ...DEFAULT_POSTGRES_OPTIONS, poolSize: 3, url: await newDatabase() });
+async function openPostgres(sessionEvents = true) {
+  const storage = await PostgresStorage.open({ ...DEFAULT_POSTGRES_OPTIONS, poolSize: 3, sessionEvents, url: await newDatabase() });
   return { repo: storage.repository, close: () => storage.close() };
-});
+}
+
+repositoryContract('postgres', () => openPostgres());
+eventLogContract('postgres', openPostgres);

@@ -39,6 +39,25 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX sessions_by_dead_at ON sessions (dead_at);
    CREATE UNIQUE INDEX sessions_by_request_id ON sessions (server_id, request_id) WHERE request_id IS NOT NULL;
    CREATE TABLE sessiond_meta (key text PRIMARY KEY, value text NOT NULL);`,
+  // 2: the session events outbox (postgres-events.ts). Sequences come from
+  // the one-row counter, not an identity column: its row lock, held until
+  // commit, makes numbers follow commit order across replicas.
+  `CREATE TABLE session_events (
+     sequence   bigint PRIMARY KEY,
+     type       text   NOT NULL,
+     session_id text   NOT NULL,
+     server_id  text   NOT NULL,
+     subject    text   NOT NULL,
+     time       bigint NOT NULL,
+     cause      text   NOT NULL
+   );
+   CREATE TABLE sessiond_event_log (
+     id             int     PRIMARY KEY CHECK (id = 1),
+     last_sequence  bigint  NOT NULL,
+     pruned_through bigint  NOT NULL,
+     events_off     boolean NOT NULL DEFAULT false
+   );
+   INSERT INTO sessiond_event_log (id, last_sequence, pruned_through) VALUES (1, 0, 0);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

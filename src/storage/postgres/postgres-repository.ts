@@ -1,7 +1,9 @@
 import { deadAt, sessionLimitReached, type SessionRecord } from '../../domain/session';
+import type { EventPage } from '../../domain/session-events';
 import type { ListPage, Modification, SessionFilter, SessionRepository, SubjectLimit, WriteOptions } from '../../domain/session-repository';
 import { fromRow as fromColumns, type Row as SessionRow } from '../session-row';
 import type { Pool, Row } from './pool';
+import { appendEvents, atHead, pruneEvents, readEvents, rowsOf, withEvents, type NewEvent } from './postgres-events';
 
 /** The driver's row, whose columns are those of SessionRow (bigints read as numbers, see pool.ts). */
 const fromRow = (r: Row): SessionRecord => fromColumns(r as unknown as SessionRow);
@@ -24,6 +26,11 @@ const UPDATE_WITH_TOKEN = `UPDATE sessions SET ${SET}, token_hash = $10 WHERE id
 // Rows another replica's purge holds are skipped, not waited for: that purge deletes them.
 const PURGE = `DELETE FROM sessions WHERE seq IN
   (SELECT seq FROM sessions WHERE dead_at <= $1 ORDER BY dead_at LIMIT $2 FOR UPDATE SKIP LOCKED)`;
+// A revoked session had its REVOKED event; the others expired, by the deadline that passed first (expiryCause).
+const PURGE_WITH_EVENTS = withEvents(`${PURGE} RETURNING id, server_id, subject, revoke_time, expire_time, idle_expire_time`, {
+  type: 'EXPIRED', time: '$1', cause: "CASE WHEN expire_time <= idle_expire_time THEN 'ttl' ELSE 'idle' END", only: 'revoke_time IS NULL',
+});
+const INSERT_WITH_EVENT = withEvents(`${INSERT} RETURNING id, server_id, subject, create_time`, { type: 'CREATED', time: 'create_time', cause: "''" });
 const LIVE_OF_SUBJECT = 'SELECT seq, id FROM sessions WHERE server_id = $1 AND subject = $2 AND dead_at > $3 ORDER BY seq';
 const COUNT = 'SELECT count(*) FILTER (WHERE dead_at > $1) AS live, count(*) FILTER (WHERE dead_at <= $1) AS dead FROM sessions';
 
@@ -60,8 +67,11 @@ function where(filter: SessionFilter, first: number): { sql: string; params: unk
 export class PostgresRepository implements SessionRepository {
   readonly backend = 'postgres';
 
-  /** @param durableSetting SQL that makes one transaction's commit wait for the disk when the server's synchronous_commit does not; empty when it does. */
-  constructor(private readonly pool: Pool, private readonly durableSetting = '') {}
+  /**
+   * @param durableSetting SQL that makes one transaction's commit wait for the disk when the server's synchronous_commit does not; empty when it does.
+   * @param events false: writes append no event (--session-events off); reads still work.
+   */
+  constructor(private readonly pool: Pool, private readonly durableSetting = '', private readonly events = true) {}
 
   async insert(s: SessionRecord, tokenHash: Buffer, requestId?: string, limit?: SubjectLimit): Promise<readonly string[]> {
     const params = [
@@ -70,7 +80,7 @@ export class PostgresRepository implements SessionRepository {
       s.revokeTime, s.version, deadAt(s), requestId ?? null,
     ];
     if (!limit) {
-      await this.pool.query(INSERT, params, 'write');
+      await this.pool.query(this.events ? INSERT_WITH_EVENT : INSERT, params, 'write');
       return [];
     }
     return this.pool.transaction(async (tx, wrote) => {
@@ -90,6 +100,12 @@ export class PostgresRepository implements SessionRepository {
       }
       wrote();
       await tx.unsafe(INSERT, params as never[], { prepare: true });
+      if (this.events) {
+        // The victims are of this session's server and subject.
+        const events: NewEvent[] = evicted.map((id) => ({ type: 'REVOKED', session: { id, serverId: s.serverId, subject: s.subject }, time: limit.now, cause: 'limit' }));
+        events.push({ type: 'CREATED', session: s, time: s.createTime, cause: '' });
+        await appendEvents(tx, events);
+      }
       return evicted;
     });
   }
@@ -123,6 +139,7 @@ export class PostgresRepository implements SessionRepository {
       wrote();
       if (m.tokenHash) await tx.unsafe(UPDATE_WITH_TOKEN, [...params, m.tokenHash] as never[], { prepare: true });
       else await tx.unsafe(UPDATE, params as never[], { prepare: true });
+      if (m.event && this.events) await appendEvents(tx, [{ ...m.event, session: n }]);
       return n;
     });
   }
@@ -130,37 +147,48 @@ export class PostgresRepository implements SessionRepository {
   async revokeMatching(filter: SessionFilter, now: number, limit: number): Promise<number> {
     const w = where(filter, 3);
     // Bounded: a subject with a million sessions is revoked a batch per transaction.
-    const text = `UPDATE sessions SET revoke_time = $1, dead_at = $1
+    const update = `UPDATE sessions SET revoke_time = $1, dead_at = $1
       WHERE seq IN (SELECT seq FROM sessions WHERE ${w.sql}dead_at > $1 LIMIT $2 FOR UPDATE)`;
-    if (!this.durableSetting) {
-      const rows = await this.pool.query(text, [now, limit, ...w.params], 'write');
-      return rows.count;
-    }
+    const text = this.events ? withEvents(`${update} RETURNING id, server_id, subject`, { type: 'REVOKED', time: '$1', cause: "'revoke'" }) : update;
+    const revoked = (rows: Row[] & { count: number }) => (this.events ? (rows[0]!['n'] as number) : rows.count);
+    if (!this.durableSetting) return revoked(await this.pool.query(text, [now, limit, ...w.params], 'write'));
     return this.pool.transaction(async (tx, wrote) => {
       await tx.unsafe(this.durableSetting);
       wrote();
-      return (await tx.unsafe(text, [now, limit, ...w.params] as never[], { prepare: true })).count;
+      return revoked(await tx.unsafe<Row[]>(text, [now, limit, ...w.params] as never[], { prepare: true }));
     });
   }
 
   async list(filter: SessionFilter, cursor: number, limit: number, now: number): Promise<ListPage> {
     const w = where(filter, 4);
     // One row beyond the page tells whether another page exists (AIP-158: the last page has no next token).
-    const rows = await this.pool.query(
-      `SELECT ${COLUMNS} FROM sessions WHERE ${w.sql}seq > $1 AND dead_at > $2 ORDER BY seq LIMIT $3`,
+    // The head comes from the page's own snapshot: a watch from it misses no change the page does not show.
+    const { rows, head } = rowsOf(await this.pool.query(
+      atHead(`SELECT ${COLUMNS} FROM sessions WHERE ${w.sql}seq > $1 AND dead_at > $2 ORDER BY seq LIMIT $3`, 'seq'),
       [cursor, now, limit + 1, ...w.params], 'read',
-    );
+    ), 'seq');
     const more = rows.length > limit;
     const pageRows = more ? rows.slice(0, limit) : rows;
     return {
       sessions: pageRows.map(fromRow),
       cursors: pageRows.map((r) => r['seq'] as number),
       nextCursor: more ? (pageRows[pageRows.length - 1]!['seq'] as number) : undefined,
+      sequence: head,
     };
   }
 
   async purgeBatch(now: number, limit: number): Promise<number> {
-    return (await this.pool.query(PURGE, [now, limit], 'write')).count;
+    if (!this.events) return (await this.pool.query(PURGE, [now, limit], 'write')).count;
+    const [row] = await this.pool.query<{ n: number }>(PURGE_WITH_EVENTS, [now, limit], 'write');
+    return row!.n;
+  }
+
+  readEvents(after: number, limit: number): Promise<EventPage> {
+    return readEvents(this.pool, after, limit);
+  }
+
+  pruneEvents(before: number, keep: number, limit: number): Promise<number> {
+    return pruneEvents(this.pool, before, keep, limit);
   }
 
   async countSessions(now: number): Promise<{ live: number; dead: number }> {

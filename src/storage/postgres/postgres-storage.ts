@@ -4,6 +4,7 @@ import type { PostgresOptions } from '../options';
 import { targetOf } from '../../shared/database-url';
 import { migrate } from './migrations';
 import { Pool } from './pool';
+import { openEventLog } from './postgres-events';
 import { PostgresRepository } from './postgres-repository';
 
 export interface PostgresHooks {
@@ -27,7 +28,7 @@ export class PostgresStorage implements StorageBackend {
   private primary = true;
 
   private constructor(private readonly pool: Pool, private readonly options: PostgresOptions, durableSetting: string) {
-    this.repository = new PostgresRepository(pool, durableSetting);
+    this.repository = new PostgresRepository(pool, durableSetting, options.sessionEvents);
     this.target = targetOf(options.url);
   }
 
@@ -51,6 +52,7 @@ export class PostgresStorage implements StorageBackend {
       }
       const migrated = await migrate(pool);
       if (migrated.from !== migrated.to) hooks.log?.info('PostgreSQL schema migrated', { ...migrated, target });
+      await openEventLog(pool, options.sessionEvents);
       return new PostgresStorage(pool, options, durableSetting);
     } catch (err) {
       await pool.end().catch(() => {});
