@@ -8,7 +8,7 @@ import { startTestServer } from './helpers/server';
 /*
  * WatchSessionEvents end to end through the generated client and the
  * TypeScript client's watch(): every kind of change in order, filters,
- * resume, list-then-watch, retention. Test 71 runs this file on PostgreSQL too.
+ * resume, list-then-watch, retention. Test 72 runs this file on PostgreSQL too.
  */
 
 test('every change makes one event, in commit order, with its session, time and cause; touches make none', async (t) => {

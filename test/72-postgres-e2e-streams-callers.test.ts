@@ -12,3 +12,4 @@ require('./16-validate-stream-batches.test');
 require('./16-validate-stream-client.test');
 require('./24-callers.test');
 require('./26-request-id-replays.test');
+require('./38-session-events.test');

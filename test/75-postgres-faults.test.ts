@@ -7,6 +7,7 @@ import { removeAllPostgres, startPostgres, type PostgresCluster } from './helper
 import { processesIn } from './helpers/postgres-processes';
 import { startTestServer, type TestServer } from './helpers/server';
 import { waitForAsync } from './helpers/wait';
+import { SCHEMA_VERSION } from '../src/storage/postgres/migrations';
 
 /*
  * PostgreSQL faults against a real cluster: the database down, read-only,
@@ -204,7 +205,7 @@ test.serial('GetStorageStatus names the backend and gives PostgreSQL figures; Ch
   const st = await s.client.getStorageStatus();
   t.is(st.backend, 'postgres');
   t.is(st.liveSessions, 1);
-  t.is(st.schemaVersion, 1);
+  t.is(st.schemaVersion, SCHEMA_VERSION);
   t.is(st.path, '');
   t.regex(st.postgres!.serverVersion, /^15\./);
   t.true(st.postgres!.primary);

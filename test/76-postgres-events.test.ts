@@ -5,6 +5,7 @@ import type { SessionEvent } from '../src/domain/session-events';
 import { DEFAULT_POSTGRES_OPTIONS, type PostgresOptions } from '../src/storage/options';
 import { PostgresStorage } from '../src/storage/postgres/postgres-storage';
 import { databasesForTests } from './helpers/postgres-databases';
+import { eventsSurviveSigkill } from './helpers/events-crash';
 import { hashOf, record } from './helpers/repository-contract';
 
 /*
@@ -224,4 +225,8 @@ test('events off, then on again: what the off run changed is marked pruned, so a
   const second = await openStorage(url);
   t.deepEqual(await second.repository.readEvents(0, 10), page);
   await second.close();
+});
+
+test('a replica SIGKILLed under write load: every acknowledged change has its event, a refused one none, and the watcher resumes without a gap', async (t) => {
+  await eventsSurviveSigkill(t, { SESSIOND_STORAGE: 'postgres', SESSIOND_DATABASE_URL: await newDatabase(), SESSIOND_DATABASE_POOL_SIZE: '4' });
 });

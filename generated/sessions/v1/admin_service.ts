@@ -196,9 +196,12 @@ export interface PostgresStatus {
   poolOpen: number;
   /** Queries sent and not yet answered, or waiting for a connection. */
   queriesInFlight: number;
-  /** Bytes of the sessions table (pg_table_size: heap, TOAST, free space map). */
+  /**
+   * Bytes of the sessions and session_events tables (pg_table_size: heap,
+   * TOAST, free space map).
+   */
   tableBytes: number;
-  /** Bytes of the sessions table's indexes (pg_indexes_size). */
+  /** Bytes of those tables' indexes (pg_indexes_size). */
   indexBytes: number;
 }
 

@@ -64,7 +64,7 @@ export class PostgresStorage implements StorageBackend {
   async status(): Promise<PostgresStatus> {
     const [row] = await this.pool.query<{ version: string; standby: boolean; table_bytes: number; index_bytes: number; open: number; schema: number }>(
       `SELECT current_setting('server_version') AS version, pg_is_in_recovery() AS standby,
-         pg_table_size('sessions') AS table_bytes, pg_indexes_size('sessions') AS index_bytes,
+         pg_table_size('sessions') + pg_table_size('session_events') AS table_bytes, pg_indexes_size('sessions') + pg_indexes_size('session_events') AS index_bytes,
          (SELECT count(*) FROM pg_stat_activity WHERE application_name = $1) AS open,
          (SELECT coalesce(max(version), 0) FROM sessiond_migrations) AS schema`,
       [this.pool.applicationName], 'read',
