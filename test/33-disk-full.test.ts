@@ -1,3 +1,4 @@
+import { revocationReservePages } from '../src/storage/sqlite/pragmas';
 import test, { type ExecutionContext } from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -84,7 +85,9 @@ test.serial('at --max-db-size: RESOURCE_EXHAUSTED and nothing written; reads, he
   t.log(`${f.fillers.length} fillers filled 256 KiB`);
   const full = await client.getStorageStatus();
   t.is(full.maxDatabaseBytes, LIMIT, 'GetStorageStatus reports the limit as SQLite applies it');
-  t.is(full.pageCount * full.pageSize, LIMIT, 'the database is at its limit');
+  // Creates stop short of the limit by the revocation reserve: a full database must still revoke, and each revocation writes its event.
+  const reserve = revocationReservePages(LIMIT / full.pageSize) * full.pageSize;
+  t.is(full.pageCount * full.pageSize, LIMIT - reserve, 'the database is at its limit for creates');
   t.is(full.freelistCount, 0);
   const liveBefore = full.liveSessions;
 
@@ -112,11 +115,15 @@ test.serial('at --max-db-size: RESOURCE_EXHAUSTED and nothing written; reads, he
   t.is(integrityCheck(f.dbPath), 'ok');
 
   // Room comes back: revoke the fillers (an in-place update that fits) and purge them (pages to the freelist).
-  t.is((await client.revokeSessions({ serverId: 'full', subject: 'filler' })).revokedCount, f.fillers.length);
+  // Revocations work at the limit, each with its event: DeleteSession and RevokeSessions write into the reserve.
+  await client.deleteSession(f.fillers[0]!);
+  t.is((await client.revokeSessions({ serverId: 'full', subject: 'filler' })).revokedCount, f.fillers.length - 1);
   t.is((await client.purgeExpiredSessions({})).purgedCount, f.fillers.length);
   const freed = await client.getStorageStatus();
   t.true(freed.freelistCount > 20, `purged pages went to the freelist (${freed.freelistCount})`);
-  t.is(freed.pageCount * freed.pageSize, LIMIT, 'the file did not grow past the limit');
+  t.true(freed.pageCount * freed.pageSize <= LIMIT, 'the revocations used the reserve at most, and the file did not grow past the limit');
+  const events = await client.listSessions({});
+  t.true(events.sequence > 0);
 
   // A burst of concurrent creates at the limit: some fit, the rest are refused, and
   // every acknowledged one is stored (a full disk may roll back the whole
@@ -158,7 +165,9 @@ test.serial('restarts on a full database: the same limit starts and refuses writ
 
   const smaller = await runServerToExit({ SESSIOND_DB_PATH: dbPath, SESSIOND_MAX_DB_SIZE: '128KiB' });
   t.not(smaller.code, 0);
-  t.regex(smaller.stderr, new RegExp(`cannot open database ${dbPath}: .*max_page_count=32 \\(max-db-size 131072 bytes in 4096-byte pages\\) did not take effect \\(SQLite reports 64\\): the database already has 64 pages \\(262144 bytes\\); raise max-db-size`));
+  // Filled by creates: the limit's 64 pages but the revocation reserve.
+  const pages = 64 - revocationReservePages(64);
+  t.regex(smaller.stderr, new RegExp(`cannot open database ${dbPath}: .*max_page_count=32 \\(max-db-size 131072 bytes in 4096-byte pages\\) did not take effect \\(SQLite reports ${pages}\\): the database already has ${pages} pages \\(${pages * 4096} bytes\\); raise max-db-size`));
   t.notRegex(smaller.stderr, /WAL needs a local filesystem/, 'no hint about WAL for a problem that is not about WAL');
   t.false(smaller.stderr.includes('"msg":"serving"'));
 

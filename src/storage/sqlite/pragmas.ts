@@ -96,15 +96,34 @@ export function applyPragmas(db: Database, o: StorageOptions): void {
 }
 
 /**
+ * Pages at the top of --max-db-size that only revocations may fill: each one
+ * now writes its event, so a database that creates have filled must still
+ * have room to revoke (an eighth of the limit, at most 64 MiB of 4 KiB pages).
+ */
+export function revocationReservePages(limitPages: number): number {
+  return Math.max(1, Math.min(Math.floor(limitPages / 8), 16_384));
+}
+
+/** max_page_count for ordinary writes and for revocations, in pages; undefined without a limit. */
+export function pageLimits(db: Database, o: StorageOptions): { normal: number; revoking: number } | undefined {
+  if (o.maxDbSize <= 0) return undefined;
+  const revoking = Math.floor(o.maxDbSize / (db.pragma('page_size', { simple: true }) as number));
+  return { normal: revoking - revocationReservePages(revoking), revoking };
+}
+
+/**
  * PRAGMA max_page_count from a size in bytes, in the database's own page size.
  * SQLite never lowers it below the pages the file already has (it answers
  * with that count instead), so a limit under the current size is reported.
+ * Then the revocation reserve is taken off for ordinary writes (which SQLite
+ * again keeps at the file's size if revocations have used the reserve).
  */
 function applyMaxPageCount(db: Database, maxBytes: number, problems: string[]): void {
   const pageSize = db.pragma('page_size', { simple: true }) as number;
   const want = Math.floor(maxBytes / pageSize);
   const got = db.pragma(`max_page_count = ${want}`, { simple: true }) as number;
-  if (got !== want) {
+  if (got === want) db.pragma(`max_page_count = ${want - revocationReservePages(want)}`);
+  else {
     const pages = db.pragma('page_count', { simple: true }) as number;
     problems.push(
       `max_page_count=${want} (max-db-size ${maxBytes} bytes in ${pageSize}-byte pages) did not take effect (SQLite reports ${got}): ` +

@@ -65,7 +65,14 @@ export class SqliteSessionRepository {
   private readonly beginStmt: Statement;
   private readonly commitStmt: Statement;
 
-  constructor(private readonly db: Database, readonly events: SqliteEventLog) {
+  /** max_page_count around revocations (see revocationReservePages); absent without --max-db-size. */
+  private readonly reserve: { raise: Statement; lower: Statement } | undefined;
+
+  constructor(private readonly db: Database, readonly events: SqliteEventLog, pageLimits?: { normal: number; revoking: number }) {
+    this.reserve = pageLimits && {
+      raise: db.prepare(`PRAGMA max_page_count = ${pageLimits.revoking | 0}`),
+      lower: db.prepare(`PRAGMA max_page_count = ${pageLimits.normal | 0}`),
+    };
     this.insertStmt = db.prepare(`INSERT INTO sessions (id, token_hash, server_id, subject, attributes, ip, user_agent,
       create_time, update_time, expire_time, idle_expire_time, last_active_time, idle_timeout_ms, token_rotate_time,
       revoke_time, version, dead_at, request_id)
@@ -121,9 +128,13 @@ export class SqliteSessionRepository {
       const m = change(current);
       if (!m) return current;
       const params = this.params(m.next);
-      if (m.tokenHash) this.updateWithTokenStmt.run({ ...params, tokenHash: m.tokenHash });
-      else this.updateStmt.run(params);
-      if (m.event) this.events.append(m.event.type, m.next, m.event.time, m.event.cause);
+      const write = () => {
+        if (m.tokenHash) this.updateWithTokenStmt.run({ ...params, tokenHash: m.tokenHash });
+        else this.updateStmt.run(params);
+        if (m.event) this.events.append(m.event.type, m.next, m.event.time, m.event.cause);
+      };
+      if (m.event?.type === 'REVOKED') this.revoking(write);
+      else write();
       return m.next;
     });
     this.modifyTx = (id, change) => tx.immediate(id, change);
@@ -183,11 +194,11 @@ export class SqliteSessionRepository {
     const which = filter.serverId && filter.subject ? 'both' : filter.serverId ? 'server' : 'subject';
     const [set, within] = scopeOf(filter);
     // Ids are never empty: '' keeps none.
-    return guarded(() => {
+    return guarded(() => this.revoking(() => {
       const rows = this.revokes[set][which].all({ serverId: filter.serverId, subject: filter.subject, ...within, now, limit, exceptId: filter.exceptId ?? '' });
       this.events.appendRevoked(rows, now, 'revoke');
       return rows.length;
-    });
+    }));
   }
 
   list(filter: SessionFilter, cursor: number, limit: number, now: number): ListPage {
@@ -231,6 +242,17 @@ export class SqliteSessionRepository {
 
   countSessions(now: number): { live: number; dead: number } {
     return guarded(() => this.countStmt.get({ now })!);
+  }
+
+  /** Runs a revocation with the reserve pages of --max-db-size open to it: a full database still revokes. */
+  private revoking<T>(write: () => T): T {
+    if (!this.reserve) return write();
+    this.reserve.raise.get();
+    try {
+      return write();
+    } finally {
+      this.reserve.lower.get();
+    }
   }
 
   private params(s: SessionRecord) {

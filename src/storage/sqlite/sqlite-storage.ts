@@ -10,7 +10,7 @@ import { Checkpointer, type RawCheckpoint } from './checkpointer';
 import { GroupCommitter } from './group-commit';
 import { CommitSync, commitSyncPlan, type SyncFn } from './commit-sync';
 import { openConnection } from './open-connection';
-import { checkpointSynchronous, connectionPragmas, type StorageOptions } from './pragmas';
+import { checkpointSynchronous, connectionPragmas, pageLimits, type StorageOptions } from './pragmas';
 import { SqliteRepository } from './sqlite-repository';
 import { SqliteEventLog } from './sqlite-events';
 import { SqliteSessionRepository } from './sqlite-session-repository';
@@ -62,7 +62,7 @@ export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
   private constructor(private readonly db: Database.Database, readonly options: StorageOptions, private readonly hooks: StorageHooks) {
     const events = new SqliteEventLog(db, options.sessionEvents);
     db.transaction(() => events.openWith(options.sessionEvents)).immediate();
-    this.sessions = new SqliteSessionRepository(db, events);
+    this.sessions = new SqliteSessionRepository(db, events, pageLimits(db, options));
     this.walIndex = WalIndex.open(options.path);
     // The connection has read the database by now, so in WAL mode the -wal file exists.
     const plan = commitSyncPlan(options);
@@ -178,7 +178,8 @@ export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
         pageSize: p('page_size'),
         pageCount: p('page_count'),
         freelistCount: p('freelist_count'),
-        maxDatabaseBytes: this.options.maxDbSize > 0 ? p('max_page_count') * p('page_size') : 0,
+        // The limit as SQLite applies it to revocations: ordinary writes stop a reserve short of it (revocationReservePages).
+        maxDatabaseBytes: (pageLimits(this.db, this.options)?.revoking ?? 0) * p('page_size'),
         schemaVersion: p('user_version'),
         lastCheckpoint: this.lastCheckpoint,
       };
