@@ -110,12 +110,16 @@ test('list, then watch after the sequence of the list: every session is in the l
   const writer = (async () => {
     while (writing) created.push((await s.client.createSession({ serverId: 'web', subject: 'race' })).session!.id);
   })();
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  // Counted, not timed: on a loaded machine 100 ms may hold no create at all.
+  const untilCreated = async (n: number) => {
+    while (created.length < n) await new Promise((resolve) => setTimeout(resolve, 10));
+  };
+  await untilCreated(5);
   const page = await s.client.listSessions({ pageSize: 1000 });
   t.is(page.nextPageToken, '');
   const watcher = s.client.watch({ afterSequence: page.sequence });
   t.teardown(() => watcher.close());
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  await untilCreated(created.length + 5);
   writing = false;
   await writer;
   const listed = new Set(page.sessions.map((x) => x.id));
