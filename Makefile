@@ -103,7 +103,7 @@ soak: $(DEPS)
 run: $(DEPS)
 	node --import tsx src/main.ts $(ARGS)
 
-## bench: load benchmark against the server's own empty RPC (docs/performance.md); tune with BENCH_* (make bench BENCH_SESSIONS=20000)
+## bench: load benchmark against a bare grpc-js server's empty RPC (docs/performance.md); tune with BENCH_* (make bench BENCH_SESSIONS=20000)
 bench: $(DEPS)
 	node --import tsx bench/main.ts $(ARGS)
 

@@ -1,20 +1,22 @@
 /*
  * make bench: the server as its own process on fresh, pre-filled databases,
- * measured against its own empty RPC. The server is compiled first and runs
- * as node dist/src/main.js, as in the Docker image (BENCH_SERVER=tsx runs it
+ * with principals configured, measured against a bare grpc-js server's empty
+ * RPC in a process of its own (bench/bare-server.ts). Both are compiled first
+ * and run as node dist/..., as in the Docker image (BENCH_SERVER=tsx runs them
  * from the sources). In order:
  *   micro   the hot-path changes, old and new way alternately, in-process;
  *           and a max-size ValidateSessionStream message of empty items,
  *           decoded against refused before decoding (time and heap); and the
  *           major collections of the same garbage with and without the
  *           server's cap on old-space growth
- *   unary   every call, alternately with the empty RPC, synchronous=NORMAL;
+ *   unary   sessiond's empty RPC and every call, alternately with the bare
+ *           server's empty RPC, synchronous=NORMAL;
  *           then (--postgres on) the same on PostgreSQL, one replica and two
  *           on one database, in a cluster the bench starts and removes
  *   stream  ValidateSessionStream vs Redis GET (same server process)
  *   full    CreateSession with synchronous=FULL on a second server process
  *   ablation CreateSession on servers with group commit, the checkpoint worker
- *           or the off-loop fsync switched off, each against its own empty RPC: what each buys
+ *           or the off-loop fsync switched off: what each buys
  *   durable RotateSessionToken at synchronous=NORMAL with --durable-revocations on,
  *           then off: what the fsync before each answer costs
  *   stalls  purge, sweep and TRUNCATE checkpoint with a million expired sessions; RSS
@@ -25,19 +27,20 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { BARE_PING_PATH } from './bare-server';
 import { fillDatabase } from './fill';
 import { BenchOptionsError, helpText, loadBenchOptions, type BenchOptions, type OpName } from './options';
 import { startRedis } from './redis';
 import { checkTargets, durabilityCost, formatReport, type BenchResults } from './report';
 import { Channels } from './rpc';
-import { buildServer, startServer, useServerSettings, type ServerProcess } from './server-process';
+import { buildServer, startBareServer, startServer, useServerSettings, writeBenchCallers, type ServerProcess } from './server-process';
 import { measureStalls, type StallResults } from './stalls';
 import { measureStreaming, type StreamResults } from './stream';
 import { measureDecodeLimit, type DecodeLimitResults } from './decode-limit';
 import { measureGcTuning, type GcTuningResults } from './gc-tuning';
 import { measureMicro, type MicroRow } from './micro';
 import { measurePostgres } from './postgres';
-import { measureUnary, type UnaryRow } from './unary';
+import { measureUnary, type Baseline, type UnaryRow } from './unary';
 import { Pools } from './workloads';
 
 const ROOT = join(__dirname, '..');
@@ -56,7 +59,7 @@ function gitCommit(): string {
 /** Measures `ops` on a fresh server process over `dbPath`; the server is stopped afterwards. */
 async function onServer<T>(dbPath: string, env: Record<string, string>, o: BenchOptions, fn: (s: ServerProcess, ch: Channels) => Promise<T>): Promise<T> {
   const server = await startServer(dbPath, env, o.cpuProfDir);
-  const channels = new Channels(server.address, o.channels);
+  const channels = new Channels(server.address, o.channels, server.apiKey);
   try {
     await channels.ready();
     return await fn(server, channels);
@@ -65,6 +68,32 @@ async function onServer<T>(dbPath: string, env: Record<string, string>, o: Bench
     const code = await server.stop();
     if (code !== 0) log(`  warning: server ${server.pid} exited with ${code}`);
   }
+}
+
+/**
+ * Starts the bare baseline server and the load client's connections to it.
+ * They send sessiond's API key too, so that both servers get the same headers.
+ */
+async function startBaseline(apiKey: string, o: BenchOptions): Promise<Baseline & { stop(): Promise<void> }> {
+  const server = await startBareServer(o.cpuProfDir);
+  const channels = new Channels(server.address, o.channels, apiKey);
+  const stop = async () => {
+    channels.close();
+    const code = await server.stop();
+    if (code !== 0) log(`  warning: bare server ${server.pid} exited with ${code}`);
+  };
+  try {
+    await channels.ready();
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  log(`bare grpc-js baseline server (pid ${server.pid})`);
+  return { server, channels, stop };
+}
+
+function assertNever(why: string): never {
+  throw new Error(why);
 }
 
 /**
@@ -94,8 +123,9 @@ async function run(o: BenchOptions): Promise<BenchResults> {
     log('compiling the server (tsc -p tsconfig.build.json): it runs as node dist/src/main.js, as in the Docker image');
     buildServer();
   }
-  useServerSettings(o.serverSettings, { args: o.serverNodeArgs, stdout: o.serverStdout, compiled: o.server === 'dist' });
   const dir = mkdtempSync(join(tmpdir(), 'sessiond-bench-'));
+  const callers = writeBenchCallers(dir);
+  useServerSettings(o.serverSettings, { args: o.serverNodeArgs, stdout: o.serverStdout, compiled: o.server === 'dist', callers });
   const meta: Record<string, unknown> = {
     startedAt: new Date().toISOString(),
     commit: gitCommit(),
@@ -128,54 +158,62 @@ async function run(o: BenchOptions): Promise<BenchResults> {
         log('major collections with and without the cap on old-space growth (probe processes)');
         gcTuning = await measureGcTuning(o.smoke, log);
       }
-      if (wants('unary') || wants('stream')) {
-        await onServer(dbPath, {}, o, async (server, channels) => {
-          if (wants('unary')) {
-            log(`unary calls, synchronous=NORMAL (server pid ${server.pid})`);
-            unary = await measureUnary(server, channels, pools, o.ops, 'NORMAL', o, log);
-          }
-          if (wants('stream')) {
-            log('streaming validation vs Redis');
-            const redis = await startRedis();
-            if ('skipped' in redis) log(`  Redis comparison skipped: ${redis.skipped}`);
-            try {
-              streaming = await measureStreaming(server, pools, redis, o, log);
-            } finally {
-              if ('server' in redis) await redis.server.stop();
+      // One bare server for the whole run: every sessiond server's calls alternate with its empty RPC.
+      const bare = (['unary', 'full', 'ablation', 'durable'] as const).some(wants) ? await startBaseline(callers.apiKey, o) : undefined;
+      const baseline = () => bare ?? assertNever('the bare baseline server was not started');
+      if (bare) meta['baseline'] = { server: 'bench/bare-server.ts', rpc: BARE_PING_PATH, runs: o.server === 'dist' ? 'node dist/bench/bare-server.js' : 'node --import tsx bench/bare-server.ts' };
+      try {
+        if (wants('unary') || wants('stream')) {
+          await onServer(dbPath, {}, o, async (server, channels) => {
+            if (wants('unary')) {
+              log(`unary calls, synchronous=NORMAL (server pid ${server.pid})`);
+              unary = await measureUnary(server, channels, baseline(), pools, o.ops, 'NORMAL', o, log);
             }
+            if (wants('stream')) {
+              log('streaming validation vs Redis');
+              const redis = await startRedis();
+              if ('skipped' in redis) log(`  Redis comparison skipped: ${redis.skipped}`);
+              try {
+                streaming = await measureStreaming(server, pools, redis, o, log);
+              } finally {
+                if ('server' in redis) await redis.server.stop();
+              }
+            }
+          });
+        }
+        if (wants('unary') && o.postgres) {
+          const pg = await measurePostgres(dir, baseline(), o, log);
+          unary = unary.concat(pg.rows);
+          meta['postgres'] = pg.meta;
+        }
+        const fullOps = o.ops.filter((op): op is OpName => op === 'CreateSession');
+        if (wants('full') && fullOps.length > 0) {
+          await onServer(dbPath, { SESSIOND_SYNCHRONOUS: 'full' }, o, async (server, channels) => {
+            log(`CreateSession, synchronous=FULL (server pid ${server.pid})`);
+            unary = unary.concat(await measureUnary(server, channels, baseline(), pools, fullOps, 'FULL', o, log));
+          });
+        }
+        if (wants('ablation') && o.ops.includes('CreateSession')) {
+          const top = [Math.max(...o.concurrency)];
+          for (const v of ABLATIONS) {
+            await onServer(dbPath, v.env, o, async (server, channels) => {
+              log(`CreateSession, synchronous=${v.synchronous}, ${v.name} (server pid ${server.pid})`);
+              unary = unary.concat(await measureUnary(server, channels, baseline(), pools, ['CreateSession'], v.synchronous, o, log, { name: v.name, concurrency: top }));
+            });
           }
-        });
-      }
-      if (wants('unary') && o.postgres) {
-        const pg = await measurePostgres(dir, o, log);
-        unary = unary.concat(pg.rows);
-        meta['postgres'] = pg.meta;
-      }
-      const fullOps = o.ops.filter((op): op is OpName => op === 'CreateSession');
-      if (wants('full') && fullOps.length > 0) {
-        await onServer(dbPath, { SESSIOND_SYNCHRONOUS: 'full' }, o, async (server, channels) => {
-          log(`CreateSession, synchronous=FULL (server pid ${server.pid})`);
-          unary = unary.concat(await measureUnary(server, channels, pools, fullOps, 'FULL', o, log));
-        });
-      }
-      if (wants('ablation') && o.ops.includes('CreateSession')) {
-        const top = [Math.max(...o.concurrency)];
-        for (const v of ABLATIONS) {
-          await onServer(dbPath, v.env, o, async (server, channels) => {
-            log(`CreateSession, synchronous=${v.synchronous}, ${v.name} (server pid ${server.pid})`);
-            unary = unary.concat(await measureUnary(server, channels, pools, ['CreateSession'], v.synchronous, o, log, { name: v.name, concurrency: top }));
-          });
         }
-      }
-      // Last of the parts on the filled database: rotations leave the pool's tokens stale.
-      if (wants('durable')) {
-        const top = [Math.max(...o.concurrency)];
-        for (const v of DURABILITY) {
-          await onServer(dbPath, v.env, o, async (server, channels) => {
-            log(`RotateSessionToken, synchronous=NORMAL, ${v.name} (server pid ${server.pid})`);
-            unary = unary.concat(await measureUnary(server, channels, pools, ['RotateSessionToken'], 'NORMAL', o, log, { name: v.name, concurrency: top }));
-          });
+        // Last of the parts on the filled database: rotations leave the pool's tokens stale.
+        if (wants('durable')) {
+          const top = [Math.max(...o.concurrency)];
+          for (const v of DURABILITY) {
+            await onServer(dbPath, v.env, o, async (server, channels) => {
+              log(`RotateSessionToken, synchronous=NORMAL, ${v.name} (server pid ${server.pid})`);
+              unary = unary.concat(await measureUnary(server, channels, baseline(), pools, ['RotateSessionToken'], 'NORMAL', o, log, { name: v.name, concurrency: top }));
+            });
+          }
         }
+      } finally {
+        await bare?.stop();
       }
       meta['deleteMisses'] = pools.deleteMisses;
       if (pools.deleteMisses > 0) log(`  note: ${pools.deleteMisses} DeleteSession calls found no session left to delete (sent with allow_missing)`);

@@ -10,6 +10,8 @@ import { envName as prefixedEnvName, readSettings, settle, type Spec } from '../
 import { ENV_PREFIX, envName as serverEnvName, parseSetting, SETTINGS } from '../src/server/settings';
 
 export const OPS = [
+  // sessiond's own empty RPC (the bench service): what sessiond's per-call machinery costs above the bare server's.
+  'Empty',
   'ValidateSession', 'ValidateSession+touch', 'GetSession', 'CreateSession', 'ListSessions', 'UpdateSession', 'DeleteSession',
   // The empty RPC with an answer as long as ValidateSession's: what the answer's size alone costs the transport.
   'Empty+answer',

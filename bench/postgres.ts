@@ -3,7 +3,7 @@
  * starts itself (test/helpers/postgres.ts: a temp folder, a free port of
  * 127.0.0.1, run as the `postgres` user when we are root), removed at the end.
  * Two configurations, each on a fresh database of that cluster filled as the
- * SQLite one is, each against the empty RPC of its own servers:
+ * SQLite one is, each against the bare grpc-js server's empty RPC:
  *   one replica   one server process on the database
  *   two replicas  two server processes on the same database, the load client
  *                 sending each call to the next replica in turn; server CPU is
@@ -20,7 +20,7 @@ import { recordOf, tokenOf, type SessionKind } from './fill';
 import type { BenchOptions } from './options';
 import { Channels } from './rpc';
 import { startServer, type ServerProcess } from './server-process';
-import { measureUnary, type UnaryRow } from './unary';
+import { measureUnary, type Baseline, type UnaryRow } from './unary';
 import { Pools } from './workloads';
 
 /** Inserts in flight while filling: enough to keep the fill's pool busy, so PostgreSQL groups the commits. */
@@ -77,7 +77,7 @@ async function onReplicas<T>(dir: string, url: string, replicas: number, o: Benc
   try {
     // One after the other: the first migrates nothing (the fill did), and neither races the other's start-up.
     for (let i = 0; i < replicas; i++) servers.push(await startServer(join(dir, `unused-${i}.db`), env, o.cpuProfDir));
-    channels = new Channels(servers.map((s) => s.address), o.channels);
+    channels = new Channels(servers.map((s) => s.address), o.channels, servers[0]!.apiKey);
     await channels.ready();
     return await fn(servers, channels);
   } finally {
@@ -94,7 +94,7 @@ async function onReplicas<T>(dir: string, url: string, replicas: number, o: Benc
  * @param dir the bench's temp folder (the servers are given an unused SQLite path in it)
  * @throws when PostgreSQL cannot start, or a server cannot start on it
  */
-export async function measurePostgres(dir: string, o: BenchOptions, log: (line: string) => void): Promise<{ rows: UnaryRow[]; meta: Record<string, unknown> }> {
+export async function measurePostgres(dir: string, baseline: Baseline, o: BenchOptions, log: (line: string) => void): Promise<{ rows: UnaryRow[]; meta: Record<string, unknown> }> {
   log('starting PostgreSQL 15 for the PostgreSQL rows...');
   const cluster = await startCluster();
   const rows: UnaryRow[] = [];
@@ -116,7 +116,7 @@ export async function measurePostgres(dir: string, o: BenchOptions, log: (line: 
       const pools = new Pools(o.sessions, spare);
       await onReplicas(dir, cluster.url(db), config.replicas, o, log, async (servers, channels) => {
         log(`unary calls, PostgreSQL, ${config.replicas === 1 ? 'one replica' : `${config.replicas} replicas`} (server pid ${servers.map((s) => s.pid).join(', ')})`);
-        rows.push(...await measureUnary(servers, channels, pools, o.ops, 'on', o, log, { name: config.name, storage: 'postgres' }));
+        rows.push(...await measureUnary(servers, channels, baseline, pools, o.ops, 'on', o, log, { name: config.name, storage: 'postgres' }));
       });
       (meta['deleteMisses'] as Record<string, number>)[config.name] = pools.deleteMisses;
     }

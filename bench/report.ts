@@ -5,9 +5,11 @@
 import type { DecodeLimitResults } from './decode-limit';
 import type { GcTuningResults } from './gc-tuning';
 import type { MicroRow } from './micro';
-import type { BenchOptions, OpName } from './options';
+import type { BenchOptions } from './options';
+import { formatUnary, unaryTargets } from './report-unary';
 import type { StallResults } from './stalls';
 import type { StreamResults } from './stream';
+import { num, table, verdict } from './table';
 import type { UnaryRow } from './unary';
 
 export interface TargetCheck {
@@ -43,10 +45,10 @@ export interface DurabilityCost {
   offRate: number;
   /** onRate / offRate. */
   rateRatio: number;
-  /** Each side as a share of its own server's empty RPC, and the one over the other: the same, less the drift between the two servers' runs. */
-  onVsEmpty: number;
-  offVsEmpty: number;
-  ratioVsEmpty: number;
+  /** Each side's rate as a share of the bare empty RPC's in its own windows, and the one over the other: the same, less the drift between the two servers' runs. */
+  onVsBare: number;
+  offVsBare: number;
+  ratioVsBare: number;
   /** p99 latency, ms. */
   onP99Ms: number;
   offP99Ms: number;
@@ -62,9 +64,9 @@ export function durabilityCost(unary: UnaryRow[]): DurabilityCost | null {
     onRate: on.call.rate,
     offRate: off.call.rate,
     rateRatio: on.call.rate / off.call.rate,
-    onVsEmpty: on.ratio.rate,
-    offVsEmpty: off.ratio.rate,
-    ratioVsEmpty: on.ratio.rate / off.ratio.rate,
+    onVsBare: on.ratio.rate,
+    offVsBare: off.ratio.rate,
+    ratioVsBare: on.ratio.rate / off.ratio.rate,
     onP99Ms: on.call.p99Ms,
     offP99Ms: off.call.p99Ms,
   };
@@ -75,24 +77,14 @@ const RSS_LIMIT_MB = 200;
 
 /** The performance targets, read at the largest concurrency measured (64 by default, the load the targets are set for). */
 export function checkTargets(o: BenchOptions, unary: UnaryRow[], streaming: StreamResults | null, stalls: StallResults | null): TargetCheck[] {
-  const c = Math.max(...o.concurrency);
-  const at = ` at ${c} in flight`;
-  const row = (op: OpName, sync: UnaryRow['synchronous']) => unary.find((r) => r.op === op && r.synchronous === sync && r.concurrency === c && !r.variant);
-  const checks: TargetCheck[] = [];
-  const atLeast = (name: string, target: number, value: number | null | undefined, unit = 'x empty') =>
-    checks.push({ name, target: `>= ${target}${unit === 'x empty' ? 'x' : ` ${unit}`}`, value: value ?? null, met: value == null ? null : value >= target });
+  const checks = unaryTargets(unary, Math.max(...o.concurrency));
+  const atLeast = (name: string, target: number, value: number | null | undefined, unit: string) =>
+    checks.push({ name, target: `>= ${target}${unit}`, value: value ?? null, met: value == null ? null : value >= target });
   const atMost = (name: string, target: number, value: number | null | undefined, unit: string) =>
     checks.push({ name, target: `<= ${target}${unit}`, value: value ?? null, met: value == null ? null : value <= target });
 
-  const rated: [OpName, UnaryRow['synchronous'], number][] = [
-    ['ValidateSession', 'NORMAL', 0.95], ['GetSession', 'NORMAL', 0.95], ['CreateSession', 'NORMAL', 0.85], ['CreateSession', 'FULL', 0.8],
-  ];
-  for (const [op, sync, target] of rated) atLeast(`${op}${op === 'CreateSession' ? ` ${sync}` : ''} rate${at}`, target, row(op, sync)?.ratio.rate);
-  for (const [op, sync] of rated) atMost(`${op}${op === 'CreateSession' ? ` ${sync}` : ''} p99${at}`, 1.25, row(op, sync)?.ratio.p99, 'x the empty RPC p99');
-  atMost(`ValidateSession server CPU per call${at}`, 1.3, row('ValidateSession', 'NORMAL')?.ratio.cpu, 'x the empty RPC');
-
   for (const s of streaming?.rows ?? []) {
-    atLeast(`ValidateSessionStream at ${s.concurrency} in flight`, 50_000, s.stream.rate, 'calls/s');
+    atLeast(`ValidateSessionStream at ${s.concurrency} in flight`, 50_000, s.stream.rate, ' calls/s');
     atLeast(`ValidateSessionStream / Redis GET at ${s.concurrency} in flight`, 0.4, s.ratio, 'x Redis');
     if (s.ratio === null && 'skipped' in (streaming?.redis ?? {})) checks[checks.length - 1]!.note = 'Redis skipped';
   }
@@ -107,75 +99,16 @@ export function checkTargets(o: BenchOptions, unary: UnaryRow[], streaming: Stre
   return checks;
 }
 
-const num = (n: number | null | undefined, digits = 0) => (n == null || !Number.isFinite(n) ? '-' : n.toFixed(digits));
-const verdict = (met: boolean | null) => (met === null ? 'n/a' : met ? 'yes' : 'NO');
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
-}
-
-/** The default rows of each backend at concurrency `c`, one line per call; undefined without PostgreSQL rows. */
-function backendsSideBySide(unary: UnaryRow[], c: number): string | undefined {
-  const at = unary.filter((u) => u.concurrency === c);
-  const sqlite = at.filter((u) => u.storage === 'sqlite' && u.synchronous === 'NORMAL' && !u.variant);
-  const pg = [...new Set(at.filter((u) => u.storage === 'postgres').map((u) => u.variant!))];
-  if (pg.length === 0) return undefined;
-  const columns = [{ name: 'SQLite', rows: sqlite }, ...pg.map((v) => ({ name: v.replace('postgres', 'PG'), rows: at.filter((u) => u.variant === v) }))];
-  const ops = [...new Set(at.filter((u) => u.storage === 'postgres').map((u) => u.op))];
-  const cells = (row: UnaryRow | undefined) => [num(row?.call.rate), num(row?.call.p99Ms, 2), num(row?.ratio.rate, 2)];
-  return [`SQLite and PostgreSQL side by side, ${c} in flight (x rate: to the empty RPC of the same servers):`, '',
-    table(['call', ...columns.flatMap((k) => [`${k.name} calls/s`, 'p99 ms', 'x rate'])],
-      ops.map((op) => [op, ...columns.flatMap((k) => cells(k.rows.find((u) => u.op === op)))]))].join('\n');
-}
-
 export function formatReport(r: BenchResults): string {
   const out: string[] = [];
   const c = Math.max(...r.options.concurrency);
   const targetOf = (name: string) => r.targets.find((t) => t.name === name);
-  if (r.unary.length > 0) {
-    out.push('Unary calls. Each call measured alternately with the empty RPC on the same server process;',
-      `ratios are to the adjacent empty-RPC windows; CPU is the server's utime+stime per call. Targets at ${c} in flight.`);
-    if (r.unary.some((u) => u.storage === 'postgres')) {
-      out.push('[postgres, N replicas] rows: the same calls with the sessions in PostgreSQL (sync "on": synchronous_commit), against',
-        'the empty RPC of those servers; with 2 replicas the load client alternates between them and CPU is both servers\' (never PostgreSQL\'s).');
-    }
-    out.push('');
-    const rows: string[][] = [];
-    const seen = new Set<string>();
-    for (const u of r.unary) {
-      const key = `${u.synchronous}/${u.variant ?? ''}/${u.concurrency}`;
-      if (!seen.has(key)) {
-        seen.add(key);
-        const empties = r.unary.filter((x) => x.synchronous === u.synchronous && x.variant === u.variant && x.concurrency === u.concurrency);
-        const rate = empties.reduce((n, x) => n + x.empty.rate, 0) / empties.length;
-        const p99 = empties.reduce((n, x) => n + x.empty.p99Ms, 0) / empties.length;
-        const cpu = empties.reduce((n, x) => n + (x.empty.cpuUsPerCall ?? 0), 0) / empties.length;
-        const client = empties.reduce((n, x) => n + x.empty.clientCpuUsPerCall, 0) / empties.length;
-        rows.push([`Empty RPC (mean of its windows)${u.variant ? ` [${u.variant}]` : ''}`, u.synchronous, String(u.concurrency), num(rate), '', num(p99, 2), num(cpu), num(client), '1.00', '1.00', '1.00', '', '']);
-      }
-      const label = u.op === 'CreateSession' ? `CreateSession ${u.synchronous}` : u.op;
-      const checks = u.concurrency === c && !u.variant ? [targetOf(`${label} rate at ${c} in flight`), targetOf(`${label} p99 at ${c} in flight`),
-        u.op === 'ValidateSession' ? targetOf(`ValidateSession server CPU per call at ${c} in flight`) : undefined].filter((t) => t !== undefined) : [];
-      const extra = u.touchWriteShare !== undefined ? ` (${Math.round(u.touchWriteShare * 100)}% wrote)` : '';
-      rows.push([
-        `${u.op}${extra}${u.variant ? ` [${u.variant}]` : ''}`, u.synchronous, String(u.concurrency), num(u.call.rate), num(u.call.p50Ms, 2), num(u.call.p99Ms, 2), num(u.call.cpuUsPerCall), num(u.call.clientCpuUsPerCall),
-        num(u.ratio.rate, 2), num(u.ratio.p99, 2), num(u.ratio.cpu, 2),
-        checks.map((t) => t!.target.replace('x the empty RPC p99', 'x p99').replace('x the empty RPC', 'x CPU')).join(', '),
-        checks.map((t) => verdict(t!.met)).join(','),
-      ]);
-      if (u.call.errors + u.empty.errors > 0) rows.push([`  ! ${u.call.errors + u.empty.errors} errors: ${u.call.firstError ?? u.empty.firstError}`, '', '', '', '', '', '', '', '', '', '', '', '']);
-    }
-    out.push(table(['call', 'sync', 'conc', 'calls/s', 'p50 ms', 'p99 ms', 'CPU us/call', 'client us/call', 'x rate', 'x p99', 'x CPU', 'target', 'met'], rows), '');
-    const backends = backendsSideBySide(r.unary, c);
-    if (backends) out.push(backends, '');
-  }
+  if (r.unary.length > 0) out.push(formatUnary(r.unary, r.targets, c));
   if (r.durability) {
     const d = r.durability;
     out.push(`Durable revocations (RotateSessionToken, synchronous=NORMAL, ${d.concurrency} in flight): ` +
-      `on ${num(d.onRate)}/s (${num(d.onVsEmpty, 2)}x empty, p99 ${num(d.onP99Ms, 2)} ms), off ${num(d.offRate)}/s (${num(d.offVsEmpty, 2)}x empty, p99 ${num(d.offP99Ms, 2)} ms); ` +
-      `on/off ${num(d.rateRatio, 2)} (${num(d.ratioVsEmpty, 2)} of the x-empty ratios)`, '');
+      `on ${num(d.onRate)}/s (${num(d.onVsBare, 2)}x bare, p99 ${num(d.onP99Ms, 2)} ms), off ${num(d.offRate)}/s (${num(d.offVsBare, 2)}x bare, p99 ${num(d.offP99Ms, 2)} ms); ` +
+      `on/off ${num(d.rateRatio, 2)} (${num(d.ratioVsBare, 2)} of the x-bare ratios)`, '');
   }
   if (r.micro.length > 0) {
     out.push('Hot-path changes, before and after, in-process on the filled database (CPU us per operation, median of the rounds):', '');

@@ -5,7 +5,7 @@
  * spends as little CPU per call as it does on the empty RPC.
  */
 import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
-import { Client, credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { Client, credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 
 const identity = (b: Buffer) => b;
 
@@ -15,13 +15,17 @@ export class Channels {
   private readonly clients: Client[][];
   private readonly all: Client[];
   private next = 0;
+  private readonly metadata = new Metadata();
 
   /**
    * `count` connections to each address. With several addresses (replicas
    * behind one load client) each call goes to the next address in turn, so
-   * that even one worker spreads its calls over them all.
+   * that even one worker spreads its calls over them all. With `apiKey`,
+   * every call carries it as a bearer token; the bare baseline is sent the
+   * same header, so that both servers parse the same bytes.
    */
-  constructor(address: string | readonly string[], count: number) {
+  constructor(address: string | readonly string[], count: number, apiKey?: string) {
+    if (apiKey !== undefined) this.metadata.set('authorization', `Bearer ${apiKey}`);
     const addresses = typeof address === 'string' ? [address] : address;
     // A local subchannel pool per client: grpc-js would otherwise share one
     // connection between clients with the same target and options.
@@ -42,7 +46,7 @@ export class Channels {
   /** Calls `path` on the channel of `worker`; `done` gets an error text, or the answer. */
   call(worker: number, path: string, request: Buffer, done: (error: string | undefined, answer: Buffer | undefined) => void): void {
     const byAddress = this.clients.length === 1 ? this.clients[0]! : this.clients[this.next++ % this.clients.length]!;
-    byAddress[worker % byAddress.length]!.makeUnaryRequest(path, identity, identity, request, (err: ServiceError | null, res?: Buffer) =>
+    byAddress[worker % byAddress.length]!.makeUnaryRequest(path, identity, identity, request, this.metadata, (err: ServiceError | null, res?: Buffer) =>
       err ? done(`${status[err.code] ?? err.code}: ${err.details}`, undefined) : done(undefined, res));
   }
 

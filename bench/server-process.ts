@@ -5,8 +5,9 @@
  * libuv's pool) and nothing of the load generator's.
  */
 import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { apiKeySha256, newApiKey } from '../src/shared/api-keys';
 
 const ROOT = join(__dirname, '..');
 
@@ -38,10 +39,81 @@ export function memory(pid: number): { rssBytes: number; peakRssBytes: number } 
 export interface ServerProcess {
   readonly pid: number;
   readonly address: string;
+  /** The API key of the bench's backend principal, for session calls; undefined for the bare server. */
+  readonly apiKey: string | undefined;
+  /** The API key of the bench's operator principal, for admin calls. */
+  readonly adminKey: string | undefined;
   /** Resolves with the first stderr line matching `re` from now on (or already seen, with `seen`). */
   waitForLog(re: RegExp, timeoutMs: number): Promise<string>;
   /** SIGTERM, then waits for the exit (SIGKILL after 60 s); resolves with the exit code. */
   stop(): Promise<number | string>;
+}
+
+/** A principals file every sessiond server the bench starts is given, and the key of each principal in it. */
+export interface BenchCallers {
+  readonly file: string;
+  readonly apiKey: string;
+  readonly adminKey: string;
+}
+
+/**
+ * Writes the principals file of the bench's servers into `dir`: a backend with
+ * sessions.read, write and validate on every server_id, the caller of every
+ * measured call, and an operator with admin for the admin calls of the stall
+ * part. A real deployment has principals, and naming the caller by its key is
+ * part of each call's cost; in protected mode it would be a loopback check.
+ */
+export function writeBenchCallers(dir: string): BenchCallers {
+  const apiKey = newApiKey();
+  const adminKey = newApiKey();
+  const principals = [
+    { name: 'bench-backend', api_key_sha256: [apiKeySha256(apiKey)], server_ids: ['*'], permissions: ['sessions.read', 'sessions.write', 'sessions.validate'] },
+    { name: 'bench-operator', api_key_sha256: [apiKeySha256(adminKey)], server_ids: ['*'], permissions: ['admin'] },
+  ];
+  const file = join(dir, 'principals.json');
+  writeFileSync(file, JSON.stringify({ principals }), { mode: 0o600 });
+  return { file, apiKey, adminKey };
+}
+
+let settings: Record<string, string> = {};
+let nodeFlags: string[] = [];
+let stdoutFile: string | undefined;
+let compiled = false;
+let callers: BenchCallers | undefined;
+
+/**
+ * Settings for every server started from now on: SESSIOND_* variables (under
+ * what a part sets itself), node flags, where node's own stdout goes, whether
+ * the servers run compiled (dist/, which buildServer() makes) or from the
+ * sources through tsx, and the principals sessiond serves.
+ */
+export function useServerSettings(env: Record<string, string>, node: { args?: string[]; stdout?: string | undefined; compiled?: boolean; callers?: BenchCallers } = {}): void {
+  settings = { ...env };
+  nodeFlags = [...(node.args ?? [])];
+  stdoutFile = node.stdout;
+  compiled = node.compiled ?? false;
+  callers = node.callers;
+}
+
+/** How node runs a source file of the repository (a path without its extension, from the root). */
+function entryOf(source: string): string[] {
+  return compiled ? [join('dist', `${source}.js`)] : ['--import', 'tsx', `${source}.ts`];
+}
+
+const tsc = (args: string[]) => execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), ...args], { cwd: ROOT, stdio: 'inherit' });
+
+/**
+ * Compiles the server as the Docker image does (tsc -p tsconfig.build.json into
+ * dist/), so that the figures are those of what runs in production: under tsx
+ * the same server holds more memory (the loader, the transformed sources and
+ * their source maps) and collects more garbage. The bare baseline server is
+ * compiled beside it (dist/bench/bare-server.js) with the same compiler
+ * options, so that it runs the same way; tsconfig.build.json leaves bench/ out.
+ */
+export function buildServer(): void {
+  tsc(['-p', 'tsconfig.build.json']);
+  tsc(['--target', 'ES2022', '--module', 'node16', '--moduleResolution', 'node16', '--strict', '--esModuleInterop', '--skipLibCheck',
+    '--types', 'node', '--sourceMap', '--rootDir', '.', '--outDir', 'dist', join('bench', 'bare-server.ts')]);
 }
 
 /**
@@ -49,49 +121,27 @@ export interface ServerProcess {
  * port, and waits for its "serving" line. SESSIOND_* variables of the calling
  * shell are not passed on: the bench sets what it measures.
  */
-let settings: Record<string, string> = {};
-let nodeFlags: string[] = [];
-let stdoutFile: string | undefined;
-let entry = ['--import', 'tsx', 'src/main.ts'];
-
-/**
- * Settings for every server started from now on: SESSIOND_* variables (under
- * what a part sets itself), node flags, where node's own stdout goes, and
- * whether the server runs compiled (dist/src/main.js, which buildServer()
- * makes) or from the sources through tsx.
- */
-export function useServerSettings(env: Record<string, string>, node: { args?: string[]; stdout?: string; compiled?: boolean } = {}): void {
-  settings = { ...env };
-  nodeFlags = [...(node.args ?? [])];
-  stdoutFile = node.stdout;
-  entry = node.compiled ? [join('dist', 'src', 'main.js')] : ['--import', 'tsx', 'src/main.ts'];
+export function startServer(dbPath: string, env: Record<string, string>, cpuProfDir?: string): Promise<ServerProcess> {
+  return spawnServer(entryOf(join('src', 'main')), {
+    SESSIOND_DB_PATH: dbPath,
+    SESSIOND_LISTEN: '127.0.0.1:0',
+    SESSIOND_LOG_LEVEL: 'info',
+    SESSIOND_BENCH_SERVICE: 'true',
+    ...(callers ? { SESSIOND_PRINCIPALS_FILE: callers.file } : {}),
+    ...settings,
+    ...env,
+  }, cpuProfDir, callers);
 }
 
-/**
- * Compiles the server as the Docker image does (tsc -p tsconfig.build.json into
- * dist/), so that the figures are those of what runs in production: under tsx
- * the same server holds more memory (the loader, the transformed sources and
- * their source maps) and collects more garbage.
- */
-export function buildServer(): void {
-  execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
+/** Starts the bare grpc-js baseline (bench/bare-server.ts) on a free loopback port. */
+export function startBareServer(cpuProfDir?: string): Promise<ServerProcess> {
+  return spawnServer(entryOf(join('bench', 'bare-server')), { BARE_LISTEN: '127.0.0.1:0' }, cpuProfDir, undefined);
 }
 
-export async function startServer(dbPath: string, env: Record<string, string>, cpuProfDir?: string): Promise<ServerProcess> {
+async function spawnServer(entry: string[], env: Record<string, string>, cpuProfDir: string | undefined, keys: BenchCallers | undefined): Promise<ServerProcess> {
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SESSIOND_') && !k.startsWith('BENCH_')));
   const nodeArgs = [...nodeFlags, ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [])];
-  const proc: ChildProcessWithoutNullStreams = spawn(process.execPath, [...nodeArgs, ...entry], {
-    cwd: ROOT,
-    env: {
-      ...inherited,
-      SESSIOND_DB_PATH: dbPath,
-      SESSIOND_LISTEN: '127.0.0.1:0',
-      SESSIOND_LOG_LEVEL: 'info',
-      SESSIOND_BENCH_SERVICE: 'true',
-      ...settings,
-      ...env,
-    },
-  });
+  const proc: ChildProcessWithoutNullStreams = spawn(process.execPath, [...nodeArgs, ...entry], { cwd: ROOT, env: { ...inherited, ...env } });
   // The server logs to stderr; stdout carries only what node itself prints
   // (--trace-gc and the like, from BENCH_SERVER_NODE_ARGS), kept when asked for.
   if (stdoutFile) proc.stdout.pipe(createWriteStream(stdoutFile, { flags: 'a' }));
@@ -135,10 +185,17 @@ export async function startServer(dbPath: string, env: Record<string, string>, c
     proc.kill('SIGKILL');
     throw new Error(`no port in the serving line: ${serving}`);
   }
+  // A server that lost its principals would measure the loopback check instead of the key lookup.
+  if (keys && !/"principals":2[,}]/.test(serving)) {
+    proc.kill('SIGKILL');
+    throw new Error(`the server did not load the bench's two principals: ${serving}`);
+  }
   let stopping: Promise<number | string> | undefined;
   return {
     pid: proc.pid!,
     address: `127.0.0.1:${port}`,
+    apiKey: keys?.apiKey,
+    adminKey: keys?.adminKey,
     waitForLog,
     stop() {
       stopping ??= (async () => {

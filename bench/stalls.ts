@@ -96,8 +96,8 @@ export async function measureStalls(dir: string, o: BenchOptions, log: (line: st
 
   // -------- purge server: RSS, the purge on request, a TRUNCATE checkpoint. The sweep stays out of the way.
   let server: ServerProcess = await startServer(dbPath, { SESSIOND_SWEEP_INTERVAL: '24h' }, o.cpuProfDir);
-  let channels = new Channels(server.address, Math.min(o.channels, o.stallConcurrency));
-  let admin = new SessiondClient(server.address);
+  let channels = new Channels(server.address, Math.min(o.channels, o.stallConcurrency), server.apiKey);
+  let admin = new SessiondClient(server.address, { apiKey: server.apiKey, adminToken: server.adminKey });
   try {
     await channels.ready();
     const validateLive = issuer(workload('ValidateSession', pools), channels);
@@ -147,8 +147,8 @@ export async function measureStalls(dir: string, o: BenchOptions, log: (line: st
     await server.stop();
     server = await startServer(sweepDb, { SESSIOND_SWEEP_INTERVAL: `${o.sweepIntervalMs}ms` }, o.cpuProfDir);
     const servingAt = performance.now();
-    channels = new Channels(server.address, Math.min(o.channels, o.stallConcurrency));
-    admin = new SessiondClient(server.address);
+    channels = new Channels(server.address, Math.min(o.channels, o.stallConcurrency), server.apiKey);
+    admin = new SessiondClient(server.address, { apiKey: server.apiKey, adminToken: server.adminKey });
     await channels.ready();
     const validateLive2 = issuer(workload('ValidateSession', pools), channels);
     const sweep = await measured(channels, admin, validateLive2, o.stallConcurrency, async () => {

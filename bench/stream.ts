@@ -49,7 +49,7 @@ export async function measureStreaming(
   log: (line: string) => void,
 ): Promise<StreamResults> {
   const clients = Array.from({ length: o.streams }, () =>
-    new SessiondClient(server.address, { channelOptions: { 'grpc.use_local_subchannel_pool': 1 } }));
+    new SessiondClient(server.address, { apiKey: server.apiKey, channelOptions: { 'grpc.use_local_subchannel_pool': 1 } }));
   const validators: StreamValidator[] = clients.map((c) => c.openValidator());
   const redis = 'server' in redisStart ? redisStart.server : undefined;
   const redisConns = redis ? redisClients(redis.port, o.streams) : [];

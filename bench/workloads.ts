@@ -12,6 +12,7 @@ import {
 import { idOf, SERVER_IDS, tokenOf } from './fill';
 import type { Issue } from './load';
 import type { OpName } from './options';
+import { BARE_PING_PATH } from './bare-server';
 import { stringAt, toBuffer, type Channels } from './rpc';
 
 export const EMPTY_PATH = '/sessiond.bench.v1.Bench/Empty';
@@ -24,7 +25,7 @@ const CREATE_SUBJECTS = 25_000;
 const EMPTY = Buffer.alloc(0);
 
 export interface Workload {
-  readonly name: OpName | 'Empty';
+  readonly name: OpName | 'Bare';
   readonly path: string;
   request(worker: number): Buffer;
   /** An error text when the answer is not what the bench expects. */
@@ -97,8 +98,10 @@ export class Pools {
 
 const validAnswer = (a: Buffer) => (a[0] === 0x08 && a[1] === 0x01 ? undefined : 'ValidateSession answered valid=false for a live session');
 
-export function workload(name: OpName | 'Empty', pools: Pools): Workload {
+export function workload(name: OpName | 'Bare', pools: Pools): Workload {
   switch (name) {
+    case 'Bare':
+      return { name, path: BARE_PING_PATH, request: () => EMPTY };
     case 'Empty':
       return { name, path: EMPTY_PATH, request: () => EMPTY };
     case 'Empty+answer':

@@ -1,12 +1,16 @@
 import test from 'ava';
-import { Client, credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { Client, credentials, makeGenericClientConstructor, status, type ServiceError } from '@grpc/grpc-js';
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { BARE_PING_PATH } from '../bench/bare-server';
+import { median } from '../bench/load';
 import { OPS, type BenchOptions } from '../bench/options';
 import { POSTGRES_CONFIGS } from '../bench/postgres';
 import type { BenchResults } from '../bench/report';
 import type { Summary } from '../bench/load';
+import { startBareServer } from '../bench/server-process';
+import type { UnaryRow } from '../bench/unary';
 import type { LoopDelayFigures } from '../src/transport/bench-service';
 import { startTestServer, tempDir } from './helpers/server';
 import { requireTool, tool } from './helpers/tools';
@@ -16,6 +20,7 @@ import { requireTool, tool } from './helpers/tools';
  * as their own processes, the bench-only service, Redis when installed, and
  * PostgreSQL (required: a bench that cannot start it fails, and so does this).
  * It checks that every figure is there and sane; never how fast anything is.
+ * Every call is measured against a bare grpc-js server (bench/bare-server.ts).
  */
 
 const ROOT = join(__dirname, '..');
@@ -30,6 +35,18 @@ function runSmokeBench(out: string): Promise<{ code: number | null; output: stri
 }
 
 const finitePositive = (n: unknown) => typeof n === 'number' && Number.isFinite(n) && n > 0;
+const close = (a: number | null, b: number) => a !== null && Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
+
+/** The ratios of a row are its call's figures over the bare server's, from the same run's windows. */
+function ratiosToBare(row: UnaryRow, what: string): string[] {
+  const problems: string[] = [];
+  if (!close(row.ratio.rate, median(row.roundRatios))) problems.push(`${what}: rate ratio ${row.ratio.rate} is not the median of ${row.roundRatios.join(', ')}`);
+  if (!close(row.ratio.p99, row.call.p99Ms / row.bare.p99Ms)) problems.push(`${what}: p99 ratio ${row.ratio.p99} is not ${row.call.p99Ms} / ${row.bare.p99Ms}`);
+  // CPU comes in clock ticks (10 ms): a tiny window may see none, and then no ratio is claimed.
+  const ticks = row.call.cpuUsPerCall! > 0 && row.bare.cpuUsPerCall! > 0;
+  if (ticks ? !close(row.ratio.cpu, row.call.cpuUsPerCall! / row.bare.cpuUsPerCall!) : row.ratio.cpu !== null) problems.push(`${what}: cpu ratio ${row.ratio.cpu}`);
+  return problems;
+}
 
 function saneSummary(s: Summary, what: string, cpu: boolean): string[] {
   const problems: string[] = [];
@@ -86,18 +103,26 @@ test('the smoke bench runs end to end and reports every figure with sane values'
         problems.push(`${what}: missing`);
         continue;
       }
-      problems.push(...saneSummary(row.call, what, true), ...saneSummary(row.empty, `${what} (empty)`, true));
+      problems.push(...saneSummary(row.call, what, true), ...saneSummary(row.bare, `${what} (bare)`, true), ...ratiosToBare(row, what));
       if (row.roundRatios.length !== o.rounds) problems.push(`${what}: ${row.roundRatios.length} round ratios`);
       if (!finitePositive(row.ratio.rate)) problems.push(`${what}: rate ratio ${row.ratio.rate}`);
       if (!finitePositive(row.ratio.p99)) problems.push(`${what}: p99 ratio ${row.ratio.p99}`);
-      // CPU comes in clock ticks (10 ms): a tiny window may see none, and then no ratio is claimed.
-      const ticks = row.call.cpuUsPerCall! > 0 && row.empty.cpuUsPerCall! > 0;
-      if (ticks ? !finitePositive(row.ratio.cpu) : row.ratio.cpu !== null) problems.push(`${what}: cpu ratio ${row.ratio.cpu}`);
       if (op === 'ValidateSession+touch' && !(row.touchWriteShare! >= 0 && row.touchWriteShare! <= 1)) problems.push(`${what}: touch write share ${row.touchWriteShare}`);
     }
   }
 
-  // PostgreSQL: every call at every concurrency on one replica and on two, each against its own servers' empty RPC.
+  // The baseline is the bare server in a process of its own, run as the sessiond servers are; sessiond's
+  // own empty RPC is a row of its own, and the bare server's CPU was read (not sessiond's) in its windows.
+  t.deepEqual(r.meta['baseline'], { server: 'bench/bare-server.ts', rpc: BARE_PING_PATH, runs: 'node dist/bench/bare-server.js' });
+  t.true(OPS[0] === 'Empty' && o.ops.includes('Empty'), 'sessiond\'s empty RPC is measured by default');
+  const top = Math.max(...o.concurrency);
+  const normal = r.unary.filter((u) => u.storage === 'sqlite' && u.synchronous === 'NORMAL' && !u.variant && u.concurrency === top);
+  t.true(normal.some((u) => u.bare.cpuUsPerCall! > 0), 'the bare server\'s CPU shows in its windows');
+  t.regex(output, /bare grpc-js empty RPC \(the baseline, mean of its windows\) +NORMAL +1 +\d+/);
+  t.regex(output, /sessiond's empty RPC +NORMAL +\d+ +\d+/);
+  t.regex(output, /x bare rate +x bare p99 +x bare CPU/);
+
+  // PostgreSQL: every call at every concurrency on one replica and on two, each against the bare server's empty RPC.
   t.true(o.postgres, 'the PostgreSQL part is on by default');
   for (const config of POSTGRES_CONFIGS) {
     for (const c of o.concurrency) {
@@ -109,7 +134,7 @@ test('the smoke bench runs end to end and reports every figure with sane values'
           continue;
         }
         if (row.storage !== 'postgres' || row.replicas !== config.replicas || row.synchronous !== 'on') problems.push(`${what}: ${row.storage} x${row.replicas} ${row.synchronous}`);
-        problems.push(...saneSummary(row.call, what, true), ...saneSummary(row.empty, `${what} (empty)`, true));
+        problems.push(...saneSummary(row.call, what, true), ...saneSummary(row.bare, `${what} (bare)`, true), ...ratiosToBare(row, what));
         if (!finitePositive(row.ratio.rate) || !finitePositive(row.ratio.p99)) problems.push(`${what}: ratios ${JSON.stringify(row.ratio)}`);
       }
     }
@@ -159,7 +184,7 @@ test('the smoke bench runs end to end and reports every figure with sane values'
     const op = u.variant!.startsWith('durable revocations') ? 'RotateSessionToken' : 'CreateSession';
     const what = `${op} ${u.synchronous} [${u.variant}]`;
     if (u.op !== op || u.concurrency !== Math.max(...o.concurrency)) problems.push(`${what}: ${u.op} at ${u.concurrency}`);
-    problems.push(...saneSummary(u.call, what, true), ...saneSummary(u.empty, `${what} (empty)`, true));
+    problems.push(...saneSummary(u.call, what, true), ...saneSummary(u.bare, `${what} (bare)`, true), ...ratiosToBare(u, what));
   }
   t.regex(output, /CreateSession \[no group commit, checkpoints in commits\]/);
   const durability = r.durability!;
@@ -195,8 +220,21 @@ test('the smoke bench runs end to end and reports every figure with sane values'
   if (!(st.checkpoint.durationMs >= 0 && st.checkpoint.walFramesBefore >= 0)) problems.push(`checkpoint: ${JSON.stringify(st.checkpoint)}`);
   for (const [k, v] of Object.entries(st.rss)) if (!(v > 10 && v < 10_000)) problems.push(`rss ${k}: ${v} MB`);
 
-  // Targets: each one judged, except what needs Redis when it is absent.
-  t.true(r.targets.length >= 15, `${r.targets.length} targets`);
+  // Targets: issue 16's, as ratios to the bare server at the largest concurrency, each the figure of its row;
+  // and each one judged, except what needs Redis when it is absent.
+  const unaryTargets: [string, string, 'cpu' | 'rate'][] = [
+    ["sessiond's empty RPC server CPU per call", 'Empty', 'cpu'], ['ValidateSession server CPU per call', 'ValidateSession', 'cpu'],
+    ['GetSession server CPU per call', 'GetSession', 'cpu'], ['CreateSession NORMAL server CPU per call', 'CreateSession', 'cpu'],
+    ['ValidateSession rate', 'ValidateSession', 'rate'], ['GetSession rate', 'GetSession', 'rate'], ['CreateSession NORMAL rate', 'CreateSession', 'rate'],
+  ];
+  for (const [name, op, figure] of unaryTargets) {
+    const target = r.targets.find((x) => x.name === `${name} at ${top} in flight`);
+    const row = normal.find((u) => u.op === op);
+    if (!target || !row) problems.push(`target ${name}: ${target ? 'no row' : 'missing'}`);
+    else if (target.value !== row.ratio[figure]) problems.push(`target ${name}: ${target.value}, the row says ${row.ratio[figure]}`);
+    else if (!target.target.endsWith('x the bare empty RPC')) problems.push(`target ${name}: ${target.target}`);
+  }
+  t.is(r.targets.length, unaryTargets.length + 2 * o.streamConcurrency.length + 4, r.targets.map((x) => x.name).join('; '));
   for (const target of r.targets) {
     const mayBeUnjudged = !hasRedis && target.name.includes('Redis');
     if (target.met === null && !mayBeUnjudged) problems.push(`target not judged: ${target.name}`);
@@ -204,6 +242,25 @@ test('the smoke bench runs end to end and reports every figure with sane values'
   }
   t.deepEqual(problems, [], output);
   t.truthy(r.meta['commit']);
+});
+
+test('the bare baseline server answers Ping with an empty message, and serves nothing else', async (t) => {
+  const bare = await startBareServer();
+  t.teardown(() => bare.stop());
+  const Bare = makeGenericClientConstructor({
+    ping: {
+      path: BARE_PING_PATH, requestStream: false, responseStream: false, originalName: 'ping',
+      requestSerialize: () => Buffer.alloc(0), requestDeserialize: () => ({}),
+      responseSerialize: () => Buffer.alloc(0), responseDeserialize: (b: Buffer) => ({ bytes: b.length }),
+    },
+  }, 'Bare');
+  const client = new Bare(bare.address, credentials.createInsecure()) as unknown as Client & { ping(req: object, cb: (err: ServiceError | null, res?: { bytes: number }) => void): void };
+  t.teardown(() => client.close());
+  const answer = await new Promise<{ bytes: number }>((resolve, reject) => client.ping({}, (err, res) => (err ? reject(err) : resolve(res!))));
+  t.deepEqual(answer, { bytes: 0 });
+  t.is(bare.apiKey, undefined, 'it knows no principals');
+  const refused = await t.throwsAsync<ServiceError>(benchCall(bare.address, 'Empty'));
+  t.is(refused?.code, status.UNIMPLEMENTED, 'not sessiond\'s bench service');
 });
 
 function benchCall(address: string, method: string): Promise<Buffer> {

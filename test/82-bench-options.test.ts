@@ -23,6 +23,9 @@ test('defaults, smoke defaults, and flags over variables', (t) => {
   t.is(full.sessions, 100000);
   t.deepEqual(full.concurrency, [1, 16, 64]);
   t.is(full.server, 'dist');
+  // sessiond's own empty RPC is a call like the others, measured against the bare server, and first.
+  t.is(full.ops[0], 'Empty');
+  t.deepEqual(loadBenchOptions([], { BENCH_OPS: 'Empty,GetSession' }).ops, ['Empty', 'GetSession']);
   const smoke = loadBenchOptions(['--smoke'], {});
   t.true(smoke.smoke);
   t.is(smoke.sessions, 400);
@@ -40,10 +43,11 @@ test('defaults, smoke defaults, and flags over variables', (t) => {
 });
 
 test('every bad bench setting is reported at once, by flag or variable', (t) => {
-  const message = problems(['--window', 'soon', '--no-such-thing', '1', '--parts', 'micro,nope'], { BENCH_ROUNDS: '0', BENCH_SERVER: 'docker', BENCH_POSTGRES: 'maybe' });
+  const message = problems(['--window', 'soon', '--no-such-thing', '1', '--parts', 'micro,nope', '--ops', 'Bare'], { BENCH_ROUNDS: '0', BENCH_SERVER: 'docker', BENCH_POSTGRES: 'maybe' });
   t.regex(message, /--window.*"soon"/);
   t.regex(message, /--no-such-thing/);
   t.regex(message, /--parts.*nope/);
+  t.regex(message, /--ops.*Bare/, 'the bare baseline is not a call of sessiond\'s');
   t.regex(message, /BENCH_ROUNDS/);
   t.regex(message, /BENCH_SERVER/);
   t.regex(message, /BENCH_POSTGRES.*"maybe"/);
