@@ -31,7 +31,7 @@ import { BARE_PING_PATH } from './bare-server';
 import { fillDatabase } from './fill';
 import { BenchOptionsError, helpText, loadBenchOptions, type BenchOptions, type OpName } from './options';
 import { startRedis } from './redis';
-import { checkTargets, durabilityCost, formatReport, type BenchResults } from './report';
+import { checkTargets, durabilityCost, formatReport, outboxCost, type BenchResults } from './report';
 import { Channels } from './rpc';
 import { buildServer, startBareServer, startServer, useServerSettings, writeBenchCallers, type ServerProcess } from './server-process';
 import { measureStalls, type StallResults } from './stalls';
@@ -107,6 +107,8 @@ const ABLATIONS: { name: string; synchronous: UnaryRow['synchronous']; env: Reco
   { name: 'checkpoints in commits', synchronous: 'NORMAL', env: { SESSIOND_CHECKPOINT_WORKER: 'false' } },
   { name: 'no group commit', synchronous: 'FULL', env: { SESSIOND_SYNCHRONOUS: 'full', SESSIOND_GROUP_COMMIT: 'false' } },
   { name: 'fsync in commits', synchronous: 'FULL', env: { SESSIOND_SYNCHRONOUS: 'full', SESSIOND_OFF_LOOP_FSYNC: 'false' } },
+  // The other way round: what the events outbox costs a create (its row, in the create's transaction).
+  { name: 'no session events', synchronous: 'NORMAL', env: { SESSIOND_SESSION_EVENTS: 'false' } },
 ];
 
 /**
@@ -227,7 +229,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
   }
   meta['loadavgAtEnd'] = loadavg();
   meta['finishedAt'] = new Date().toISOString();
-  return { meta, options: o, unary, micro, decodeLimit, gcTuning, streaming, stalls, durability: durabilityCost(unary), targets: checkTargets(o, unary, streaming, stalls) };
+  return { meta, options: o, unary, micro, decodeLimit, gcTuning, streaming, stalls, durability: durabilityCost(unary), outbox: outboxCost(unary), targets: checkTargets(o, unary, streaming, stalls) };
 }
 
 async function main(): Promise<void> {

@@ -32,6 +32,13 @@ export const POSTGRES_CONFIGS = [
 ] as const;
 
 /**
+ * CreateSession on two replicas without the events outbox, beside the rows
+ * with it: what the outbox costs a write on PostgreSQL, where every
+ * event-writing transaction takes the one counter row's lock until it commits.
+ */
+export const POSTGRES_EVENT_COST = { name: 'postgres, 2 replicas, no session events', replicas: 2, env: { SESSIOND_SESSION_EVENTS: 'false' } } as const;
+
+/**
  * Stores `counts` sessions in the database at `url` through the PostgreSQL
  * backend's own migrations and insert (one statement, one commit each), with
  * the ids, tokens and records bench/fill.ts gives SQLite.
@@ -70,8 +77,8 @@ async function startCluster(): Promise<PostgresCluster> {
 
 /** Runs `fn` on `replicas` server processes over the database at `url`, behind one set of channels; the servers are stopped afterwards. */
 async function onReplicas<T>(dir: string, url: string, replicas: number, o: BenchOptions, log: (line: string) => void,
-  fn: (servers: ServerProcess[], channels: Channels) => Promise<T>): Promise<T> {
-  const env = { SESSIOND_STORAGE: 'postgres', SESSIOND_DATABASE_URL: url };
+  fn: (servers: ServerProcess[], channels: Channels) => Promise<T>, extraEnv: Record<string, string> = {}): Promise<T> {
+  const env = { SESSIOND_STORAGE: 'postgres', SESSIOND_DATABASE_URL: url, ...extraEnv };
   const servers: ServerProcess[] = [];
   let channels: Channels | undefined;
   try {
@@ -119,6 +126,18 @@ export async function measurePostgres(dir: string, baseline: Baseline, o: BenchO
         rows.push(...await measureUnary(servers, channels, baseline, pools, o.ops, 'on', o, log, { name: config.name, storage: 'postgres' }));
       });
       (meta['deleteMisses'] as Record<string, number>)[config.name] = pools.deleteMisses;
+    }
+    if (o.ops.includes('CreateSession')) {
+      const c = POSTGRES_EVENT_COST;
+      const db = `bench${++n}`;
+      await cluster.admin((sql) => sql.unsafe(`CREATE DATABASE ${db} OWNER sessiond`));
+      await fillPostgres(cluster.url(db), { live: o.sessions, spare });
+      const pools = new Pools(o.sessions, spare);
+      await onReplicas(dir, cluster.url(db), c.replicas, o, log, async (servers, channels) => {
+        log(`CreateSession, PostgreSQL, ${c.replicas} replicas, no session events (server pid ${servers.map((s) => s.pid).join(', ')})`);
+        rows.push(...await measureUnary(servers, channels, baseline, pools, ['CreateSession'], 'on', o, log,
+          { name: c.name, storage: 'postgres', concurrency: [Math.max(...o.concurrency)] }));
+      }, c.env);
     }
   } finally {
     await cluster.remove();

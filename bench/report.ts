@@ -35,7 +35,37 @@ export interface BenchResults {
   stalls: StallResults | null;
   /** What --durable-revocations costs RotateSessionToken at NORMAL; null when the durable part did not run. */
   durability: DurabilityCost | null;
+  /** What the session events outbox costs CreateSession, per backend measured (empty when no off row ran). */
+  outbox: OutboxCost[];
   targets: TargetCheck[];
+}
+
+export interface OutboxCost {
+  backend: string;
+  concurrency: number;
+  onRate: number;
+  offRate: number;
+  /** Server CPU per create with the outbox minus without it (summed over the replicas' processes). */
+  extraCpuUs: number | null;
+  onP99Ms: number;
+  offP99Ms: number;
+}
+
+/** CreateSession with the outbox (the plain rows) against the rows measured with --session-events false. */
+export function outboxCost(unary: UnaryRow[]): OutboxCost[] {
+  const pairs: [string, (u: UnaryRow) => boolean, string][] = [
+    ['SQLite, synchronous=NORMAL', (u) => u.storage === 'sqlite' && u.synchronous === 'NORMAL' && u.variant === undefined, 'no session events'],
+    ['PostgreSQL, 2 replicas', (u) => u.variant === 'postgres, 2 replicas', 'postgres, 2 replicas, no session events'],
+  ];
+  const out: OutboxCost[] = [];
+  for (const [backend, isOn, offName] of pairs) {
+    const off = unary.find((u) => u.op === 'CreateSession' && u.variant === offName);
+    const on = off && unary.find((u) => u.op === 'CreateSession' && u.concurrency === off.concurrency && isOn(u));
+    if (!on || !off) continue;
+    const cpu = on.call.cpuUsPerCall != null && off.call.cpuUsPerCall != null ? on.call.cpuUsPerCall - off.call.cpuUsPerCall : null;
+    out.push({ backend, concurrency: on.concurrency, onRate: on.call.rate, offRate: off.call.rate, extraCpuUs: cpu, onP99Ms: on.call.p99Ms, offP99Ms: off.call.p99Ms });
+  }
+  return out;
 }
 
 export interface DurabilityCost {
@@ -109,6 +139,10 @@ export function formatReport(r: BenchResults): string {
     out.push(`Durable revocations (RotateSessionToken, synchronous=NORMAL, ${d.concurrency} in flight): ` +
       `on ${num(d.onRate)}/s (${num(d.onVsBare, 2)}x bare, p99 ${num(d.onP99Ms, 2)} ms), off ${num(d.offRate)}/s (${num(d.offVsBare, 2)}x bare, p99 ${num(d.offP99Ms, 2)} ms); ` +
       `on/off ${num(d.rateRatio, 2)} (${num(d.ratioVsBare, 2)} of the x-bare ratios)`, '');
+  }
+  for (const b of r.outbox) {
+    out.push(`Session events outbox (CreateSession, ${b.backend}, ${b.concurrency} in flight): with it ${num(b.onRate)}/s (p99 ${num(b.onP99Ms, 2)} ms), ` +
+      `without ${num(b.offRate)}/s (p99 ${num(b.offP99Ms, 2)} ms); rate ${num(b.onRate / b.offRate, 2)}x, ${b.extraCpuUs == null ? '-' : num(b.extraCpuUs, 1)} us more server CPU per create`, '');
   }
   if (r.micro.length > 0) {
     out.push('Hot-path changes, before and after, in-process on the filled database (CPU us per operation, median of the rounds):', '');

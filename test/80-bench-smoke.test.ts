@@ -178,7 +178,7 @@ test('the smoke bench runs end to end and reports every figure with sane values'
   t.deepEqual(
     variants.map((u) => `${u.synchronous} ${u.variant}`).sort(),
     ['FULL fsync in commits', 'FULL no group commit', 'NORMAL checkpoints in commits', 'NORMAL durable revocations off', 'NORMAL durable revocations on',
-      'NORMAL no group commit', 'NORMAL no group commit, checkpoints in commits'],
+      'NORMAL no group commit', 'NORMAL no group commit, checkpoints in commits', 'NORMAL no session events'],
   );
   for (const u of variants) {
     const op = u.variant!.startsWith('durable revocations') ? 'RotateSessionToken' : 'CreateSession';
@@ -187,6 +187,11 @@ test('the smoke bench runs end to end and reports every figure with sane values'
     problems.push(...saneSummary(u.call, what, true), ...saneSummary(u.bare, `${what} (bare)`, true), ...ratiosToBare(u, what));
   }
   t.regex(output, /CreateSession \[no group commit, checkpoints in commits\]/);
+  // What the outbox costs a create, on both backends, from rows of this run.
+  t.deepEqual(r.outbox.map((b) => b.backend), ['SQLite, synchronous=NORMAL', 'PostgreSQL, 2 replicas']);
+  for (const b of r.outbox) if (!(finitePositive(b.onRate) && finitePositive(b.offRate) && b.extraCpuUs !== null && Number.isFinite(b.extraCpuUs))) problems.push(`outbox ${b.backend}: ${JSON.stringify(b)}`);
+  t.regex(output, /Session events outbox \(CreateSession, SQLite, synchronous=NORMAL, \d+ in flight\): with it \d+\/s .* without \d+\/s .*; rate [\d.]+x, -?[\d.]+ us more server CPU per create/);
+  t.regex(output, /Session events outbox \(CreateSession, PostgreSQL, 2 replicas, \d+ in flight\)/);
   const durability = r.durability!;
   t.truthy(durability, 'the durable part ran');
   for (const [k, v] of Object.entries(durability)) if (!finitePositive(v)) problems.push(`durability ${k}: ${v}`);
