@@ -104,10 +104,9 @@ export function revocationReservePages(limitPages: number): number {
   return Math.max(1, Math.min(Math.floor(limitPages / 8), 16_384));
 }
 
-/** max_page_count for ordinary writes and for revocations, in pages; undefined without a limit. */
-export function pageLimits(db: Database, o: StorageOptions): { normal: number; revoking: number } | undefined {
-  if (o.maxDbSize <= 0) return undefined;
-  const revoking = Math.floor(o.maxDbSize / (db.pragma('page_size', { simple: true }) as number));
+/** max_page_count for ordinary writes and for revocations: --max-db-size in whole pages of `pageSize`, less the reserve. */
+export function pageLimits(maxBytes: number, pageSize: number): { normal: number; revoking: number } {
+  const revoking = Math.floor(maxBytes / pageSize);
   return { normal: revoking - revocationReservePages(revoking), revoking };
 }
 
@@ -120,9 +119,9 @@ export function pageLimits(db: Database, o: StorageOptions): { normal: number; r
  */
 function applyMaxPageCount(db: Database, maxBytes: number, problems: string[]): void {
   const pageSize = db.pragma('page_size', { simple: true }) as number;
-  const want = Math.floor(maxBytes / pageSize);
+  const { normal, revoking: want } = pageLimits(maxBytes, pageSize);
   const got = db.pragma(`max_page_count = ${want}`, { simple: true }) as number;
-  if (got === want) db.pragma(`max_page_count = ${want - revocationReservePages(want)}`);
+  if (got === want) db.pragma(`max_page_count = ${normal}`);
   else {
     const pages = db.pragma('page_count', { simple: true }) as number;
     problems.push(

@@ -58,11 +58,14 @@ export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
   private readonly walIndex: WalIndex;
   /** The syncs after COMMIT that SQLite does not make at this setting (commit-sync.ts); absent when it makes them all. */
   private readonly commitSync: CommitSync | undefined;
+  /** --max-db-size in pages, for revocations and for the other writes (pageLimits); absent without a limit. */
+  private readonly limits: { normal: number; revoking: number } | undefined;
 
   private constructor(private readonly db: Database.Database, readonly options: StorageOptions, private readonly hooks: StorageHooks) {
     const events = new SqliteEventLog(db, options.sessionEvents);
     db.transaction(() => events.openWith(options.sessionEvents)).immediate();
-    this.sessions = new SqliteSessionRepository(db, events, pageLimits(db, options));
+    this.limits = options.maxDbSize > 0 ? pageLimits(options.maxDbSize, db.pragma('page_size', { simple: true }) as number) : undefined;
+    this.sessions = new SqliteSessionRepository(db, events, this.limits);
     this.walIndex = WalIndex.open(options.path);
     // The connection has read the database by now, so in WAL mode the -wal file exists.
     const plan = commitSyncPlan(options);
@@ -179,7 +182,7 @@ export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
         pageCount: p('page_count'),
         freelistCount: p('freelist_count'),
         // The limit as SQLite applies it to revocations: ordinary writes stop a reserve short of it (revocationReservePages).
-        maxDatabaseBytes: (pageLimits(this.db, this.options)?.revoking ?? 0) * p('page_size'),
+        maxDatabaseBytes: (this.limits?.revoking ?? 0) * p('page_size'),
         schemaVersion: p('user_version'),
         lastCheckpoint: this.lastCheckpoint,
       };
