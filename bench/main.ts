@@ -14,6 +14,11 @@
  *           then (--postgres on) the same on PostgreSQL, one replica and two
  *           on one database, in a cluster the bench starts and removes
  *   stream  ValidateSessionStream vs Redis GET (same server process)
+ *   threads the stream's lookups on worker threads: an experiment server with
+ *           them on its main thread, on 1 and on 2 threads, and sessiond's own
+ *           stream, alternately (bench/stream-threads.ts)
+ *   workers sessiond with --workers 1 and 2: ValidateSession, the stream and
+ *           Redis GET alternately, CPU summed over each process tree (bench/workers.ts)
  *   full    CreateSession with synchronous=FULL on a second server process
  *   ablation CreateSession on servers with group commit, the checkpoint worker
  *           or the off-loop fsync switched off: what each buys
@@ -36,6 +41,7 @@ import { Channels } from './rpc';
 import { buildServer, startBareServer, startServer, useServerSettings, writeBenchCallers, type ServerProcess } from './server-process';
 import { measureStalls, type StallResults } from './stalls';
 import { measureStreaming, type StreamResults } from './stream';
+import { measureStreamThreads, type ThreadsResults } from './stream-threads';
 import { measureDecodeLimit, type DecodeLimitResults } from './decode-limit';
 import { measureGcTuning, type GcTuningResults } from './gc-tuning';
 import { measureMicro, type MicroRow } from './micro';
@@ -141,10 +147,11 @@ async function run(o: BenchOptions): Promise<BenchResults> {
   let decodeLimit: DecodeLimitResults | null = null;
   let gcTuning: GcTuningResults | null = null;
   let streaming: StreamResults | null = null;
+  let threads: ThreadsResults | null = null;
   let stalls: StallResults | null = null;
   try {
     const wants = (p: BenchOptions['parts'][number]) => o.parts.includes(p);
-    if (wants('micro') || wants('unary') || wants('stream') || wants('full') || wants('ablation') || wants('durable')) {
+    if ((['micro', 'unary', 'stream', 'threads', 'workers', 'full', 'ablation', 'durable'] as const).some(wants)) {
       const dbPath = join(dir, 'sessions.db');
       const spare = Math.max(100, Math.floor(o.sessions / 4));
       log(`filling ${o.sessions} live (+${spare} spare) sessions...`);
@@ -165,7 +172,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
       const baseline = () => bare ?? assertNever('the bare baseline server was not started');
       if (bare) meta['baseline'] = { server: 'bench/bare-server.ts', rpc: BARE_PING_PATH, runs: o.server === 'dist' ? 'node dist/bench/bare-server.js' : 'node --import tsx bench/bare-server.ts' };
       try {
-        if (wants('unary') || wants('stream')) {
+        if (wants('unary') || wants('stream') || wants('threads')) {
           await onServer(dbPath, {}, o, async (server, channels) => {
             if (wants('unary')) {
               log(`unary calls, synchronous=NORMAL (server pid ${server.pid})`);
@@ -180,6 +187,10 @@ async function run(o: BenchOptions): Promise<BenchResults> {
               } finally {
                 if ('server' in redis) await redis.server.stop();
               }
+            }
+            if (wants('threads')) {
+              log('streaming validation with the lookups on worker threads (an experiment server, 0, 1 and 2 threads) and sessiond\'s own stream');
+              threads = await measureStreamThreads(server, dbPath, pools, o, cpus().length, log);
             }
           });
         }
@@ -229,7 +240,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
   }
   meta['loadavgAtEnd'] = loadavg();
   meta['finishedAt'] = new Date().toISOString();
-  return { meta, options: o, unary, micro, decodeLimit, gcTuning, streaming, stalls, durability: durabilityCost(unary), outbox: outboxCost(unary), targets: checkTargets(o, unary, streaming, stalls) };
+  return { meta, options: o, unary, micro, decodeLimit, gcTuning, streaming, threads, stalls, durability: durabilityCost(unary), outbox: outboxCost(unary), targets: checkTargets(o, unary, streaming, stalls) };
 }
 
 async function main(): Promise<void> {

@@ -24,7 +24,7 @@ export const OPS = [
 export const DURABLE_OPS = ['RotateSessionToken'] as const;
 export type OpName = (typeof OPS)[number] | (typeof DURABLE_OPS)[number];
 
-export const PARTS = ['micro', 'unary', 'full', 'ablation', 'durable', 'stream', 'stalls'] as const;
+export const PARTS = ['micro', 'unary', 'full', 'ablation', 'durable', 'stream', 'threads', 'workers', 'stalls'] as const;
 export type Part = (typeof PARTS)[number];
 
 export interface BenchOptions {

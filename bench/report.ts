@@ -9,6 +9,7 @@ import type { BenchOptions } from './options';
 import { formatUnary, unaryTargets } from './report-unary';
 import type { StallResults } from './stalls';
 import type { StreamResults } from './stream';
+import type { ThreadsResults } from './stream-threads';
 import { num, table, verdict } from './table';
 import type { UnaryRow } from './unary';
 
@@ -32,6 +33,8 @@ export interface BenchResults {
   /** Major collections of the same promoted garbage, V8's default growth against the server's cap (bench/gc-tuning.ts). */
   gcTuning: GcTuningResults | null;
   streaming: StreamResults | null;
+  /** The stream's lookups on worker threads, against the main thread and sessiond (bench/stream-threads.ts). */
+  threads: ThreadsResults | null;
   stalls: StallResults | null;
   /** What --durable-revocations costs RotateSessionToken at NORMAL; null when the durable part did not run. */
   durability: DurabilityCost | null;

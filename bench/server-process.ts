@@ -20,9 +20,9 @@ const CLK_TCK = (() => {
   }
 })();
 
-/** utime + stime of every thread of `pid`, in microseconds; resolution 1/CLK_TCK s. */
-export function cpuMicros(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/** utime + stime of every thread of `pid` (or of the task whose stat file is given), in microseconds; resolution 1/CLK_TCK s. */
+export function cpuMicros(pid: number, statFile = `/proc/${pid}/stat`): number {
+  const stat = readFileSync(statFile, 'utf8');
   // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticks = Number(fields[11]) + Number(fields[12]);
@@ -109,11 +109,13 @@ const tsc = (args: string[]) => execFileSync(process.execPath, [join(ROOT, 'node
  * their source maps) and collects more garbage. The bare baseline server is
  * compiled beside it (dist/bench/bare-server.js) with the same compiler
  * options, so that it runs the same way; tsconfig.build.json leaves bench/ out.
+ * So is the threads experiment's stream server (bench/stream-threads-server.ts).
  */
 export function buildServer(): void {
   tsc(['-p', 'tsconfig.build.json']);
   tsc(['--target', 'ES2022', '--module', 'node16', '--moduleResolution', 'node16', '--strict', '--esModuleInterop', '--skipLibCheck',
-    '--types', 'node', '--sourceMap', '--rootDir', '.', '--outDir', 'dist', join('bench', 'bare-server.ts')]);
+    '--types', 'node', '--sourceMap', '--rootDir', '.', '--outDir', 'dist', join('bench', 'bare-server.ts'),
+    join('bench', 'stream-threads-server.ts'), join('bench', 'stream-lookup-worker.ts')]);
 }
 
 /**
@@ -136,6 +138,14 @@ export function startServer(dbPath: string, env: Record<string, string>, cpuProf
 /** Starts the bare grpc-js baseline (bench/bare-server.ts) on a free loopback port. */
 export function startBareServer(cpuProfDir?: string): Promise<ServerProcess> {
   return spawnServer(entryOf(join('bench', 'bare-server')), { BARE_LISTEN: '127.0.0.1:0' }, cpuProfDir, undefined);
+}
+
+/**
+ * Starts the threads experiment's stream server (bench/stream-threads-server.ts)
+ * on `dbPath`, its lookups on the main thread (threads 0) or on that many worker threads.
+ */
+export function startStreamThreadsServer(dbPath: string, threads: number, cpuProfDir?: string): Promise<ServerProcess> {
+  return spawnServer(entryOf(join('bench', 'stream-threads-server')), { STREAM_DB: dbPath, STREAM_THREADS: String(threads), STREAM_LISTEN: '127.0.0.1:0' }, cpuProfDir, undefined);
 }
 
 async function spawnServer(entry: string[], env: Record<string, string>, cpuProfDir: string | undefined, keys: BenchCallers | undefined): Promise<ServerProcess> {
