@@ -42,6 +42,7 @@ import { buildServer, startBareServer, startServer, useServerSettings, writeBenc
 import { measureStalls, type StallResults } from './stalls';
 import { measureStreaming, type StreamResults } from './stream';
 import { measureStreamThreads, type ThreadsResults } from './stream-threads';
+import { measureWorkers, type WorkersResults } from './workers';
 import { measureDecodeLimit, type DecodeLimitResults } from './decode-limit';
 import { measureGcTuning, type GcTuningResults } from './gc-tuning';
 import { measureMicro, type MicroRow } from './micro';
@@ -148,6 +149,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
   let gcTuning: GcTuningResults | null = null;
   let streaming: StreamResults | null = null;
   let threads: ThreadsResults | null = null;
+  let workers: WorkersResults | null = null;
   let stalls: StallResults | null = null;
   try {
     const wants = (p: BenchOptions['parts'][number]) => o.parts.includes(p);
@@ -193,6 +195,16 @@ async function run(o: BenchOptions): Promise<BenchResults> {
               threads = await measureStreamThreads(server, dbPath, pools, o, cpus().length, log);
             }
           });
+        }
+        if (wants('workers')) {
+          log('sessiond with 1 and 2 workers: ValidateSession, the stream and Redis GET, alternately');
+          const redis = await startRedis();
+          if ('skipped' in redis) log(`  Redis comparison skipped: ${redis.skipped}`);
+          try {
+            workers = await measureWorkers(dbPath, pools, redis, o, log);
+          } finally {
+            if ('server' in redis) await redis.server.stop();
+          }
         }
         if (wants('unary') && o.postgres) {
           const pg = await measurePostgres(dir, baseline(), o, log);
@@ -240,7 +252,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
   }
   meta['loadavgAtEnd'] = loadavg();
   meta['finishedAt'] = new Date().toISOString();
-  return { meta, options: o, unary, micro, decodeLimit, gcTuning, streaming, threads, stalls, durability: durabilityCost(unary), outbox: outboxCost(unary), targets: checkTargets(o, unary, streaming, stalls) };
+  return { meta, options: o, unary, micro, decodeLimit, gcTuning, streaming, threads, workers, stalls, durability: durabilityCost(unary), outbox: outboxCost(unary), targets: checkTargets(o, unary, streaming, stalls, workers) };
 }
 
 async function main(): Promise<void> {

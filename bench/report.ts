@@ -10,6 +10,8 @@ import { formatUnary, unaryTargets } from './report-unary';
 import type { StallResults } from './stalls';
 import type { StreamResults } from './stream';
 import type { ThreadsResults } from './stream-threads';
+import { formatThreads, formatWorkers, workersTargets } from './report-streams';
+import type { WorkersResults } from './workers';
 import { num, table, verdict } from './table';
 import type { UnaryRow } from './unary';
 
@@ -35,6 +37,8 @@ export interface BenchResults {
   streaming: StreamResults | null;
   /** The stream's lookups on worker threads, against the main thread and sessiond (bench/stream-threads.ts). */
   threads: ThreadsResults | null;
+  /** sessiond with 1 and 2 workers, and the scaling (bench/workers.ts). */
+  workers: WorkersResults | null;
   stalls: StallResults | null;
   /** What --durable-revocations costs RotateSessionToken at NORMAL; null when the durable part did not run. */
   durability: DurabilityCost | null;
@@ -109,7 +113,7 @@ const STALL_LIMIT_MS = 20;
 const RSS_LIMIT_MB = 200;
 
 /** The performance targets, read at the largest concurrency measured (64 by default, the load the targets are set for). */
-export function checkTargets(o: BenchOptions, unary: UnaryRow[], streaming: StreamResults | null, stalls: StallResults | null): TargetCheck[] {
+export function checkTargets(o: BenchOptions, unary: UnaryRow[], streaming: StreamResults | null, stalls: StallResults | null, workers: WorkersResults | null = null): TargetCheck[] {
   const checks = unaryTargets(unary, Math.max(...o.concurrency));
   const atLeast = (name: string, target: number, value: number | null | undefined, unit: string) =>
     checks.push({ name, target: `>= ${target}${unit}`, value: value ?? null, met: value == null ? null : value >= target });
@@ -121,6 +125,7 @@ export function checkTargets(o: BenchOptions, unary: UnaryRow[], streaming: Stre
     atLeast(`ValidateSessionStream / Redis GET at ${s.concurrency} in flight`, 0.4, s.ratio, 'x Redis');
     if (s.ratio === null && 'skipped' in (streaming?.redis ?? {})) checks[checks.length - 1]!.note = 'Redis skipped';
   }
+  checks.push(...workersTargets(workers));
   if (stalls) {
     const n = stalls.expiredSessions;
     atMost(`longest event-loop block, purge of ${n} expired sessions`, STALL_LIMIT_MS, stalls.purge.loop.maxMs, ' ms');
@@ -181,6 +186,8 @@ export function formatReport(r: BenchResults): string {
           num(row.redis?.rate), num(row.redis?.p99Ms, 2), num(row.redis?.cpuUsPerCall), num(row.redis?.clientCpuUsPerCall), num(row.ratio, 2), '>= 50000/s, >= 0.4x', `${verdict(rate?.met ?? null)},${verdict(ratio?.met ?? null)}`];
       })), '');
   }
+  if (r.threads) out.push(formatThreads(r.threads));
+  if (r.workers) out.push(formatWorkers(r.workers, r.targets));
   if (r.stalls) {
     const st = r.stalls;
     out.push(`Stalls: event-loop delay inside the server (monitorEventLoopDelay, 1 ms resolution) with ${st.expiredSessions} expired + ${st.liveSessions} live sessions,`,

@@ -32,7 +32,7 @@ export interface StreamResults {
 }
 
 /** A session-shaped value of about the size of the Session message the stream answers with. */
-function redisValue(i: number): string {
+export function redisValue(i: number): string {
   const now = Date.now();
   return JSON.stringify({
     id: idOf('live', i), serverId: serverIdOf(i), subject: `user-${i % 25_000}`, attributes: { role: 'member', plan: 'free' },
