@@ -41,3 +41,14 @@ export function processTree(pid: number): number[] {
   walk(pid);
   return out;
 }
+
+/** The node processes of `pid`'s tree (under tsx, the server also has an esbuild child, which serves no calls). */
+export function nodeProcesses(pid: number): number[] {
+  return processTree(pid).filter((p) => {
+    try {
+      return readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'node';
+    } catch {
+      return false;
+    }
+  });
+}

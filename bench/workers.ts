@@ -13,7 +13,7 @@ import { SessiondClient, type StreamValidator } from '../src/client/client';
 import { freePort } from '../test/helpers/postgres';
 import { median, runWindow, summarize, type Issue, type Summary, type Window } from './load';
 import type { BenchOptions } from './options';
-import { processTree } from './proc-tree';
+import { nodeProcesses, processTree } from './proc-tree';
 import { fillRedis, redisClients, type RedisStart } from './redis';
 import { Channels } from './rpc';
 import { startServer, type ServerProcess } from './server-process';
@@ -26,7 +26,7 @@ export interface WorkersRow {
   workers: number;
   /** Why this row has no figures: the server refused the setting or ignored it. */
   skipped?: string;
-  /** Processes in the server's tree while it was measured (primary and workers). */
+  /** Node processes in the server's tree after it was measured (primary and workers). */
   processes: number;
   unary: Summary | null;
   stream: Summary | null;
@@ -64,7 +64,7 @@ async function waitForWorkers(server: ServerProcess, workers: number, timeoutMs:
   const until = Date.now() + timeoutMs;
   let seen = 0;
   while (Date.now() < until) {
-    seen = processTree(server.pid).length - 1;
+    seen = nodeProcesses(server.pid).length - 1;
     if (seen >= workers) return undefined;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -106,7 +106,7 @@ export async function measureWorkers(dbPath: string, pools: Pools, redisStart: R
       const s = await start(dbPath, n, o, channelCount);
       started.push(s);
       if ('skipped' in s) log(`  ${n} worker${n > 1 ? 's' : ''}: SKIPPED, ${s.skipped}`);
-      else log(`  ${n} worker${n > 1 ? 's' : ''}: server pid ${s.server.pid}, ${processTree(s.server.pid).length} processes`);
+      else log(`  ${n} worker${n > 1 ? 's' : ''}: server pid ${s.server.pid}, ${nodeProcesses(s.server.pid).length} node processes`);
     }
     if (redis) await fillRedis(redisConns[0]!, pools.live, (i) => keys[i]!, redisValue);
     const live = started.filter((s): s is Started => !('skipped' in s));
@@ -158,7 +158,7 @@ export async function measureWorkers(dbPath: string, pools: Pools, redisStart: R
     const rows: WorkersRow[] = started.map((s, k) => {
       if ('skipped' in s) return { workers: WORKER_COUNTS[k]!, skipped: s.skipped, processes: 0, unary: null, stream: null };
       const i = live.indexOf(s);
-      return { workers: s.workers, processes: processTree(s.server.pid).length, unary: summarize(unaryW[i]!), stream: summarize(streamW[i]!) };
+      return { workers: s.workers, processes: nodeProcesses(s.server.pid).length, unary: summarize(unaryW[i]!), stream: summarize(streamW[i]!) };
     });
     const both = live.length === 2;
     const result: WorkersResults = {
