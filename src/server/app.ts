@@ -95,11 +95,8 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
   const auth = new Authorizer(callers, log);
   const health = new Health(() => storage.healthFacts());
   // Undecodable request bytes get INVALID_ARGUMENT, never INTERNAL (see request-decoding.ts).
-  const server = new SafeDecodingServer({
-    ...serverChannelOptions(config.server),
-    // Every call of every service, unary or streaming, is counted and timed here.
-    interceptors: [callObserver(metrics, log, config.slowCallThresholdMs)],
-  });
+  // Every call of every service, unary or streaming, is counted and timed by the call observer.
+  const server = new SafeDecodingServer(serverChannelOptions(config.server), callObserver(metrics, log, config.slowCallThresholdMs));
   streams = new OpenStreams(config.server.maxMessageBytes);
   server.addService(sessionService, sessionHandlers(sessions, auth, log, streams, { feed, settings: config.events }));
   server.addService(AdminServiceService, adminHandlers({ sessions, storage, auth, sweepBatchSize: config.sweepBatchSize, metrics }, log));

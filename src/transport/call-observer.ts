@@ -1,55 +1,77 @@
-import { ServerInterceptingCall, status, type ServerInterceptor } from '@grpc/grpc-js';
+import { status, type ServerInterceptingCallInterface, type ServerMethodDefinition } from '@grpc/grpc-js';
 import type { Logger } from '../server/log';
-import type { Metrics, RpcType } from '../server/metrics/metrics';
+import type { Metrics, RpcMetrics, RpcType } from '../server/metrics/metrics';
 
 /**
- * The one place every call is observed, whatever the service (sessions,
- * admin, health, reflection) and whatever its shape (unary or streaming):
- * a grpc-js server interceptor. It counts calls and messages, times each call
- * to its status, and logs unary calls slower than `slowCallMs` (0: never).
- * It sees method names, codes and timings only: never a request or a reply,
- * so never a token.
+ * What the call gate (request-decoding.ts) tells about one call, whatever the
+ * service (sessions, admin, health, reflection) and whatever its shape: every
+ * message received and sent, and how it ended. It sees method names, codes
+ * and timings only: never a request or a reply, so never a token.
  */
-export function callObserver(metrics: Metrics, log: Logger, slowCallMs: number): ServerInterceptor {
+export interface CallWatch {
+  received(): void;
+  sent(): void;
+  /** The status the server sent. */
+  ended(code: status): void;
+  /**
+   * grpc-js notifies a cancel after every call, also after its status went
+   * out; it counts only when no status came first.
+   */
+  cancelled(): void;
+}
+
+export type CallWatcher = (method: ServerMethodDefinition<unknown, unknown>, call: ServerInterceptingCallInterface) => CallWatch;
+
+/**
+ * Counts calls and messages, times each call to its status, and logs unary
+ * calls slower than `slowCallMs` (0: never). One object per call, with the
+ * method's metrics looked up once per method.
+ */
+export function callObserver(metrics: Metrics, log: Logger, slowCallMs: number): CallWatcher {
   return (method, call) => {
     const type: RpcType = method.requestStream
       ? method.responseStream ? 'bidi_stream' : 'client_stream'
       : method.responseStream ? 'server_stream' : 'unary';
-    const rpc = metrics.rpc(method.path, type);
-    const started = performance.now();
-    rpc.started();
-    let finished = false;
-    const finish = (code: status) => {
-      if (finished) return;
-      finished = true;
-      const ms = performance.now() - started;
-      rpc.handled(code, ms / 1000);
-      if (slowCallMs > 0 && type === 'unary' && ms >= slowCallMs) {
-        log.warn('slow call', { method: method.path, code: status[code], durationMs: Math.round(ms * 10) / 10, thresholdMs: slowCallMs, peer: call.getPeer() });
-      }
-    };
-    return new ServerInterceptingCall(call, {
-      start: (next) =>
-        next({
-          onReceiveMessage: (message, nextMessage) => {
-            rpc.received();
-            nextMessage(message);
-          },
-          // grpc-js notifies a cancel after every call, also after its status
-          // went out; it counts only when no status came first: the client
-          // cancelled, or grpc-js itself answered DEADLINE_EXCEEDED.
-          onCancel: () => finish(deadlinePassed(call.getDeadline()) ? status.DEADLINE_EXCEEDED : status.CANCELLED),
-        }),
-      sendMessage: (message, next) => {
-        rpc.sent();
-        next(message);
-      },
-      sendStatus: (s, next) => {
-        finish(s.code);
-        next(s);
-      },
-    });
+    return new ObservedCall(metrics.rpc(method.path, type), type === 'unary' ? slowCallMs : 0, log, method.path, call);
   };
+}
+
+class ObservedCall implements CallWatch {
+  private readonly started = performance.now();
+  private finished = false;
+
+  constructor(
+    private readonly rpc: RpcMetrics,
+    private readonly slowCallMs: number,
+    private readonly log: Logger,
+    private readonly path: string,
+    private readonly call: ServerInterceptingCallInterface,
+  ) {
+    rpc.started();
+  }
+
+  received(): void {
+    this.rpc.received();
+  }
+
+  sent(): void {
+    this.rpc.sent();
+  }
+
+  ended(code: status): void {
+    if (this.finished) return;
+    this.finished = true;
+    const ms = performance.now() - this.started;
+    this.rpc.handled(code, ms / 1000);
+    if (this.slowCallMs > 0 && ms >= this.slowCallMs) {
+      this.log.warn('slow call', { method: this.path, code: status[code], durationMs: Math.round(ms * 10) / 10, thresholdMs: this.slowCallMs, peer: this.call.getPeer() });
+    }
+  }
+
+  // A cancel that no status preceded: the client cancelled, or grpc-js itself answered DEADLINE_EXCEEDED.
+  cancelled(): void {
+    if (!this.finished) this.ended(deadlinePassed(this.call.getDeadline()) ? status.DEADLINE_EXCEEDED : status.CANCELLED);
+  }
 }
 
 /**

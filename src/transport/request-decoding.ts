@@ -1,7 +1,4 @@
-import {
-  Server, ServerInterceptingCall, status,
-  type ServerInterceptor, type ServerOptions, type ServiceDefinition, type UntypedServiceImplementation,
-} from '@grpc/grpc-js';
+import { Server, type ServerOptions, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { BinaryReader } from '@bufbuild/protobuf/wire';
 import {
   AdminServiceService, BackupRequest, CheckpointRequest, GetStorageStatusRequest, IntegrityCheckRequest, PurgeExpiredSessionsRequest,
@@ -10,6 +7,8 @@ import {
   CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, RevokeSessionsRequest,
   RotateSessionTokenRequest, SessionServiceService, TouchSessionRequest, UpdateSessionRequest, ValidateSessionRequest, WatchSessionEventsRequest,
 } from '../../generated/sessions/v1/session_service';
+import { callGate, MalformedRequest } from './call-gate';
+import type { CallWatcher } from './call-observer';
 import { ItemLimitExceeded, StrictValidateSessionStreamRequest } from './stream-request';
 
 /*
@@ -20,17 +19,12 @@ import { ItemLimitExceeded, StrictValidateSessionStreamRequest } from './stream-
  * UTF-8 into U+FFFD. Here every deserializer returns a MalformedRequest
  * instead of throwing, our own messages are decoded with a fatal UTF-8 decoder
  * (proto3 requires string fields to be valid UTF-8: a session must not be
- * stored under a subject the client never sent), and one server interceptor
- * answers a MalformedRequest, before any handler runs, with INVALID_ARGUMENT.
+ * stored under a subject the client never sent), and the call gate
+ * (call-gate.ts) answers a MalformedRequest, before any handler runs, with INVALID_ARGUMENT.
  * The one refusal a handler answers itself is a ValidateSessionStream message
  * over the item limit (ItemLimitExceeded): that stream still answers the
  * messages before it.
  */
-
-/** What a deserializer returns for bytes that are not the message it expects. */
-export class MalformedRequest {
-  constructor(readonly reason: string) {}
-}
 
 interface Decoder {
   decode(input: BinaryReader | Uint8Array): unknown;
@@ -131,81 +125,14 @@ export function decodeSafely<D extends ServiceDefinition>(definition: D): D {
 }
 
 /**
- * Answers INVALID_ARGUMENT, before any handler runs, for a request message
- * that did not decode, for a unary request stream that ends without a
- * complete message (a truncated frame; grpc-js would say UNIMPLEMENTED), and
- * for a second message on a unary call. A bad message on ValidateSessionStream
- * ends that stream: without its correlation_id it cannot be answered in-stream.
- * One over the item limit goes on to the handler, which ends the stream once
- * it has answered the messages before it. After either, nothing more of the
- * request is read.
- */
-export const rejectMalformedRequests: ServerInterceptor = (method, next) => {
-  let received = 0;
-  const reject = (details: string) => call.sendStatus({ code: status.INVALID_ARGUMENT, details });
-  const call = new ReadsUntilRefused(next, {
-    start: (go) =>
-      go({
-        onReceiveMessage: (message, pass) => {
-          received++;
-          if (message instanceof ItemLimitExceeded) {
-            call.stopReading();
-            return pass(message);
-          }
-          if (message instanceof MalformedRequest) {
-            call.stopReading();
-            return reject(`the request is not a valid ${messageName(method.path)} message: ${message.reason}`);
-          }
-          if (!method.requestStream && received > 1) return reject(`${method.path} takes exactly one request message`);
-          pass(message);
-        },
-        onReceiveHalfClose: (pass) => {
-          if (!method.requestStream && received === 0) {
-            return reject('the request ended before a complete message arrived (a truncated gRPC frame?)');
-          }
-          pass();
-        },
-      }),
-  });
-  return call;
-};
-
-/**
- * A call that asks grpc-js for no more request messages once one was refused.
- * The handler's stream asks for the next message as soon as it has taken one
- * (until it holds 16, even while paused), and grpc-js then reads and decodes
- * the next DATA frame: messages behind a refused one would be decoded for a
- * stream that is about to end. Only the rest of the frame that completed the
- * refused message is decoded still, as grpc-js decodes a frame's messages
- * together.
- */
-class ReadsUntilRefused extends ServerInterceptingCall {
-  private stopped = false;
-
-  stopReading(): void {
-    this.stopped = true;
-  }
-
-  override startRead(): void {
-    if (!this.stopped) super.startRead();
-  }
-}
-
-function messageName(path: string): string {
-  return `${path.slice(1).replace('/', '.')} request`;
-}
-
-/**
  * A grpc-js Server on which no request bytes can end in INTERNAL: every
- * service added gets safe deserializers, and the interceptor above answers
- * what they refuse.
+ * service added gets safe deserializers, and the call gate answers what they
+ * refuse. The gate is the server's only interceptor, and reports every call to
+ * `watcher` (metrics, slow calls) when one is given.
  */
 export class SafeDecodingServer extends Server {
-  constructor(options: ServerOptions = {}) {
-    // grpc-js wraps the call in the interceptors in array order, so the last is
-    // outermost. Last here: interceptors from options (the call observer) sit
-    // inside it and see the INVALID_ARGUMENT answers it sends, too.
-    super({ ...options, interceptors: [...(options.interceptors ?? []), rejectMalformedRequests] });
+  constructor(options: Omit<ServerOptions, 'interceptors'> = {}, watcher?: CallWatcher) {
+    super({ ...options, interceptors: [callGate(watcher)] });
   }
 
   override addService(service: ServiceDefinition, implementation: UntypedServiceImplementation): void {
