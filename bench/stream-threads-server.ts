@@ -11,7 +11,7 @@
  * modes compare with each other; sessiond's own stream is measured beside them.
  * Env: STREAM_DB (the database), STREAM_LISTEN, STREAM_THREADS (0 = main thread).
  */
-import { Metadata, Server, ServerCredentials, type ServerDuplexStream } from '@grpc/grpc-js';
+import { Metadata, Server, ServerCredentials, status, type ServerDuplexStream } from '@grpc/grpc-js';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import {
@@ -76,6 +76,11 @@ function handler(lookups: Lookups) {
     const maybeEnd = () => ended && pending === 0 && call.end();
     call.on('data', (req: ValidateSessionStreamRequest) => {
       const items = req.items.length > 0 ? req.items : [{ correlationId: req.correlationId, token: req.token, touch: req.touch }];
+      // A touch writes: the experiment's read-only connections cannot, and it answers nothing it cannot answer as sessiond would.
+      if (items.some((i) => i.touch)) {
+        call.emit('error', { code: status.UNIMPLEMENTED, details: 'the threads experiment validates without touch only' });
+        return;
+      }
       pending++;
       lookups(items.map((i) => i.correlationId), items.map((i) => i.token), (bytes) => {
         pending--;
