@@ -85,6 +85,9 @@ const NOT_RUN: Record<string, string[]> = {
     'make bench BENCH_SERVER=tsx                   # the servers from the sources (node --import tsx src/main.ts) instead of compiled',
     'make bench BENCH_CPU_PROF=/tmp/prof BENCH_PARTS=unary BENCH_OPS=CreateSession   # CPU profiles, written when each server exits',
     'make bench BENCH_POSTGRES=off                 # SQLite only: no PostgreSQL cluster, no PostgreSQL rows',
+    'make bench BENCH_PARTS=threads,workers BENCH_STREAM_CONCURRENCY=256,1024 BENCH_POSTGRES=off   # past one thread: lookup threads, workers',
+    // It reads the profiles such a run leaves.
+    'node --import tsx bench/profile-summary.ts /tmp/prof/CPU.*.cpuprofile   # where each profiled thread spent its time, by group',
     'make bench ARGS=--help                        # every BENCH_* setting',
     'node --import tsx bench/main.ts --parts unary --sessions 20000 --window 1s --warmup 300ms --rounds 2 --concurrency 64 --ops ValidateSession,GetSession,CreateSession --out bench/results/pg-short.json',
   ],
