@@ -56,18 +56,8 @@ export async function measureStreaming(
   const keys = pools.tokens.map((t) => `session:${t}`);
   try {
     if (redis) await fillRedis(redisConns[0]!, pools.live, (i) => keys[i]!, redisValue);
-    const streamIssue: Issue = (worker, done) => {
-      validators[worker % validators.length]!.validate(pools.tokens[pools.randomLive()]!).then(
-        (r) => done(r.errorCode !== 0 ? `error ${r.errorCode}: ${r.errorMessage}` : r.valid ? undefined : 'valid=false for a live session'),
-        (err: unknown) => done(String(err)),
-      );
-    };
-    const redisIssue: Issue = (worker, done) => {
-      redisConns[worker % redisConns.length]!.get(keys[pools.randomLive()]!).then(
-        (v) => done(v === null ? 'GET found no value' : undefined),
-        (err: unknown) => done(String(err)),
-      );
-    };
+    const streamIssue = streamIssuer(validators, pools);
+    const redisIssue = redisIssuer(redisConns, keys, pools);
     const rows: StreamRow[] = [];
     for (const concurrency of o.streamConcurrency) {
       await runWindow(streamIssue, concurrency, o.warmupMs);
@@ -106,4 +96,24 @@ export async function measureStreaming(
     for (const c of clients) c.close();
     for (const c of redisConns) c.disconnect();
   }
+}
+
+/** A validation of a random live session over one of `validators`, per worker in turn. */
+export function streamIssuer(validators: readonly StreamValidator[], pools: Pools): Issue {
+  return (worker, done) => {
+    validators[worker % validators.length]!.validate(pools.tokens[pools.randomLive()]!).then(
+      (r) => done(r.errorCode !== 0 ? `error ${r.errorCode}: ${r.errorMessage}` : r.valid ? undefined : 'valid=false for a live session'),
+      (err: unknown) => done(String(err)),
+    );
+  };
+}
+
+/** A Redis GET of a random live session's key over one of `conns`: the comparison's equivalent call. */
+export function redisIssuer(conns: readonly { get(key: string): Promise<string | null> }[], keys: readonly string[], pools: Pools): Issue {
+  return (worker, done) => {
+    conns[worker % conns.length]!.get(keys[pools.randomLive()]!).then(
+      (v) => done(v === null ? 'GET found no value' : undefined),
+      (err: unknown) => done(String(err)),
+    );
+  };
 }

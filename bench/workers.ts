@@ -17,7 +17,7 @@ import { nodeProcesses, processTree } from './proc-tree';
 import { fillRedis, redisClients, type RedisStart } from './redis';
 import { Channels } from './rpc';
 import { startServer, type ServerProcess } from './server-process';
-import { redisValue } from './stream';
+import { redisIssuer, redisValue, streamIssuer } from './stream';
 import { issuer, workload, type Pools } from './workloads';
 
 export const WORKER_COUNTS = [1, 2] as const;
@@ -112,18 +112,8 @@ export async function measureWorkers(dbPath: string, pools: Pools, redisStart: R
     const live = started.filter((s): s is Started => !('skipped' in s));
     const validate = workload('ValidateSession', pools);
     const unaryIssue = (s: Started): Issue => issuer(validate, s.channels);
-    const streamIssue = (s: Started): Issue => (worker, done) => {
-      s.validators[worker % s.validators.length]!.validate(pools.tokens[pools.randomLive()]!).then(
-        (r) => done(r.errorCode !== 0 ? `error ${r.errorCode}: ${r.errorMessage}` : r.valid ? undefined : 'valid=false for a live session'),
-        (err: unknown) => done(String(err)),
-      );
-    };
-    const redisIssue: Issue = (worker, done) => {
-      redisConns[worker % redisConns.length]!.get(keys[pools.randomLive()]!).then(
-        (v) => done(v === null ? 'GET found no value' : undefined),
-        (err: unknown) => done(String(err)),
-      );
-    };
+    const streamIssue = (s: Started): Issue => streamIssuer(s.validators, pools);
+    const redisIssue = redisIssuer(redisConns, keys, pools);
     for (const s of live) {
       await runWindow(unaryIssue(s), unaryConcurrency, o.warmupMs);
       await runWindow(streamIssue(s), streamConcurrency, o.warmupMs);
