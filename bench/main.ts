@@ -35,7 +35,7 @@ import { dirname, join, resolve } from 'node:path';
 import { BARE_PING_PATH } from './bare-server';
 import { fillDatabase } from './fill';
 import { BenchOptionsError, helpText, loadBenchOptions, type BenchOptions, type OpName } from './options';
-import { startRedis } from './redis';
+import { withRedis } from './redis';
 import { checkTargets, durabilityCost, formatReport, outboxCost, type BenchResults } from './report';
 import { Channels } from './rpc';
 import { buildServer, startBareServer, startServer, useServerSettings, writeBenchCallers, type ServerProcess } from './server-process';
@@ -182,13 +182,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
             }
             if (wants('stream')) {
               log('streaming validation vs Redis');
-              const redis = await startRedis();
-              if ('skipped' in redis) log(`  Redis comparison skipped: ${redis.skipped}`);
-              try {
-                streaming = await measureStreaming(server, pools, redis, o, log);
-              } finally {
-                if ('server' in redis) await redis.server.stop();
-              }
+              streaming = await withRedis(log, (redis) => measureStreaming(server, pools, redis, o, log));
             }
             if (wants('threads')) {
               log('streaming validation with the lookups on worker threads (an experiment server, 0, 1 and 2 threads) and sessiond\'s own stream');
@@ -198,13 +192,7 @@ async function run(o: BenchOptions): Promise<BenchResults> {
         }
         if (wants('workers')) {
           log('sessiond with 1 and 2 workers: ValidateSession, the stream and Redis GET, alternately');
-          const redis = await startRedis();
-          if ('skipped' in redis) log(`  Redis comparison skipped: ${redis.skipped}`);
-          try {
-            workers = await measureWorkers(dbPath, pools, redis, o, log);
-          } finally {
-            if ('server' in redis) await redis.server.stop();
-          }
+          workers = await withRedis(log, (redis) => measureWorkers(dbPath, pools, redis, o, log));
         }
         if (wants('unary') && o.postgres) {
           const pg = await measurePostgres(dir, baseline(), o, log);

@@ -20,6 +20,17 @@ export interface RedisServer {
 
 export type RedisStart = { server: RedisServer } | { skipped: string };
 
+/** Runs `fn` with a fresh redis-server (or the reason there is none, logged), and stops the server after. */
+export async function withRedis<T>(log: (line: string) => void, fn: (redis: RedisStart) => Promise<T>): Promise<T> {
+  const redis = await startRedis();
+  if ('skipped' in redis) log(`  Redis comparison skipped: ${redis.skipped}`);
+  try {
+    return await fn(redis);
+  } finally {
+    if ('server' in redis) await redis.server.stop();
+  }
+}
+
 export async function startRedis(binary = 'redis-server'): Promise<RedisStart> {
   const probe = spawnSync(binary, ['--version'], { encoding: 'utf8' });
   if (probe.error || probe.status !== 0) {
