@@ -94,8 +94,11 @@ test('progress_events: a filter that matches nothing still gets PROGRESS events 
 test('shutdown ends every watch with UNAVAILABLE and the sequence to resume after', async (t) => {
   const s = await startTestServer();
   const first = await s.client.createSession({ serverId: 'web' });
-  const watching = rawWatch(s.address, { afterSequence: 0 }, { untilMs: 20_000 });
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // Closed once the event has arrived: a fixed wait loses the race on a loaded machine.
+  let delivered!: () => void;
+  const arrived = new Promise<void>((resolve) => (delivered = resolve));
+  const watching = rawWatch(s.address, { afterSequence: 0 }, { untilMs: 20_000, onEvent: () => delivered() });
+  await arrived;
   await s.close();
   const { events, error } = await watching;
   t.deepEqual(events.map((e) => e.sessionId), [first.session!.id]);

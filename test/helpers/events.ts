@@ -59,7 +59,7 @@ export function brief(e: SessionEvent): Brief {
  * and the status it ended with, once it ends (or after `untilMs`, cancelled).
  */
 export function rawWatch(
-  address: string, req: Partial<WatchSessionEventsRequest>, opts: { apiKey?: string; untilMs?: number } = {},
+  address: string, req: Partial<WatchSessionEventsRequest>, opts: { apiKey?: string; untilMs?: number; onEvent?: (event: SessionEvent) => void } = {},
 ): Promise<{ events: SessionEvent[]; error: ServiceError | undefined; headers: Metadata | undefined }> {
   const client = new SessionServiceClient(address, credentials.createInsecure());
   const md = new Metadata();
@@ -78,7 +78,10 @@ export function rawWatch(
       done(undefined);
     }, opts.untilMs ?? 10_000);
     call.on('metadata', (m: Metadata) => (headers = m));
-    call.on('data', (r: WatchSessionEventsResponse) => events.push(r.event!));
+    call.on('data', (r: WatchSessionEventsResponse) => {
+      events.push(r.event!);
+      opts.onEvent?.(r.event!);
+    });
     call.on('error', (e: ServiceError) => done(e));
     call.on('end', () => done(undefined));
   });
