@@ -2,7 +2,8 @@ import { DEFAULT_POLICY, largestSessionBytes, type SessionPolicy } from '../doma
 import { TOKEN_LENGTH } from '../domain/tokens';
 import { readPrincipalsFile } from './principals-file';
 import { readSettings, settle } from '../shared/settings-engine';
-import { ENV_PREFIX, SETTINGS, type SettingValues } from './settings';
+import { ENV_PREFIX, MAX_WORKERS, SETTINGS, type SettingValues } from './settings';
+import { availableParallelism } from 'node:os';
 import { databaseUrlProblem, redactedUrl } from '../shared/database-url';
 import { checkServerTlsFiles } from '../shared/tls';
 import { MAX_BATCH_ITEMS } from '../shared/stream-protocol';
@@ -21,6 +22,9 @@ import type { Config } from './config-types';
  * setting and what the client sends.
  */
 export const CLIENT_VARIABLES = ['SESSIOND_ADDRESS', 'SESSIOND_API_KEY', 'SESSIOND_TLS_CA', 'SESSIOND_TLS_CLIENT_CERT', 'SESSIOND_TLS_CLIENT_KEY', 'SESSIOND_TLS_SERVER_NAME'] as const;
+
+/** Set by the primary of --workers in each worker's environment: which of the N places it fills (1..N). */
+export const WORKER_SLOT_VARIABLE = 'SESSIOND_WORKER_SLOT';
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -42,7 +46,7 @@ export interface Invocation {
  * @throws ConfigError listing every problem.
  */
 export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Invocation {
-  const reading = readSettings(SETTINGS, argv, env, { envPrefix: ENV_PREFIX, otherVariables: CLIENT_VARIABLES });
+  const reading = readSettings(SETTINGS, argv, env, { envPrefix: ENV_PREFIX, otherVariables: [...CLIENT_VARIABLES, WORKER_SLOT_VARIABLE] });
   // Always run: a bad listen address must be reported alongside other problems.
   checkCombinations(reading.values, reading.problems);
   checkTls(reading.values, reading.problems);
@@ -80,6 +84,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       maxDbSize: v['max-db-size'],
       groupCommit: v['group-commit'],
       checkpointWorker: v['checkpoint-worker'],
+      checkpointsInPrimary: false,
       offLoopFsync: v['off-loop-fsync'],
       durableRevocations: v['durable-revocations'],
       maxPendingWrites: v['max-pending-writes'],
@@ -112,6 +117,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       enabled: v['session-events'], retentionMs: v['events-retention'], retentionCount: v['events-retention-count'], pollIntervalMs: v['events-poll-interval'],
       progressIntervalMs: v['events-progress-interval'], stallTimeoutMs: v['events-stall-timeout'], maxStreams: v['max-event-streams'],
     },
+    workers: workerCount(v['workers']) ?? 1,
     sweepIntervalMs: v['sweep-interval'],
     sweepBatchSize: v['sweep-batch-size'],
     revokeBatchSize: v['revoke-batch-size'],
@@ -125,6 +131,14 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   return { config: deepFreeze(config), help: outcome.help };
 }
 
+/** --workers as a count (auto: the cores this process may use, at least 1), or undefined when it is not one. */
+function workerCount(text: string): number | undefined {
+  if (text === 'auto') return Math.min(MAX_WORKERS, Math.max(1, availableParallelism()));
+  if (!/^\d{1,4}$/.test(text)) return undefined;
+  const n = Number(text);
+  return n >= 1 && n <= MAX_WORKERS ? n : undefined;
+}
+
 /** The settings that parsed; one that failed is absent, and the checks that need it are skipped. */
 type Given = Partial<SettingValues>;
 
@@ -135,6 +149,11 @@ function checkCombinations(v: Given, problems: string[]): void {
   if (maxDbSize !== undefined && maxDbSize > 0 && maxDbSize < 64 * 1024) problems.push(`max-db-size ${maxDbSize} is below 64KiB: the schema alone needs about 50KiB (0: no limit)`);
   const listen = v['listen'];
   if (listen !== undefined && !isHostPort(listen)) problems.push(`listen ${JSON.stringify(listen)} is not host:port (e.g. 127.0.0.1:50051, [::1]:50051, 0.0.0.0:50051)`);
+  const workers = v['workers'];
+  if (workers !== undefined && workerCount(workers) === undefined) problems.push(`workers ${JSON.stringify(workers)} is not a count from 1 to ${MAX_WORKERS}, or auto`);
+  else if ((workerCount(workers ?? '1') ?? 1) > 1 && v['storage'] !== 'postgres' && v['db-path'] === ':memory:') {
+    problems.push('workers above 1 need a database file: each worker would have a :memory: database of its own');
+  }
   const metricsListen = v['metrics-listen'] ?? '';
   if (metricsListen !== '' && !isHostPort(metricsListen)) problems.push(`metrics-listen ${JSON.stringify(metricsListen)} is not host:port (e.g. 0.0.0.0:9464, 127.0.0.1:9464); leave it empty to serve no metrics`);
   else if (metricsListen !== '' && metricsListen === listen && !metricsListen.endsWith(':0')) problems.push('metrics-listen must not be the gRPC listen address');

@@ -36,6 +36,12 @@ export interface StorageOptions {
    */
   readonly checkpointWorker: boolean;
   /**
+   * This connection belongs to a worker of --workers: the primary process runs
+   * the checkpoints on the shared file, the final TRUNCATE among them, so this
+   * storage runs none of its own (no worker thread, no autocheckpoint).
+   */
+  readonly checkpointsInPrimary: boolean;
+  /**
    * With synchronous=full in WAL mode, the connection commits at NORMAL and
    * the -wal file is fsynced on libuv's thread pool before callers are
    * answered (true, see wal-sync.ts), or SQLite fsyncs inside each commit on
@@ -75,6 +81,7 @@ export const DEFAULT_STORAGE_OPTIONS: Omit<StorageOptions, 'path'> = Object.free
   maxDbSize: 0,
   groupCommit: true,
   checkpointWorker: true,
+  checkpointsInPrimary: false,
   offLoopFsync: true,
   durableRevocations: true,
   maxPendingWrites: 4096,

@@ -52,7 +52,8 @@ export function checkpointSynchronous(o: StorageOptions): Synchronous {
  * The worker applies the limit instead (checkpoint-worker.ts).
  */
 export function connectionPragmas(o: StorageOptions): StorageOptions {
-  const worker = o.journalMode === 'wal' && o.checkpointWorker;
+  // A cluster worker's checkpoints run in the primary, on its checkpoint worker: the same settings as with one here.
+  const worker = o.journalMode === 'wal' && (o.checkpointWorker || o.checkpointsInPrimary);
   return {
     ...o,
     synchronous: syncsOffLoop(o) ? 'normal' : worker ? o.synchronous : checkpointSynchronous(o),

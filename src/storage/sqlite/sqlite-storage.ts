@@ -71,8 +71,9 @@ export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
     const plan = commitSyncPlan(options);
     this.commitSync = plan && new CommitSync(plan.targets, plan.everyCommit, hooks.fsync);
     const pressureFrames = options.journalMode === 'wal' && options.walAutocheckpoint > 0 ? options.walAutocheckpoint * WAL_PRESSURE_FACTOR : 0;
+    // The WAL index is shared memory: a cluster worker reads the lag the primary's checkpointer works off.
     const pressure = pressureFrames > 0
-      ? new WalPressure(pressureFrames, () => this.walIndex.read(), () => this.checkpointer?.running === true)
+      ? new WalPressure(pressureFrames, () => this.walIndex.read(), () => options.checkpointsInPrimary || this.checkpointer?.running === true)
       : undefined;
     this.writes = new GroupCommitter(db, {
       busyTimeoutMs: options.busyTimeoutMs,
@@ -87,7 +88,7 @@ export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
     this.heartbeat = db.prepare(
       "INSERT INTO meta (key, value) VALUES ('heartbeat', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
-    if (options.journalMode === 'wal' && options.checkpointWorker) {
+    if (options.journalMode === 'wal' && options.checkpointWorker && !options.checkpointsInPrimary) {
       this.checkpointer = new Checkpointer(
         {
           path: options.path, walIndexFd: this.walIndex.descriptor, busyTimeoutMs: options.busyTimeoutMs, autocheckpointFrames: options.walAutocheckpoint, pollMs: CHECKPOINT_POLL_MS,
@@ -175,7 +176,7 @@ export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
         busyTimeoutMs: this.options.busyTimeoutMs,
         walAutocheckpoint: this.options.journalMode === 'wal' ? this.options.walAutocheckpoint : p('wal_autocheckpoint'),
         // Configured; with the worker it is applied on the worker's connection (see connectionPragmas).
-        journalSizeLimit: this.checkpointer ? this.options.journalSizeLimit : p('journal_size_limit'),
+        journalSizeLimit: this.checkpointer || this.options.checkpointsInPrimary ? this.options.journalSizeLimit : p('journal_size_limit'),
         walCheckpointedFrames: wal.journalMode === 'wal' ? index.backfilled : 0,
         databaseBytes: fileBytes(this.options.path),
         pageSize: p('page_size'),
@@ -235,9 +236,10 @@ export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
     this.closing ??= (async () => {
       await this.writes.close();
       await this.checkpointer?.close();
-      // The last checkpoints, here and in close(), run on this connection.
-      if (this.journalMode() === 'wal') this.db.pragma(`synchronous = ${checkpointSynchronous(this.options)}`);
-      const final = this.journalMode() === 'wal' ? this.checkpointHere('TRUNCATE', 'shutdown') : undefined;
+      // The last checkpoint runs on this connection; a cluster worker leaves it to the primary, which truncates once every worker has closed.
+      const last = this.journalMode() === 'wal' && !this.options.checkpointsInPrimary;
+      if (last) this.db.pragma(`synchronous = ${checkpointSynchronous(this.options)}`);
+      const final = last ? this.checkpointHere('TRUNCATE', 'shutdown') : undefined;
       this.closed = true;
       this.db.close();
       // Only now: closing the -shm descriptor drops every lock this process holds on it.
@@ -272,14 +274,8 @@ export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
 
   private record(mode: CheckpointMode, trigger: CheckpointTrigger, raw: RawCheckpoint): CheckpointResult {
     const result: CheckpointResult = {
-      mode,
-      busy: raw.busy,
-      logFrames: raw.log,
-      checkpointedFrames: raw.checkpointed,
-      walBytes: fileBytes(`${this.options.path}-wal`),
-      durationMs: raw.durationMs,
-      time: Date.now(),
-      trigger,
+      mode, busy: raw.busy, logFrames: raw.log, checkpointedFrames: raw.checkpointed,
+      walBytes: fileBytes(`${this.options.path}-wal`), durationMs: raw.durationMs, time: Date.now(), trigger,
     };
     this.lastCheckpoint = result;
     this.hooks.onCheckpoint?.(result);
