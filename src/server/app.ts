@@ -53,6 +53,12 @@ export interface AppOptions {
   log: Logger;
   /** A disk of the test's own for the syncs after COMMIT; never set in production. */
   storageHooks?: Pick<StorageHooks, 'fsync'>;
+  /**
+   * A worker of --workers, in its place (1..N): it serves the port and leaves
+   * the checkpoints, the sweep, the storage gauges and /metrics to the
+   * primary (cluster-primary.ts).
+   */
+  worker?: { slot: number };
 }
 
 /**
@@ -61,7 +67,7 @@ export interface AppOptions {
  * @throws Error when storage cannot be opened or the address cannot be bound;
  *   nothing is left open then.
  */
-export async function startApp(config: Config, { clock = systemClock, log, storageHooks }: AppOptions): Promise<App> {
+export async function startApp(config: Config, { clock = systemClock, log, storageHooks, worker }: AppOptions): Promise<App> {
   // TLS files first: a bad one fails start-up before the database is opened.
   const credentials = serverCredentials(config.server.tls);
   const metrics = new Metrics();
@@ -82,7 +88,7 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
     if (config.postgres) {
       storage = await PostgresStorage.open(config.postgres, { log, onShed: () => metrics.writeShed() });
     } else {
-      storage = sqlite = SqliteStorage.open(config.storage, { ...storageHooks, onCheckpoint: (r) => storageObserver.checkpoint(r), onShed: () => metrics.writeShed() });
+      storage = sqlite = SqliteStorage.open(worker ? { ...config.storage, checkpointsInPrimary: true } : config.storage, { ...storageHooks, onCheckpoint: (r) => storageObserver.checkpoint(r), onShed: () => metrics.writeShed() });
     }
   } catch (err) {
     principals.stop();
@@ -93,7 +99,7 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
   });
   const feed = new EventFeed(storage.repository, clock, config.policy, config.events);
   const auth = new Authorizer(callers, log);
-  const health = new Health(() => storage.healthFacts());
+  const health = new Health(() => storage.healthFacts(), worker);
   // Undecodable request bytes get INVALID_ARGUMENT, never INTERNAL (see request-decoding.ts).
   // Every call of every service, unary or streaming, is counted and timed by the call observer.
   const server = new SafeDecodingServer(serverChannelOptions(config.server), callObserver(metrics, log, config.slowCallThresholdMs));
@@ -104,7 +110,7 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
   if (config.server.reflection) addReflection(server);
   if (config.benchService) addBenchService(server);
 
-  metrics.watch({
+  if (!worker) metrics.watch({
     storageStatus: async () => {
       const s = await storage.status();
       return s.backend === 'sqlite' ? s : { databaseBytes: s.tableBytes + s.indexBytes };
@@ -118,10 +124,8 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
   let metricsServer: MetricsServer | undefined;
   try {
     port = await bind(server, config.server.listen, credentials);
-    if (config.metricsListen) {
-      metrics.enableProcessMetrics();
-      metricsServer = await startMetricsServer(config.metricsListen, metrics, log);
-    }
+    if (config.metricsListen) metrics.enableProcessMetrics();
+    if (config.metricsListen && !worker) metricsServer = await startMetricsServer(config.metricsListen, metrics, log);
   } catch (err) {
     server.forceShutdown();
     principals.stop();
@@ -145,7 +149,7 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
       }
       lastProblem = problem;
       health.setStorageProblem(problem);
-      if (storage.wal) storageObserver.checkWal(storage.wal.walSnapshot());
+      if (storage.wal && !worker) storageObserver.checkWal(storage.wal.walSnapshot());
     } finally {
       probing = false;
     }
@@ -153,12 +157,12 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
   await probe();
   health.setPhase('serving');
   const probeTimer = setInterval(() => void probe(), config.healthProbeIntervalMs).unref();
-  sweeper.start();
+  if (!worker) sweeper.start();
 
   const host = config.server.listen.slice(0, config.server.listen.lastIndexOf(':'));
   const address = `${host}:${port}`;
-  log.info('serving', {
-    address, storage: storage.backend, ...(sqlite ? { db: config.storage.path, journalMode: sqlite.walSnapshot().journalMode } : { database: targetOf(config.postgres!.url) }), transport: transportSecurity(config.server.tls),
+  log.info(worker ? 'worker serving' : 'serving', {
+    ...worker, address, storage: storage.backend, ...(sqlite ? { db: config.storage.path, journalMode: sqlite.walSnapshot().journalMode } : { database: targetOf(config.postgres!.url) }), transport: transportSecurity(config.server.tls),
     principals: callers.size, metrics: metricsServer && `http://${metricsServer.address}/metrics`,
   });
 

@@ -40,6 +40,8 @@ export interface Config {
   readonly policy: SessionPolicy;
   /** WatchSessionEvents and the outbox's retention (storage writes the events: storage.sessionEvents). */
   readonly events: Omit<EventFeedOptions, 'pageSize' | 'pruneBatchSize'> & WatchSettings;
+  /** Server processes on the listen port (--workers, auto resolved); 1 serves from this process alone. */
+  readonly workers: number;
   readonly sweepIntervalMs: number;
   readonly sweepBatchSize: number;
   readonly revokeBatchSize: number;

@@ -1,12 +1,16 @@
+import cluster from 'node:cluster';
 import { startApp } from './app';
-import { ConfigError, helpText, loadConfig, redactedConfig } from './config';
+import { runPrimary } from './cluster-primary';
+import { followPrimary } from './cluster-worker';
+import { ConfigError, helpText, loadConfig, redactedConfig, WORKER_SLOT_VARIABLE } from './config';
 import { tuneGc } from './gc-tuning';
 import { createLogger } from './log';
 
 /**
  * The server, as `sessiond serve` and `node src/main.ts` run it:
  * config -> storage -> server -> signals. Exit codes: 0 clean, 1 failed,
- * 2 bad config.
+ * 2 bad config. With --workers above 1, this process is the primary
+ * (cluster-primary.ts), and each worker it forks runs this again to serve.
  * @param argv the server's flags (no subcommand), as loadConfig reads them.
  */
 export async function serve(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<void> {
@@ -27,12 +31,14 @@ export async function serve(argv: readonly string[], env: NodeJS.ProcessEnv): Pr
   }
   const { config } = invocation;
   const log = createLogger(config.logLevel);
+  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, log);
+  const worker = config.workers > 1 ? { slot: Number(env[WORKER_SLOT_VARIABLE]) || cluster.worker!.id } : undefined;
   // pino adds pid and hostname to every line; the admin token is masked here and by the logger's redact paths.
-  log.info('starting', { config: redactedConfig(config) });
+  if (!worker) log.info('starting', { config: redactedConfig(config) });
 
   let app;
   try {
-    app = await startApp(config, { log });
+    app = await startApp(config, { log, worker });
   } catch (err) {
     log.error('start-up failed', { err });
     process.stderr.write(`sessiond: ${err instanceof Error ? err.message : String(err)}\n`);
@@ -40,7 +46,7 @@ export async function serve(argv: readonly string[], env: NodeJS.ProcessEnv): Pr
   }
 
   let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
+  const onSignal = (signal: string) => {
     signals++;
     if (signals > 1) {
       log.warn('second signal: exiting now', { signal });
@@ -59,6 +65,8 @@ export async function serve(argv: readonly string[], env: NodeJS.ProcessEnv): Pr
   process.on('SIGINT', onSignal);
   // Keys rotate without a restart; a file that fails to load leaves the principals in force.
   process.on('SIGHUP', () => void app.reloadPrincipals('SIGHUP'));
+  // The primary's order, or its loss, shuts a worker down as a signal would; a second one changes nothing.
+  if (worker) followPrimary(app, log, (reason) => signals === 0 && onSignal(reason));
 
   // Safety nets. Handlers turn every fault into a status (transport/unary.ts,
   // validate-stream.ts); these catch what escapes anyway, which is a bug.

@@ -25,6 +25,9 @@ const AGE_MAX = 22 * 86_400_000;
 // Not timers: lifetimes are stored as expiry times. A longer one is a slip of the unit, not a policy.
 const LIFETIME_MAX = 3650 * 86_400_000;
 
+/** --workers at most: past the cores of any host, more processes only add contention for the write lock. */
+export const MAX_WORKERS = 256;
+
 const CALLERS = 'Listening and callers';
 const TLS = 'TLS';
 const BACKEND = 'Storage backend';
@@ -40,6 +43,7 @@ const MEASURING = 'Measurement only';
 /** Every setting, in the order --help and docs/configuration.md list them (by group). */
 export const SETTINGS = [
   { group: CALLERS, flag: 'listen', kind: 'string', allowed: 'host:port', default: '127.0.0.1:50051', help: 'host:port to serve gRPC on (0.0.0.0:50051 in containers; a non-loopback address needs principals, see docs/security.md)' },
+  { group: CALLERS, flag: 'workers', kind: 'string', allowed: `a count from 1 to ${MAX_WORKERS}, or auto`, default: '1', help: 'server processes serving the listen port, each with its own connection to the database; auto: one per core this process may use (see docs/workers.md)' },
   { group: CALLERS, flag: 'principals-file', kind: 'string', allowed: 'file path, or empty', default: '', help: 'YAML or JSON file of the principals (API keys, mTLS identities) allowed to call, reloaded on SIGHUP and when it changes; empty: protected mode (loopback callers only)' },
   { group: CALLERS, flag: 'allow-unauthenticated', kind: 'bool', default: 'false', help: 'with no principals, serve every caller with every permission, on any listen address (only behind something that authenticates; logged at every start)' },
   { group: CALLERS, flag: 'admin-token', kind: 'string', allowed: 'at least 16 characters, or empty', default: '', secret: true, help: 'shorthand for one principal with the admin permission whose API key is this token' },

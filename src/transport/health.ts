@@ -33,9 +33,14 @@ export class Health {
   private readonly watches = new Set<ServerWritableStream<unknown, unknown>>();
   private phase: Phase = 'starting';
   private storageProblem: string | undefined;
+  private workersProblem: string | undefined;
   private current: ServingStatus = 'NOT_SERVING';
 
-  constructor(private readonly facts: () => HealthFacts) {}
+  /** @param worker with --workers, this process's place (1..N): every Check names it, so that an operator sees which worker answered. */
+  constructor(private readonly facts: () => HealthFacts, private readonly worker?: { slot: number }) {
+    // Until the primary says all N serve: a worker alone is not the group that was asked for.
+    if (worker) this.workersProblem = 'waiting for every worker to serve';
+  }
 
   get status(): ServingStatus {
     return this.current;
@@ -44,7 +49,7 @@ export class Health {
   /** Why the server is not serving, if it is not. */
   get reason(): string | undefined {
     if (this.phase !== 'serving') return this.phase;
-    return this.storageProblem;
+    return this.storageProblem ?? this.workersProblem;
   }
 
   setPhase(phase: Phase): void {
@@ -54,6 +59,12 @@ export class Health {
 
   setStorageProblem(problem: string | undefined): void {
     this.storageProblem = problem;
+    this.update();
+  }
+
+  /** With --workers: why the group serves short (fewer than N workers serving), told by the primary. */
+  setWorkersProblem(problem: string | undefined): void {
+    this.workersProblem = problem;
     this.update();
   }
 
@@ -96,6 +107,10 @@ export class Health {
       md.set('x-sessiond-wal-frames', String(facts.wal.walFrames));
       md.set('x-sessiond-wal-bytes', String(facts.wal.walBytes));
     }
+    if (this.worker) {
+      md.set('x-sessiond-worker', String(this.worker.slot));
+      md.set('x-sessiond-worker-pid', String(process.pid));
+    }
     const reason = this.reason;
     // The liveness name is SERVING all the same: a reason beside it would contradict the status.
     if (reason && service !== LIVENESS_SERVICE) md.set('x-sessiond-not-serving-reason', reason);
@@ -103,7 +118,7 @@ export class Health {
   }
 
   private update(): void {
-    const next: ServingStatus = this.phase === 'serving' && this.storageProblem === undefined ? 'SERVING' : 'NOT_SERVING';
+    const next: ServingStatus = this.reason === undefined ? 'SERVING' : 'NOT_SERVING';
     if (next === this.current) return;
     this.current = next;
     for (const s of HEALTH_SERVICES) this.impl.setStatus(s, next);

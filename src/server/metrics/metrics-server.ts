@@ -18,7 +18,7 @@ export interface MetricsServer {
  * @param listen host:port, as validated by the config loader ("[::1]:9464" for IPv6).
  * @throws Error naming the address when it cannot be bound.
  */
-export async function startMetricsServer(listen: string, metrics: Metrics, log: Logger): Promise<MetricsServer> {
+export async function startMetricsServer(listen: string, metrics: Pick<Metrics, 'exposition'>, log: Logger): Promise<MetricsServer> {
   const colon = listen.lastIndexOf(':');
   const host = listen.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
   const server = createServer((req, res) => {

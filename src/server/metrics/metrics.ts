@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { status } from '@grpc/grpc-js';
 import type { CheckpointResult } from '../../domain/storage-admin';
 import type { MaybePromise } from '../../domain/session-repository';
@@ -22,6 +22,9 @@ export interface MetricSources {
   /** Whether health answers SERVING. */
   serving(): boolean;
 }
+
+/** One registry's metrics as plain data (prom-client's JSON form), fit for IPC. */
+export type MetricSnapshot = MetricObjectWithValues<MetricValue<string>>[];
 
 export type RpcType = 'unary' | 'client_stream' | 'server_stream' | 'bidi_stream';
 export type PurgeTrigger = 'sweep' | 'admin';
@@ -107,15 +110,33 @@ export class Metrics {
     labelNames: ['result'] as const, registers: [this.registry],
   });
   private readonly principalCount = new Gauge({
-    name: 'sessiond_principals', help: 'Principals in force (0: protected mode, loopback callers only).', registers: [this.registry],
+    // With --workers every worker loads the file: the group has the set of any one of them, not their sum.
+    name: 'sessiond_principals', help: 'Principals in force (0: protected mode, loopback callers only).', registers: [this.registry], aggregator: 'max',
   });
   private readonly principalsStale = new Gauge({
     name: 'sessiond_principals_reload_failing', help: '1 while the principals file on disk could not be loaded at the last try (the previous set serves), else 0.',
-    registers: [this.registry],
+    registers: [this.registry], aggregator: 'max',
   });
   private readonly shedWrites = new Counter({
     name: 'sessiond_writes_shed_total', help: 'Writes refused with UNAVAILABLE because too many were already waiting to be committed.', registers: [this.registry],
   });
+
+  private readonly workersServing = new Gauge({
+    name: 'sessiond_workers_serving', help: 'With --workers: worker processes serving; health is NOT_SERVING while fewer than sessiond_workers.', registers: [this.registry],
+  });
+  private readonly workersWanted = new Gauge({
+    name: 'sessiond_workers', help: 'With --workers: the worker processes configured.', registers: [this.registry],
+  });
+  private readonly workerExits = new Counter({
+    name: 'sessiond_worker_exits_total', help: 'With --workers: worker processes that exited while the group was serving (each one is restarted).', registers: [this.registry],
+  });
+
+  /** With --workers: how many of the configured workers serve, and a worker's exit. */
+  workers(serving: number, wanted: number, exited = false): void {
+    this.workersServing.set(serving);
+    this.workersWanted.set(wanted);
+    if (exited) this.workerExits.inc();
+  }
 
   /** Records a load of the principals (start-up or reload): `count` in force, or undefined when it failed and the old set stays. */
   principals(count: number | undefined, reload: boolean): void {
@@ -219,9 +240,20 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry });
   }
 
-  /** The exposition text and its content type. */
-  async exposition(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  /** Every metric's current values, as a worker of --workers sends them to the primary. */
+  snapshot(): Promise<MetricSnapshot> {
+    return this.registry.getMetricsAsJSON();
+  }
+
+  /**
+   * The exposition text and its content type; with the snapshots of --workers'
+   * workers, theirs and this registry's together: counters and histograms
+   * summed, gauges by their aggregator (sum unless set).
+   */
+  async exposition(workers: readonly MetricSnapshot[] = []): Promise<{ contentType: string; body: string }> {
+    if (workers.length === 0) return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    const merged = AggregatorRegistry.aggregate([await this.snapshot(), ...workers]);
+    return { contentType: merged.contentType, body: await merged.metrics() };
   }
 }
 

@@ -1,0 +1,129 @@
+import { systemClock } from '../domain/clock';
+import { EventFeed } from '../domain/event-feed';
+import { SessionManager } from '../domain/session-manager';
+import type { StorageBackend } from '../domain/storage-admin';
+import { PostgresStorage } from '../storage/postgres/postgres-storage';
+import { SqliteStorage } from '../storage/sqlite/sqlite-storage';
+import { targetOf } from '../shared/database-url';
+import { redactedConfig, type Config } from './config';
+import { Fleet } from './fleet';
+import type { Logger } from './log';
+import { Metrics } from './metrics/metrics';
+import { startMetricsServer, type MetricsServer } from './metrics/metrics-server';
+import { StorageObserver } from './storage-observer';
+import { Sweeper } from './sweeper';
+
+/** A shutdown gives the workers their drain timeout and this much more to close their storage and exit. */
+const WORKER_EXIT_GRACE_MS = 10_000;
+
+/**
+ * The primary of --workers N. It serves no call itself. In order: open the
+ * storage (migrating it before any worker opens the file), fork the workers,
+ * then run what must happen once per database, not once per worker: the
+ * checkpoint worker and the final TRUNCATE checkpoint (SQLite), the sweep, the
+ * storage gauges, and /metrics, summed over the workers.
+ *
+ * SIGTERM or SIGINT: every worker drains as one server does, and only once all
+ * have closed their connections does the primary close its own, truncating the
+ * WAL. SIGHUP is passed on to the workers (each reloads the principals).
+ * Exit codes: 0 clean, 1 failed (a worker could not start, or did not exit cleanly).
+ */
+export async function runPrimary(config: Config, log: Logger): Promise<void> {
+  log.info('starting', { config: redactedConfig(config), workers: config.workers });
+  const metrics = new Metrics();
+  const observer = new StorageObserver(metrics, log, config.storage.journalMode === 'wal' ? config.storage.walAutocheckpoint : 0);
+  let storage: StorageBackend;
+  try {
+    storage = config.postgres
+      ? await PostgresStorage.open(config.postgres, { log })
+      : SqliteStorage.open(config.storage, { onCheckpoint: (r) => observer.checkpoint(r) });
+  } catch (err) {
+    fail(log, err);
+  }
+  const sessions = new SessionManager(storage.repository, systemClock, config.policy, { revokeBatchSize: config.revokeBatchSize, maxPageBytes: config.maxPageBytes });
+  const feed = new EventFeed(storage.repository, systemClock, config.policy, config.events);
+  const sweeper = new Sweeper(sessions, config.sweepIntervalMs, config.sweepBatchSize, log, metrics, feed);
+  const fleet = new Fleet(config.workers, log, (serving, wanted, exited) => metrics.workers(serving, wanted, exited));
+  metrics.watch({
+    storageStatus: async () => {
+      const s = await storage.status();
+      return s.backend === 'sqlite' ? s : { databaseBytes: s.tableBytes + s.indexBytes };
+    },
+    wal: storage.wal !== undefined,
+    sessionCounts: () => sessions.counts(),
+    serving: () => fleet.serving === fleet.wanted,
+  });
+
+  let metricsServer: MetricsServer | undefined;
+  let walTimer: NodeJS.Timeout | undefined;
+  let shuttingDown: Promise<void> | undefined;
+  const shutdown = (reason: string, code: number): Promise<void> => {
+    shuttingDown ??= (async () => {
+      log.info('shutdown: workers draining', { reason, deadlineMs: config.server.drainTimeoutMs });
+      const clean = await fleet.stop(reason, config.server.drainTimeoutMs + WORKER_EXIT_GRACE_MS);
+      log.info('shutdown: every worker has exited', { clean });
+      clearInterval(walTimer);
+      await sweeper.stop();
+      await metricsServer?.close();
+      // Only now is the file no worker's: the final checkpoint runs inside close().
+      const final = await storage.close();
+      if (final) log.info('shutdown: checkpoint', { checkpoint: final });
+      log.info('shutdown: database closed');
+      process.exit(clean ? code : 1);
+    })().catch((err: unknown) => {
+      log.error('shutdown failed', { err });
+      process.exit(1);
+    });
+    return shuttingDown;
+  };
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (++signals > 1) {
+      log.warn('second signal: killing the workers and exiting now', { signal });
+      fleet.kill();
+      process.exit(1);
+    }
+    void shutdown(signal, 0);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', () => fleet.signal('SIGHUP'));
+  process.on('unhandledRejection', (reason) => log.error('unhandled promise rejection (a bug); still serving', { err: reason }));
+  process.on('uncaughtException', (err, origin) => {
+    log.error('uncaught exception (a bug); shutting down', { err, origin });
+    setTimeout(() => process.exit(1), config.server.drainTimeoutMs + 2 * WORKER_EXIT_GRACE_MS).unref();
+    void shutdown('uncaught exception', 1);
+  });
+
+  let address: string;
+  try {
+    address = await fleet.start();
+    if (config.metricsListen) {
+      metrics.enableProcessMetrics();
+      metricsServer = await startMetricsServer(config.metricsListen, { exposition: async () => metrics.exposition(await fleet.snapshots()) }, log);
+    }
+  } catch (err) {
+    if (shuttingDown) return;
+    log.error('start-up failed', { err });
+    process.stderr.write(`sessiond: ${err instanceof Error ? err.message : String(err)}\n`);
+    void shutdown('start-up failed', 1);
+    return;
+  }
+  if (shuttingDown) return;
+  sweeper.start();
+  if (storage.wal) {
+    const wal = storage.wal;
+    walTimer = setInterval(() => observer.checkWal(wal.walSnapshot()), config.healthProbeIntervalMs).unref();
+  }
+  log.info('serving', {
+    address, workers: config.workers, storage: storage.backend,
+    ...(config.postgres ? { database: targetOf(config.postgres.url) } : { db: config.storage.path }),
+    metrics: metricsServer && `http://${metricsServer.address}/metrics`,
+  });
+}
+
+function fail(log: Logger, err: unknown): never {
+  log.error('start-up failed', { err });
+  process.stderr.write(`sessiond: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}
