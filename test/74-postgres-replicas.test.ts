@@ -204,3 +204,39 @@ test.serial('PurgeExpiredSessions on three replicas at once deletes every dead r
   for (const x of live) t.true((await clients[1]!.validateSession(x.token)).valid);
   t.deepEqual((await Promise.all(clients.map((c) => c.purgeExpiredSessions({})))).map((x) => x.purgedCount), [0, 0, 0], 'nothing is left to purge');
 });
+
+test.serial('--workers 2 on PostgreSQL: both workers serve one database, the primary sweeps, SIGTERM drains both and exits 0', async (t) => {
+  t.timeout(90_000);
+  const { url } = await freshDatabase();
+  const server = await spawnServer({
+    SESSIOND_STORAGE: 'postgres', SESSIOND_DATABASE_URL: url, SESSIOND_DATABASE_POOL_SIZE: '3', SESSIOND_WORKERS: '2', SESSIOND_SWEEP_INTERVAL: '200ms',
+  });
+  t.teardown(() => {
+    if (server.proc.exitCode === null && server.proc.signalCode === null) server.proc.kill('SIGKILL');
+  });
+  // Distinct channel options give each client a connection of its own, which the primary hands to a worker in turn.
+  const bySlot = new Map<string, SessiondClient>();
+  for (let i = 0; i < 40 && bySlot.size < 2; i++) {
+    const c = new SessiondClient(server.address, { defaultDeadlineMs: 20_000, channelOptions: { 'sessiond-test.connection': i } });
+    t.teardown(() => c.close());
+    const slot = String((await c.health()).metadata.get('x-sessiond-worker')[0]);
+    if (!bySlot.has(slot)) bySlot.set(slot, c);
+  }
+  t.deepEqual([...bySlot.keys()].sort(), ['1', '2'], 'connections land on both workers');
+  const [one, two] = [bySlot.get('1')!, bySlot.get('2')!];
+  const made = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? one : two).createSession({ serverId: 'pw', subject: `s-${i}` })));
+  for (const [i, m] of made.entries()) t.true((await (i % 2 ? two : one).validateSession(m.token)).valid);
+  t.is((await one.revokeSessions({ serverId: 'pw' })).revokedCount, 20);
+  const sql = direct(t, url);
+  // No worker sweeps; the primary's sweep removes the revoked rows.
+  const until = Date.now() + 20_000;
+  let left = -1;
+  while (Date.now() < until && left !== 0) {
+    left = (await sql<{ n: number }[]>`select count(*)::int as n from sessions where server_id = 'pw'`)[0]!.n;
+    if (left !== 0) await new Promise((r) => setTimeout(r, 100));
+  }
+  t.is(left, 0, 'the sweep purged the revoked sessions');
+  server.proc.kill('SIGTERM');
+  t.is(await server.exited, 0, server.stderr().slice(-2000));
+  t.is([...server.stderr().matchAll(/"msg":"shutdown: database closed"/g)].length, 3, 'each worker and then the primary closed its pool');
+});
