@@ -244,3 +244,22 @@ test('a worker does not outlive its primary, and the file opens after', async (t
   again.proc.kill('SIGTERM');
   t.is(await again.exited, 0);
 });
+
+test('SIGTERM while the workers are still starting stops the group cleanly', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: join(__dirname, '..'), env: { ...process.env, ...ENV, SESSIOND_LISTEN: '127.0.0.1:0', SESSIOND_DB_PATH: dbIn(t) },
+  });
+  t.teardown(() => tryKill(proc.pid!, 'SIGKILL'));
+  let log = '';
+  const exited = new Promise<number | string>((resolve) => proc.on('exit', (c, s) => resolve(c ?? s ?? -1)));
+  proc.stdout.resume();
+  proc.stderr.on('data', (d: Buffer) => (log += d.toString()));
+  // A worker's first line: it runs, and the group does not serve yet.
+  await waitFor(() => /"msg":"protected mode/.test(log), 'a worker to be running', 60_000);
+  proc.kill('SIGTERM');
+  t.is(await exited, 0, log.slice(-3000));
+  const pids = [...new Set([...log.matchAll(/"pid":(\d+)/g)].map((m) => Number(m[1])))];
+  await waitFor(() => pids.every((p) => !alive(p)), 'every process of the group to be gone');
+  t.notRegex(log, /"msg":"serving"/, 'the group never served');
+});

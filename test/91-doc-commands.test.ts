@@ -99,6 +99,9 @@ const NOT_RUN: Record<string, string[]> = {
     `npx buf curl --protocol grpc --http2-prior-knowledge --data '{"server_id":"web-1","after_sequence":"0"}' http://127.0.0.1:50051/sessions.v1.SessionService/WatchSessionEvents`,
     `grpcurl -plaintext -d '{"subject":"alice","progress_events":true}' 127.0.0.1:50051 sessions.v1.SessionService/WatchSessionEvents`,
   ],
+  'the server runs until it is stopped, on a system path; test/31-workers.test.ts starts the same group on a temporary file': [
+    'sessiond serve --workers auto --db-path /var/lib/sessiond/sessions.db --listen 0.0.0.0:50051',
+  ],
   'the soak runs for minutes; test/30-crash.test.ts runs the same crash test with fewer kills': ['make soak SOAK_KILLS=500 SOAK_SYNCHRONOUS=full'],
 };
 

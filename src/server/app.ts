@@ -44,6 +44,8 @@ export interface App {
   shutdown(reason: string): Promise<void>;
   /** Cancels in-flight calls at once and skips the drain (a second signal). */
   forceShutdown(): void;
+  /** Principals in force now (0: protected mode). */
+  principalCount(): number;
   /** Reads the principals file again (SIGHUP); on a problem the principals in force stay. @returns whether the new set is in force. */
   reloadPrincipals(reason: string): boolean;
 }
@@ -206,6 +208,7 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
     metricsPort: metricsServer?.port,
     shutdown,
     forceShutdown: () => server.forceShutdown(),
+    principalCount: () => callers.size,
     reloadPrincipals: (reason) => principals.reload(reason),
   };
 }

@@ -118,7 +118,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   log.info('serving', {
     address, workers: config.workers, storage: storage.backend,
     ...(config.postgres ? { database: targetOf(config.postgres.url) } : { db: config.storage.path }),
-    metrics: metricsServer && `http://${metricsServer.address}/metrics`,
+    principals: fleet.principals, metrics: metricsServer && `http://${metricsServer.address}/metrics`,
   });
 }
 

@@ -34,5 +34,5 @@ export function followPrimary(app: App, log: Logger, stop: (reason: string) => v
         break;
     }
   });
-  send({ sessiond: 'serving', address: app.address });
+  send({ sessiond: 'serving', address: app.address, principals: app.principalCount() });
 }

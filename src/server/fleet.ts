@@ -37,6 +37,8 @@ export class Fleet {
   private served = false;
   private starting: { resolve(address: string): void; reject(err: Error): void } | undefined;
   private address = '';
+  /** Principals in force in the worker that started serving last: every worker reads the one file. */
+  principals = 0;
   private requests = 0;
   private readonly pending = new Map<number, (snapshot: MetricSnapshot | undefined) => void>();
 
@@ -99,12 +101,14 @@ export class Fleet {
     for (const p of this.places) clearTimeout(p.restartTimer);
     const live = this.places.filter((p) => p.worker);
     const exits = live.map((p) => new Promise<void>((resolve) => {
-      p.worker!.once('exit', (code: number | null) => {
-        if (code !== 0) clean = false;
+      const serving = p.serving;
+      p.worker!.once('exit', (code: number | null, signal: string | null) => {
+        // A worker still starting has no calls to drain: SIGTERM ends it before it listens for the primary.
+        if (code !== 0 && !(signal === 'SIGTERM' && !serving)) clean = false;
         resolve();
       });
     }));
-    for (const p of live) if (!send(p.worker!, { sessiond: 'shutdown', reason })) p.worker!.process.kill('SIGTERM');
+    for (const p of live) if (!p.serving || !send(p.worker!, { sessiond: 'shutdown', reason })) p.worker!.process.kill('SIGTERM');
     const timer = setTimeout(() => {
       for (const p of this.places) {
         if (!p.worker) continue;
@@ -141,6 +145,7 @@ export class Fleet {
     }
     place.serving = true;
     this.address = message.address;
+    this.principals = message.principals;
     this.tellWorkers(false);
     if (!this.served && this.serving === this.wanted) {
       this.served = true;

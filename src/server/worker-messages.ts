@@ -14,7 +14,7 @@ export type PrimaryMessage =
 
 /** From a worker: it serves (once, after start-up); its metrics, answering a request. */
 export type WorkerMessage =
-  | { sessiond: 'serving'; address: string }
+  | { sessiond: 'serving'; address: string; principals: number }
   | { sessiond: 'metrics'; id: number; snapshot: MetricSnapshot | undefined };
 
 export function isPrimaryMessage(m: unknown): m is PrimaryMessage {
