@@ -1,3 +1,4 @@
+import { Counter, Gauge } from 'prom-client';
 import { systemClock } from '../domain/clock';
 import { EventFeed } from '../domain/event-feed';
 import { SessionManager } from '../domain/session-manager';
@@ -43,7 +44,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   const sessions = new SessionManager(storage.repository, systemClock, config.policy, { revokeBatchSize: config.revokeBatchSize, maxPageBytes: config.maxPageBytes });
   const feed = new EventFeed(storage.repository, systemClock, config.policy, config.events);
   const sweeper = new Sweeper(sessions, config.sweepIntervalMs, config.sweepBatchSize, log, metrics, feed);
-  const fleet = new Fleet(config.workers, log, (serving, wanted, exited) => metrics.workers(serving, wanted, exited));
+  const fleet = new Fleet(config.workers, log, fleetMetrics(metrics));
   metrics.watch({
     storageStatus: async () => {
       const s = await storage.status();
@@ -120,6 +121,19 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     ...(config.postgres ? { database: targetOf(config.postgres.url) } : { db: config.storage.path }),
     principals: fleet.principals, metrics: metricsServer && `http://${metricsServer.address}/metrics`,
   });
+}
+
+/** The group's own metrics, on the primary's registry: how many workers serve, and their exits. */
+function fleetMetrics(metrics: Metrics): (serving: number, wanted: number, exited: boolean) => void {
+  const registers = [metrics.registry];
+  const serving = new Gauge({ name: 'sessiond_workers_serving', help: 'With --workers: worker processes serving; health is NOT_SERVING while fewer than sessiond_workers.', registers });
+  const wanted = new Gauge({ name: 'sessiond_workers', help: 'With --workers: the worker processes configured.', registers });
+  const exits = new Counter({ name: 'sessiond_worker_exits_total', help: 'With --workers: worker processes that exited while the group was serving (each one is restarted).', registers });
+  return (n, of, exited) => {
+    serving.set(n);
+    wanted.set(of);
+    if (exited) exits.inc();
+  };
 }
 
 function fail(log: Logger, err: unknown): never {

@@ -23,6 +23,15 @@ export interface MetricSources {
   serving(): boolean;
 }
 
+/** One method's counts since start-up; handled by status code, with the labels of each. */
+interface RpcCounts {
+  readonly base: Record<string, string>;
+  started: number;
+  received: number;
+  sent: number;
+  readonly handled: Map<status, [Record<string, string>, number]>;
+}
+
 /** One registry's metrics as plain data (prom-client's JSON form), fit for IPC. */
 export type MetricSnapshot = MetricObjectWithValues<MetricValue<string>>[];
 
@@ -58,26 +67,19 @@ export class Metrics {
   private readonly rpcs = new Map<string, RpcMetrics>();
   private processMetrics = false;
 
-  private readonly rpcStarted = new Counter({
-    name: 'grpc_server_started_total', help: 'RPCs started on the server.',
-    labelNames: ['grpc_type', 'grpc_service', 'grpc_method'] as const, registers: [this.registry],
-  });
-  private readonly rpcHandled = new Counter({
-    name: 'grpc_server_handled_total', help: 'RPCs completed on the server, by status code.',
-    labelNames: ['grpc_type', 'grpc_service', 'grpc_method', 'grpc_code'] as const, registers: [this.registry],
-  });
+  /** Every method's call counts so far, read into the counters below at scrape time. */
+  private readonly rpcCounts: RpcCounts[] = [];
   private readonly rpcSeconds = new Histogram({
     name: 'grpc_server_handling_seconds', help: 'Time from the start of an RPC to its status, by status code.',
     labelNames: ['grpc_type', 'grpc_service', 'grpc_method', 'grpc_code'] as const, buckets: RPC_SECONDS, registers: [this.registry],
   });
-  private readonly rpcReceived = new Counter({
-    name: 'grpc_server_msg_received_total', help: 'Request messages received on the server.',
-    labelNames: ['grpc_type', 'grpc_service', 'grpc_method'] as const, registers: [this.registry],
-  });
-  private readonly rpcSent = new Counter({
-    name: 'grpc_server_msg_sent_total', help: 'Response messages sent by the server.',
-    labelNames: ['grpc_type', 'grpc_service', 'grpc_method'] as const, registers: [this.registry],
-  });
+
+  constructor() {
+    this.rpcCounter('grpc_server_started_total', 'RPCs started on the server.', (c) => [[c.base, c.started]]);
+    this.rpcCounter('grpc_server_handled_total', 'RPCs completed on the server, by status code.', (c) => c.handled.values(), true);
+    this.rpcCounter('grpc_server_msg_received_total', 'Request messages received on the server.', (c) => [[c.base, c.received]]);
+    this.rpcCounter('grpc_server_msg_sent_total', 'Response messages sent by the server.', (c) => [[c.base, c.sent]]);
+  }
 
   private readonly checkpoints = new Counter({
     name: 'sessiond_checkpoints_total', help: 'WAL checkpoints run, by mode and trigger (admin, auto, shutdown).',
@@ -121,23 +123,6 @@ export class Metrics {
     name: 'sessiond_writes_shed_total', help: 'Writes refused with UNAVAILABLE because too many were already waiting to be committed.', registers: [this.registry],
   });
 
-  private readonly workersServing = new Gauge({
-    name: 'sessiond_workers_serving', help: 'With --workers: worker processes serving; health is NOT_SERVING while fewer than sessiond_workers.', registers: [this.registry],
-  });
-  private readonly workersWanted = new Gauge({
-    name: 'sessiond_workers', help: 'With --workers: the worker processes configured.', registers: [this.registry],
-  });
-  private readonly workerExits = new Counter({
-    name: 'sessiond_worker_exits_total', help: 'With --workers: worker processes that exited while the group was serving (each one is restarted).', registers: [this.registry],
-  });
-
-  /** With --workers: how many of the configured workers serve, and a worker's exit. */
-  workers(serving: number, wanted: number, exited = false): void {
-    this.workersServing.set(serving);
-    this.workersWanted.set(wanted);
-    if (exited) this.workerExits.inc();
-  }
-
   /** Records a load of the principals (start-up or reload): `count` in force, or undefined when it failed and the old set stays. */
   principals(count: number | undefined, reload: boolean): void {
     if (reload) this.principalReloads.inc({ result: count === undefined ? 'failed' : 'ok' });
@@ -156,23 +141,23 @@ export class Metrics {
     if (m) return m;
     const slash = path.lastIndexOf('/');
     const base = { grpc_type: type, grpc_service: path.slice(1, slash), grpc_method: path.slice(slash + 1) };
-    const started = this.rpcStarted.labels(base);
-    const received = this.rpcReceived.labels(base);
-    const sent = this.rpcSent.labels(base);
-    const byCode = new Map<status, { handled: Counter.Internal; seconds: Histogram.Internal<string> }>();
+    const counts: RpcCounts = { base, started: 0, received: 0, sent: 0, handled: new Map() };
+    this.rpcCounts.push(counts);
+    const seconds = new Map<status, Histogram.Internal<string>>();
     m = {
-      started: () => started.inc(),
-      received: () => received.inc(),
-      sent: () => sent.inc(),
-      handled: (code, seconds) => {
-        let c = byCode.get(code);
-        if (!c) {
+      started: () => counts.started++,
+      received: () => counts.received++,
+      sent: () => counts.sent++,
+      handled: (code, s) => {
+        let h = counts.handled.get(code);
+        if (!h) {
           const labels = { ...base, grpc_code: status[code] ?? String(code) };
-          c = { handled: this.rpcHandled.labels(labels), seconds: this.rpcSeconds.labels(labels) };
-          byCode.set(code, c);
+          h = [labels, 0];
+          counts.handled.set(code, h);
+          seconds.set(code, this.rpcSeconds.labels(labels));
         }
-        c.handled.inc();
-        c.seconds.observe(seconds);
+        h[1]++;
+        seconds.get(code)!.observe(s);
       },
     };
     this.rpcs.set(path, m);
@@ -192,6 +177,23 @@ export class Metrics {
     this.sweepRuns.inc({ trigger, result: purged === undefined ? 'error' : 'ok' });
     if (purged !== undefined) this.sweepPurged.inc({ trigger }, purged);
     this.sweepSeconds.observe({ trigger }, durationMs / 1000);
+  }
+
+  /**
+   * A counter of every method's calls, kept as plain numbers per call and set
+   * at scrape time: prom-client hashes and checks the labels on each inc, four
+   * times per call otherwise.
+   */
+  private rpcCounter(name: string, help: string, read: (c: RpcCounts) => Iterable<readonly [Record<string, string>, number]>, withCode = false): void {
+    const counts = this.rpcCounts;
+    new Counter({
+      name, help, registers: [this.registry],
+      labelNames: withCode ? ['grpc_type', 'grpc_service', 'grpc_method', 'grpc_code'] : ['grpc_type', 'grpc_service', 'grpc_method'],
+      collect() {
+        this.reset();
+        for (const c of counts) for (const [labels, n] of read(c)) if (n > 0) this.inc(labels, n);
+      },
+    });
   }
 
   /**
