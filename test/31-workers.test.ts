@@ -1,10 +1,11 @@
 import test, { type ExecutionContext } from 'ava';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { createServer, type Server } from 'node:net';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ServingStatus, SessiondClient } from '../src/client/client';
+import { usableCores } from '../src/server/cores';
 import { integrityCheck } from './helpers/crash-workload';
 import { runServerToExit, spawnServer, type ServerProcess } from './helpers/process';
 import { metricsPortOf, scrape, value } from './helpers/prometheus';
@@ -262,4 +263,27 @@ test('SIGTERM while the workers are still starting stops the group cleanly', asy
   const pids = [...new Set([...log.matchAll(/"pid":(\d+)/g)].map((m) => Number(m[1])))];
   await waitFor(() => pids.every((p) => !alive(p)), 'every process of the group to be gone');
   t.notRegex(log, /"msg":"serving"/, 'the group never served');
+});
+
+test('--workers auto counts the CPUs a cgroup quota allows, on the process\'s cgroup or a parent, v2 or v1', (t) => {
+  const fake = (files: Record<string, string>): string => {
+    const root = mkdtempSync(join(tmpdir(), 'sessiond-cgroup-'));
+    t.teardown(() => rmSync(root, { recursive: true, force: true }));
+    for (const [path, text] of Object.entries(files)) {
+      mkdirSync(join(root, path, '..'), { recursive: true });
+      writeFileSync(join(root, path), text);
+    }
+    return root;
+  };
+  t.is(usableCores(fake({}), 8), 8, 'no cgroup files: the CPUs');
+  t.is(usableCores(fake({ 'proc/self/cgroup': '0::/\n', 'sys/fs/cgroup/cpu.max': 'max 100000\n' }), 8), 8, 'no quota');
+  t.is(usableCores(fake({ 'proc/self/cgroup': '0::/\n', 'sys/fs/cgroup/cpu.max': '150000 100000\n' }), 8), 2, '1.5 CPUs round up to 2');
+  t.is(usableCores(fake({ 'proc/self/cgroup': '0::/\n', 'sys/fs/cgroup/cpu.max': '1600000 100000\n' }), 8), 8, 'a quota above the CPUs');
+  t.is(usableCores(fake({
+    'proc/self/cgroup': '0::/kubepods/pod1/c1\n', 'sys/fs/cgroup/kubepods/pod1/cpu.max': '50000 100000', 'sys/fs/cgroup/kubepods/pod1/c1/cpu.max': 'max 100000',
+  }), 8), 1, 'a parent\'s quota bounds its children');
+  t.is(usableCores(fake({
+    'proc/self/cgroup': '4:cpu,cpuacct:/docker/abc\n', 'sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us': '300000', 'sys/fs/cgroup/cpu/docker/abc/cpu.cfs_period_us': '100000',
+  }), 8), 3, 'cgroup v1');
+  t.is(usableCores(fake({ 'sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1', 'sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000' }), 4), 4, 'v1 without a quota');
 });

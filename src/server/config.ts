@@ -3,7 +3,7 @@ import { TOKEN_LENGTH } from '../domain/tokens';
 import { readPrincipalsFile } from './principals-file';
 import { readSettings, settle } from '../shared/settings-engine';
 import { ENV_PREFIX, MAX_WORKERS, SETTINGS, type SettingValues } from './settings';
-import { availableParallelism } from 'node:os';
+import { usableCores } from './cores';
 import { databaseUrlProblem, redactedUrl } from '../shared/database-url';
 import { checkServerTlsFiles } from '../shared/tls';
 import { MAX_BATCH_ITEMS } from '../shared/stream-protocol';
@@ -131,9 +131,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   return { config: deepFreeze(config), help: outcome.help };
 }
 
-/** --workers as a count (auto: the cores this process may use, at least 1), or undefined when it is not one. */
+/** --workers as a count (auto: the cores this process may use, see cores.ts), or undefined when it is not one. */
 function workerCount(text: string): number | undefined {
-  if (text === 'auto') return Math.min(MAX_WORKERS, Math.max(1, availableParallelism()));
+  if (text === 'auto') return Math.min(MAX_WORKERS, usableCores());
   if (!/^\d{1,4}$/.test(text)) return undefined;
   const n = Number(text);
   return n >= 1 && n <= MAX_WORKERS ? n : undefined;
