@@ -4,9 +4,11 @@ import { createServer, type Server } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CheckpointMode } from '../generated/sessions/v1/admin_service';
 import { ServingStatus, SessiondClient } from '../src/client/client';
 import { usableCores } from '../src/server/cores';
 import { integrityCheck } from './helpers/crash-workload';
+import { EVERYTHING, writePrincipals } from './helpers/principals';
 import { runServerToExit, spawnServer, type ServerProcess } from './helpers/process';
 import { metricsPortOf, scrape, value } from './helpers/prometheus';
 import { waitFor, waitForAsync } from './helpers/wait';
@@ -42,15 +44,15 @@ async function workerOf(c: SessiondClient): Promise<{ slot: string; pid: number;
 
 let connections = 0;
 /** A client on a connection of its own: distinct channel options keep grpc-js from sharing one (its three stubs still share theirs). */
-function connect(address: string): SessiondClient {
-  return new SessiondClient(address, { defaultDeadlineMs: 30_000, channelOptions: { 'sessiond-test.connection': ++connections } });
+function connect(address: string, apiKey?: string): SessiondClient {
+  return new SessiondClient(address, { apiKey, defaultDeadlineMs: 30_000, channelOptions: { 'sessiond-test.connection': ++connections } });
 }
 
 /** Connects until every slot has at least `each` clients (the primary hands connections to its workers in turn). */
-async function clientsOnEvery(t: ExecutionContext, address: string, slots: number, each = 2): Promise<Map<string, SessiondClient[]>> {
+async function clientsOnEvery(t: ExecutionContext, address: string, slots: number, each = 2, apiKey?: string): Promise<Map<string, SessiondClient[]>> {
   const bySlot = new Map<string, SessiondClient[]>();
   for (let i = 0; i < 60 && ([...bySlot.values()].filter((cs) => cs.length >= each).length < slots); i++) {
-    const c = connect(address);
+    const c = connect(address, apiKey);
     t.teardown(() => c.close());
     const { slot } = await workerOf(c);
     bySlot.set(slot, [...(bySlot.get(slot) ?? []), c]);
@@ -59,13 +61,13 @@ async function clientsOnEvery(t: ExecutionContext, address: string, slots: numbe
   return bySlot;
 }
 
-async function group(t: ExecutionContext, env: Record<string, string> = {}): Promise<Group> {
+async function group(t: ExecutionContext, env: Record<string, string> = {}, apiKey?: string): Promise<Group> {
   const dbPath = dbIn(t);
   const server = await spawnServer({ ...ENV, SESSIOND_DB_PATH: dbPath, ...env });
   t.teardown(() => {
     for (const pid of [server.proc.pid!, ...childPids(server)]) tryKill(pid, 'SIGKILL');
   });
-  return { dbPath, server, bySlot: await clientsOnEvery(t, server.address, Number(env['SESSIOND_WORKERS'] ?? ENV.SESSIOND_WORKERS)) };
+  return { dbPath, server, bySlot: await clientsOnEvery(t, server.address, Number(env['SESSIOND_WORKERS'] ?? ENV.SESSIOND_WORKERS), 2, apiKey) };
 }
 
 /** The worker pids the primary announced (its "worker serving" lines), in the order they started. */
@@ -286,4 +288,37 @@ test('--workers auto counts the CPUs a cgroup quota allows, on the process\'s cg
     'proc/self/cgroup': '4:cpu,cpuacct:/docker/abc\n', 'sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us': '300000', 'sys/fs/cgroup/cpu/docker/abc/cpu.cfs_period_us': '100000',
   }), 8), 3, 'cgroup v1');
   t.is(usableCores(fake({ 'sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1', 'sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000' }), 4), 4, 'v1 without a quota');
+});
+
+test('SIGHUP to the primary reloads the principals in every worker', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sessiond-workers-keys-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = writePrincipals(dir, [EVERYTHING]);
+  const g = await group(t, { SESSIOND_PRINCIPALS_FILE: file.path }, file.keys[EVERYTHING.name]);
+  t.regex(g.server.stderr(), /"msg":"serving"[^\n]*"principals":1/, 'the primary names the principals its workers loaded');
+  for (const cs of g.bySlot.values()) t.true((await cs[0]!.createSession({ serverId: 'k', subject: 's' })).token.length > 0, 'each worker takes the key');
+  g.server.proc.kill('SIGHUP');
+  const reloads = () => new Set([...g.server.stderr().matchAll(/"pid":(\d+),[^\n]*"msg":"principals reloaded","reason":"SIGHUP"/g)].map((m) => m[1]));
+  await waitFor(() => reloads().size === 2, 'a SIGHUP reload in both workers');
+  t.deepEqual([...reloads()].map(Number).sort(), childPids(g.server).sort());
+});
+
+test('a worker hands admin checkpoints and purges to the primary, whose checkpoint thread runs them once', async (t) => {
+  const g = await group(t, { SESSIOND_METRICS_LISTEN: '127.0.0.1:0', SESSIOND_SWEEP_INTERVAL: '1h' });
+  const two = g.bySlot.get('2')![0]!;
+  const made = await Promise.all(Array.from({ length: 30 }, (_, i) => two.createSession({ serverId: 'adm', subject: `a-${i % 3}` })));
+  t.is((await two.revokeSessions({ serverId: 'adm', subject: 'a-0' })).revokedCount, 10);
+  const purged = await two.purgeExpiredSessions({});
+  t.is(purged.purgedCount, 10, 'the revoked sessions are purged');
+  const cp = await two.checkpoint({ mode: CheckpointMode.CHECKPOINT_MODE_TRUNCATE });
+  t.false(cp.busy);
+  t.is(cp.walBytes, 0, 'the WAL is truncated');
+  t.is(statSync(`${g.dbPath}-wal`).size, 0);
+  t.is((await two.getStorageStatus()).lastCheckpoint?.mode, CheckpointMode.CHECKPOINT_MODE_TRUNCATE, 'the worker reports the checkpoint it asked for');
+  const primary = g.server.proc.pid!;
+  const admin = [...g.server.stderr().matchAll(/"pid":(\d+),[^\n]*"msg":"checkpoint","checkpoint":\{"mode":"TRUNCATE"[^\n]*"trigger":"admin"/g)].map((m) => Number(m[1]));
+  t.deepEqual(admin, [primary], 'the primary ran it, and no worker did');
+  const samples = await scrape(metricsPortOf(g.server.stderr()));
+  t.is(value(samples, 'sessiond_checkpoints_total', { mode: 'TRUNCATE', trigger: 'admin' }), 1, 'counted once');
+  for (const m of made.slice(1)) if (m.session!.subject !== 'a-0') t.true((await g.bySlot.get('1')![0]!.validateSession(m.token)).valid);
 });

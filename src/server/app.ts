@@ -25,6 +25,7 @@ import { bind, serverChannelOptions, serverCredentials, transportSecurity } from
 import { sessionHandlers, sessionService } from '../transport/session-handlers';
 import { OpenStreams } from '../transport/open-streams';
 import { EventFeed } from '../domain/event-feed';
+import type { PrimaryStorage } from './worker-messages';
 
 export interface App {
   /** The port bound (useful with a listen port of 0). */
@@ -60,7 +61,7 @@ export interface AppOptions {
    * the checkpoints, the sweep, the storage gauges and /metrics to the
    * primary (cluster-primary.ts).
    */
-  worker?: { slot: number };
+  worker?: { slot: number; primary?: PrimaryStorage };
 }
 
 /**
@@ -90,7 +91,8 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
     if (config.postgres) {
       storage = await PostgresStorage.open(config.postgres, { log, onShed: () => metrics.writeShed() });
     } else {
-      storage = sqlite = SqliteStorage.open(worker ? { ...config.storage, checkpointsInPrimary: true } : config.storage, { ...storageHooks, onCheckpoint: (r) => storageObserver.checkpoint(r), onShed: () => metrics.writeShed() });
+      storage = sqlite = SqliteStorage.open(worker ? { ...config.storage, checkpointsInPrimary: true } : config.storage, {
+        primary: worker?.primary, ...storageHooks, onCheckpoint: (r) => storageObserver.checkpoint(r), onShed: () => metrics.writeShed() });
     }
   } catch (err) {
     principals.stop();

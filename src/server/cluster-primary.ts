@@ -44,7 +44,9 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   const sessions = new SessionManager(storage.repository, systemClock, config.policy, { revokeBatchSize: config.revokeBatchSize, maxPageBytes: config.maxPageBytes });
   const feed = new EventFeed(storage.repository, systemClock, config.policy, config.events);
   const sweeper = new Sweeper(sessions, config.sweepIntervalMs, config.sweepBatchSize, log, metrics, feed);
-  const fleet = new Fleet(config.workers, log, fleetMetrics(metrics));
+  // The workers' checkpoints and purge batches, on this storage's checkpoint worker thread.
+  const sqlite = storage instanceof SqliteStorage ? storage : undefined;
+  const fleet = new Fleet(config.workers, log, fleetMetrics(metrics), sqlite && ((r) => (r.op === 'checkpoint' ? sqlite.checkpoint(r.mode, r.trigger) : sqlite.purgeBatch(r.now, r.limit))));
   metrics.watch({
     storageStatus: async () => {
       const s = await storage.status();

@@ -2,7 +2,8 @@ import cluster, { type Worker } from 'node:cluster';
 import { WORKER_SLOT_VARIABLE } from './config';
 import type { Logger } from './log';
 import type { MetricSnapshot } from './metrics/metrics';
-import { isWorkerMessage, type PrimaryMessage } from './worker-messages';
+import { isWorkerMessage, type PrimaryMessage, type StorageRequest } from './worker-messages';
+import type { CheckpointResult } from '../domain/storage-admin';
 
 /** The first restart of a crashed worker waits this long; each crash soon after the last doubles it. */
 const FIRST_RESTART_MS = 250;
@@ -42,10 +43,15 @@ export class Fleet {
   private requests = 0;
   private readonly pending = new Map<number, (snapshot: MetricSnapshot | undefined) => void>();
 
+  /**
+   * @param storageWork runs what a worker's storage hands over (checkpoints,
+   *   purge batches) on the primary's storage; absent, a request is refused.
+   */
   constructor(
     readonly wanted: number,
     private readonly log: Logger,
     private readonly onChange: (serving: number, wanted: number, exited: boolean) => void,
+    private readonly storageWork?: (request: StorageRequest) => Promise<CheckpointResult | number>,
   ) {
     this.places = Array.from({ length: wanted }, (_, i) => ({ slot: i + 1, worker: undefined, serving: false, startedAt: 0, restartDelayMs: FIRST_RESTART_MS, restartTimer: undefined }));
   }
@@ -141,6 +147,15 @@ export class Fleet {
     if (!isWorkerMessage(message) || place.worker !== worker) return;
     if (message.sessiond === 'metrics') {
       this.pending.get(message.id)?.(message.snapshot);
+      return;
+    }
+    if (message.sessiond === 'storage') {
+      const { id, request } = message;
+      const work = this.storageWork ? this.storageWork(request) : Promise.reject(new Error(`no storage here for ${request.op}`));
+      work.then(
+        (result) => send(worker, { sessiond: 'storage', id, result }),
+        (err: { kind?: string; message?: string; code?: string }) => send(worker, { sessiond: 'storage', id, error: { kind: err.kind ?? 'internal', message: err.message ?? String(err), code: err.code } }),
+      );
       return;
     }
     place.serving = true;

@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import { startApp } from './app';
 import { runPrimary } from './cluster-primary';
-import { followPrimary } from './cluster-worker';
+import { PrimaryLink } from './cluster-worker';
 import { ConfigError, helpText, loadConfig, redactedConfig, WORKER_SLOT_VARIABLE } from './config';
 import { tuneGc } from './gc-tuning';
 import { createLogger } from './log';
@@ -32,7 +32,8 @@ export async function serve(argv: readonly string[], env: NodeJS.ProcessEnv): Pr
   const { config } = invocation;
   const log = createLogger(config.logLevel);
   if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, log);
-  const worker = config.workers > 1 ? { slot: Number(env[WORKER_SLOT_VARIABLE]) || cluster.worker!.id } : undefined;
+  const link = config.workers > 1 ? new PrimaryLink() : undefined;
+  const worker = link && { slot: Number(env[WORKER_SLOT_VARIABLE]) || cluster.worker!.id, primary: link.storage };
   // pino adds pid and hostname to every line; the admin token is masked here and by the logger's redact paths.
   if (!worker) log.info('starting', { config: redactedConfig(config) });
 
@@ -66,7 +67,7 @@ export async function serve(argv: readonly string[], env: NodeJS.ProcessEnv): Pr
   // Keys rotate without a restart; a file that fails to load leaves the principals in force.
   process.on('SIGHUP', () => void app.reloadPrincipals('SIGHUP'));
   // The primary's order, or its loss, shuts a worker down as a signal would; a second one changes nothing.
-  if (worker) followPrimary(app, log, (reason) => signals === 0 && onSignal(reason));
+  link?.follow(app, log, (reason) => signals === 0 && onSignal(reason));
 
   // Safety nets. Handlers turn every fault into a status (transport/unary.ts,
   // validate-stream.ts); these catch what escapes anyway, which is a bug.

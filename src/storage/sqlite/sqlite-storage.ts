@@ -32,6 +32,8 @@ export interface StorageHooks {
   fsync?: SyncFn;
   /** Called for each write refused because max-pending-writes were already waiting; must not throw. */
   onShed?(): void;
+  /** A cluster worker's (checkpointsInPrimary): checkpoints and purge batches run in the primary, on its checkpoint worker thread, not on this event loop. */
+  primary?: { checkpoint(mode: CheckpointMode, trigger: CheckpointTrigger): Promise<CheckpointResult>; purgeBatch(now: number, limit: number): Promise<number> };
 }
 
 /**
@@ -135,6 +137,7 @@ export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
   async checkpoint(mode: CheckpointMode, trigger: CheckpointTrigger): Promise<CheckpointResult> {
     this.requireWal();
     if (this.closing) throw new FailedPreconditionError('the database is closing');
+    if (this.hooks.primary) return (this.lastCheckpoint = await this.hooks.primary.checkpoint(mode, trigger));
     if (this.checkpointer?.running) return this.record(mode, trigger, await this.checkpointer.checkpoint(mode));
     return this.checkpointHere(mode, trigger);
   }
@@ -145,6 +148,7 @@ export class SqliteStorage implements StorageBackend, WalAdmin, PurgeRunner {
    */
   async purgeBatch(now: number, limit: number): Promise<number> {
     if (this.closing) throw new StorageError('storage is closing; the purge was not applied', undefined);
+    if (this.hooks.primary) return this.hooks.primary.purgeBatch(now, limit);
     if (!this.checkpointer?.running) return this.writes.run(() => this.sessions.purgeBatch(now, limit));
     try {
       return await this.checkpointer.purge(now, limit);
