@@ -8,7 +8,8 @@ import { PostgresStorage } from '../src/storage/postgres/postgres-storage';
 import { SCHEMA_VERSION } from '../src/storage/postgres/migrations';
 import { startPostgres, removeAllPostgres, type PostgresCluster, type Sql } from './helpers/postgres';
 import { spawnServer, type ServerProcess } from './helpers/process';
-import { waitFor } from './helpers/wait';
+import { waitFor, waitForAsync } from './helpers/wait';
+import { clientsOnEvery } from './helpers/workers';
 
 /*
  * Several sessiond replicas on one PostgreSQL database, as real processes:
@@ -214,28 +215,16 @@ test.serial('--workers 2 on PostgreSQL: both workers serve one database, the pri
   t.teardown(() => {
     if (server.proc.exitCode === null && server.proc.signalCode === null) server.proc.kill('SIGKILL');
   });
-  // Distinct channel options give each client a connection of its own, which the primary hands to a worker in turn.
-  const bySlot = new Map<string, SessiondClient>();
-  for (let i = 0; i < 40 && bySlot.size < 2; i++) {
-    const c = new SessiondClient(server.address, { defaultDeadlineMs: 20_000, channelOptions: { 'sessiond-test.connection': i } });
-    t.teardown(() => c.close());
-    const slot = String((await c.health()).metadata.get('x-sessiond-worker')[0]);
-    if (!bySlot.has(slot)) bySlot.set(slot, c);
-  }
-  t.deepEqual([...bySlot.keys()].sort(), ['1', '2'], 'connections land on both workers');
-  const [one, two] = [bySlot.get('1')!, bySlot.get('2')!];
+  const bySlot = await clientsOnEvery(t, server.address, 2, 1);
+  const [one, two] = [bySlot.get('1')![0]!, bySlot.get('2')![0]!];
   const made = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? one : two).createSession({ serverId: 'pw', subject: `s-${i}` })));
   for (const [i, m] of made.entries()) t.true((await (i % 2 ? two : one).validateSession(m.token)).valid);
   t.is((await one.revokeSessions({ serverId: 'pw' })).revokedCount, 20);
   const sql = direct(t, url);
   // No worker sweeps; the primary's sweep removes the revoked rows.
-  const until = Date.now() + 20_000;
-  let left = -1;
-  while (Date.now() < until && left !== 0) {
-    left = (await sql<{ n: number }[]>`select count(*)::int as n from sessions where server_id = 'pw'`)[0]!.n;
-    if (left !== 0) await new Promise((r) => setTimeout(r, 100));
-  }
-  t.is(left, 0, 'the sweep purged the revoked sessions');
+  const left = async () => (await sql<{ n: number }[]>`select count(*)::int as n from sessions where server_id = 'pw'`)[0]!.n;
+  await waitForAsync(async () => (await left()) === 0, 'the sweep to purge the revoked sessions', 20_000, 100);
+  t.is(await left(), 0);
   server.proc.kill('SIGTERM');
   t.is(await server.exited, 0, server.stderr().slice(-2000));
   t.is([...server.stderr().matchAll(/"msg":"shutdown: database closed"/g)].length, 3, 'each worker and then the primary closed its pool');

@@ -2,16 +2,15 @@ import { Server } from '@grpc/grpc-js';
 import { AdminServiceService } from '../../generated/sessions/v1/admin_service';
 import type { Config } from './config';
 import { systemClock, type Clock } from '../domain/clock';
-import { SessionManager } from '../domain/session-manager';
+import type { SessionManager } from '../domain/session-manager';
 import type { Logger } from './log';
 import { Metrics } from './metrics/metrics';
 import { startMetricsServer, type MetricsServer } from './metrics/metrics-server';
-import { StorageObserver } from './storage-observer';
-import { SqliteStorage, type StorageHooks } from '../storage/sqlite/sqlite-storage';
-import { PostgresStorage } from '../storage/postgres/postgres-storage';
+import type { SqliteStorage, StorageHooks } from '../storage/sqlite/sqlite-storage';
 import type { StorageBackend } from '../domain/storage-admin';
 import { targetOf } from '../shared/database-url';
 import { Sweeper } from './sweeper';
+import { openStorage, sessionsOn, watchStorage } from './storage-setup';
 import { PrincipalsSource } from './principals-source';
 import { adminHandlers } from '../transport/admin-handlers';
 import { Authorizer } from '../transport/authorize';
@@ -24,7 +23,6 @@ import { SafeDecodingServer } from '../transport/request-decoding';
 import { bind, serverChannelOptions, serverCredentials, transportSecurity } from '../transport/server';
 import { sessionHandlers, sessionService } from '../transport/session-handlers';
 import { OpenStreams } from '../transport/open-streams';
-import { EventFeed } from '../domain/event-feed';
 import type { PrimaryStorage } from './worker-messages';
 
 export interface App {
@@ -61,7 +59,7 @@ export interface AppOptions {
    * the checkpoints, the sweep, the storage gauges and /metrics to the
    * primary (cluster-primary.ts).
    */
-  worker?: { slot: number; primary?: PrimaryStorage };
+  worker?: { slot: number; primary: PrimaryStorage };
 }
 
 /**
@@ -74,7 +72,6 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
   // TLS files first: a bad one fails start-up before the database is opened.
   const credentials = serverCredentials(config.server.tls);
   const metrics = new Metrics();
-  const storageObserver = new StorageObserver(metrics, log, config.storage.journalMode === 'wal' ? config.storage.walAutocheckpoint : 0);
   const callers = new Callers({ allowUnauthenticated: config.server.allowUnauthenticated });
   // Streams are made further down; a reload only happens once the server is serving.
   let streams: OpenStreams | undefined;
@@ -85,23 +82,15 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
     if (config.server.allowUnauthenticated) log.warn('no principals and allow-unauthenticated: every caller that reaches the port may do anything', { listen: config.server.listen });
     else log.info('protected mode: no principals are configured, so only loopback callers are served', { listen: config.server.listen });
   }
-  let storage: StorageBackend;
-  let sqlite: SqliteStorage | undefined;
+  let opened;
   try {
-    if (config.postgres) {
-      storage = await PostgresStorage.open(config.postgres, { log, onShed: () => metrics.writeShed() });
-    } else {
-      storage = sqlite = SqliteStorage.open(worker ? { ...config.storage, checkpointsInPrimary: true } : config.storage, {
-        primary: worker?.primary, ...storageHooks, onCheckpoint: (r) => storageObserver.checkpoint(r), onShed: () => metrics.writeShed() });
-    }
+    opened = await openStorage(config, log, metrics, { primary: worker?.primary, hooks: storageHooks });
   } catch (err) {
     principals.stop();
     throw err;
   }
-  const sessions = new SessionManager(storage.repository, clock, config.policy, {
-    revokeBatchSize: config.revokeBatchSize, maxPageBytes: config.maxPageBytes,
-  });
-  const feed = new EventFeed(storage.repository, clock, config.policy, config.events);
+  const { storage, sqlite, observer: storageObserver } = opened;
+  const { sessions, feed } = sessionsOn(storage, config, clock);
   const auth = new Authorizer(callers, log);
   const health = new Health(() => storage.healthFacts(), worker);
   // Undecodable request bytes get INVALID_ARGUMENT, never INTERNAL (see request-decoding.ts).
@@ -114,15 +103,7 @@ export async function startApp(config: Config, { clock = systemClock, log, stora
   if (config.server.reflection) addReflection(server);
   if (config.benchService) addBenchService(server);
 
-  if (!worker) metrics.watch({
-    storageStatus: async () => {
-      const s = await storage.status();
-      return s.backend === 'sqlite' ? s : { databaseBytes: s.tableBytes + s.indexBytes };
-    },
-    wal: storage.wal !== undefined,
-    sessionCounts: () => sessions.counts(),
-    serving: () => health.status === 'SERVING',
-  });
+  if (!worker) watchStorage(metrics, storage, sessions, () => health.status === 'SERVING');
 
   let port: number;
   let metricsServer: MetricsServer | undefined;

@@ -1,18 +1,13 @@
 import { Counter, Gauge } from 'prom-client';
 import { systemClock } from '../domain/clock';
-import { EventFeed } from '../domain/event-feed';
-import { SessionManager } from '../domain/session-manager';
-import type { StorageBackend } from '../domain/storage-admin';
-import { PostgresStorage } from '../storage/postgres/postgres-storage';
-import { SqliteStorage } from '../storage/sqlite/sqlite-storage';
 import { targetOf } from '../shared/database-url';
 import { redactedConfig, type Config } from './config';
 import { Fleet } from './fleet';
-import type { Logger } from './log';
+import { reportStartupFailure, type Logger } from './log';
 import { Metrics } from './metrics/metrics';
 import { startMetricsServer, type MetricsServer } from './metrics/metrics-server';
-import { StorageObserver } from './storage-observer';
 import { Sweeper } from './sweeper';
+import { openStorage, sessionsOn, watchStorage } from './storage-setup';
 
 /** A shutdown gives the workers their drain timeout and this much more to close their storage and exit. */
 const WORKER_EXIT_GRACE_MS = 10_000;
@@ -32,30 +27,19 @@ const WORKER_EXIT_GRACE_MS = 10_000;
 export async function runPrimary(config: Config, log: Logger): Promise<void> {
   log.info('starting', { config: redactedConfig(config), workers: config.workers });
   const metrics = new Metrics();
-  const observer = new StorageObserver(metrics, log, config.storage.journalMode === 'wal' ? config.storage.walAutocheckpoint : 0);
-  let storage: StorageBackend;
+  let opened;
   try {
-    storage = config.postgres
-      ? await PostgresStorage.open(config.postgres, { log })
-      : SqliteStorage.open(config.storage, { onCheckpoint: (r) => observer.checkpoint(r) });
+    opened = await openStorage(config, log, metrics);
   } catch (err) {
-    fail(log, err);
+    reportStartupFailure(log, err);
+    process.exit(1);
   }
-  const sessions = new SessionManager(storage.repository, systemClock, config.policy, { revokeBatchSize: config.revokeBatchSize, maxPageBytes: config.maxPageBytes });
-  const feed = new EventFeed(storage.repository, systemClock, config.policy, config.events);
+  const { storage, sqlite, observer } = opened;
+  const { sessions, feed } = sessionsOn(storage, config, systemClock);
   const sweeper = new Sweeper(sessions, config.sweepIntervalMs, config.sweepBatchSize, log, metrics, feed);
   // The workers' checkpoints and purge batches, on this storage's checkpoint worker thread.
-  const sqlite = storage instanceof SqliteStorage ? storage : undefined;
   const fleet = new Fleet(config.workers, log, fleetMetrics(metrics), sqlite && ((r) => (r.op === 'checkpoint' ? sqlite.checkpoint(r.mode, r.trigger) : sqlite.purgeBatch(r.now, r.limit))));
-  metrics.watch({
-    storageStatus: async () => {
-      const s = await storage.status();
-      return s.backend === 'sqlite' ? s : { databaseBytes: s.tableBytes + s.indexBytes };
-    },
-    wal: storage.wal !== undefined,
-    sessionCounts: () => sessions.counts(),
-    serving: () => fleet.serving === fleet.wanted,
-  });
+  watchStorage(metrics, storage, sessions, () => fleet.serving === fleet.wanted);
 
   let metricsServer: MetricsServer | undefined;
   let walTimer: NodeJS.Timeout | undefined;
@@ -107,8 +91,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     }
   } catch (err) {
     if (shuttingDown) return;
-    log.error('start-up failed', { err });
-    process.stderr.write(`sessiond: ${err instanceof Error ? err.message : String(err)}\n`);
+    reportStartupFailure(log, err);
     void shutdown('start-up failed', 1);
     return;
   }
@@ -138,8 +121,3 @@ function fleetMetrics(metrics: Metrics): (serving: number, wanted: number, exite
   };
 }
 
-function fail(log: Logger, err: unknown): never {
-  log.error('start-up failed', { err });
-  process.stderr.write(`sessiond: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-}

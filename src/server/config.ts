@@ -48,6 +48,7 @@ export interface Invocation {
 export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Invocation {
   const reading = readSettings(SETTINGS, argv, env, { envPrefix: ENV_PREFIX, otherVariables: [...CLIENT_VARIABLES, WORKER_SLOT_VARIABLE] });
   // Always run: a bad listen address must be reported alongside other problems.
+  const workers = checkWorkers(reading.values, reading.problems);
   checkCombinations(reading.values, reading.problems);
   checkTls(reading.values, reading.problems);
   checkCallers(reading.values, reading.problems);
@@ -117,7 +118,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       enabled: v['session-events'], retentionMs: v['events-retention'], retentionCount: v['events-retention-count'], pollIntervalMs: v['events-poll-interval'],
       progressIntervalMs: v['events-progress-interval'], stallTimeoutMs: v['events-stall-timeout'], maxStreams: v['max-event-streams'],
     },
-    workers: workerCount(v['workers']) ?? 1,
+    workers,
     sweepIntervalMs: v['sweep-interval'],
     sweepBatchSize: v['sweep-batch-size'],
     revokeBatchSize: v['revoke-batch-size'],
@@ -131,12 +132,16 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   return { config: deepFreeze(config), help: outcome.help };
 }
 
-/** --workers as a count (auto: the cores this process may use, see cores.ts), or undefined when it is not one. */
-function workerCount(text: string): number | undefined {
-  if (text === 'auto') return Math.min(MAX_WORKERS, usableCores());
-  if (!/^\d{1,4}$/.test(text)) return undefined;
-  const n = Number(text);
-  return n >= 1 && n <= MAX_WORKERS ? n : undefined;
+/** --workers as a count, read once (auto: the cores this process may use, see cores.ts); 1 with a problem pushed when it is not one. */
+function checkWorkers(v: Given, problems: string[]): number {
+  const text = v['workers'] ?? '1';
+  const n = text === 'auto' ? Math.min(MAX_WORKERS, usableCores()) : /^\d{1,4}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 1 && n <= MAX_WORKERS)) {
+    problems.push(`workers ${JSON.stringify(text)} is not a count from 1 to ${MAX_WORKERS}, or auto`);
+    return 1;
+  }
+  if (n > 1 && v['storage'] !== 'postgres' && v['db-path'] === ':memory:') problems.push('workers above 1 need a database file: each worker would have a :memory: database of its own');
+  return n;
 }
 
 /** The settings that parsed; one that failed is absent, and the checks that need it are skipped. */
@@ -149,11 +154,6 @@ function checkCombinations(v: Given, problems: string[]): void {
   if (maxDbSize !== undefined && maxDbSize > 0 && maxDbSize < 64 * 1024) problems.push(`max-db-size ${maxDbSize} is below 64KiB: the schema alone needs about 50KiB (0: no limit)`);
   const listen = v['listen'];
   if (listen !== undefined && !isHostPort(listen)) problems.push(`listen ${JSON.stringify(listen)} is not host:port (e.g. 127.0.0.1:50051, [::1]:50051, 0.0.0.0:50051)`);
-  const workers = v['workers'];
-  if (workers !== undefined && workerCount(workers) === undefined) problems.push(`workers ${JSON.stringify(workers)} is not a count from 1 to ${MAX_WORKERS}, or auto`);
-  else if ((workerCount(workers ?? '1') ?? 1) > 1 && v['storage'] !== 'postgres' && v['db-path'] === ':memory:') {
-    problems.push('workers above 1 need a database file: each worker would have a :memory: database of its own');
-  }
   const metricsListen = v['metrics-listen'] ?? '';
   if (metricsListen !== '' && !isHostPort(metricsListen)) problems.push(`metrics-listen ${JSON.stringify(metricsListen)} is not host:port (e.g. 0.0.0.0:9464, 127.0.0.1:9464); leave it empty to serve no metrics`);
   else if (metricsListen !== '' && metricsListen === listen && !metricsListen.endsWith(':0')) problems.push('metrics-listen must not be the gRPC listen address');

@@ -69,3 +69,9 @@ function serializeErrors(fields: Record<string, unknown>): Record<string, unknow
 }
 
 export const silentLogger: Logger = createLogger('silent');
+
+/** A start-up that failed: logged, and said once more on stderr in a line of its own, for an operator without a log reader. */
+export function reportStartupFailure(log: Logger, err: unknown): void {
+  log.error('start-up failed', { err });
+  process.stderr.write(`sessiond: ${err instanceof Error ? err.message : String(err)}\n`);
+}

@@ -4,7 +4,7 @@ import { runPrimary } from './cluster-primary';
 import { PrimaryLink } from './cluster-worker';
 import { ConfigError, helpText, loadConfig, redactedConfig, WORKER_SLOT_VARIABLE } from './config';
 import { tuneGc } from './gc-tuning';
-import { createLogger } from './log';
+import { createLogger, reportStartupFailure } from './log';
 
 /**
  * The server, as `sessiond serve` and `node src/main.ts` run it:
@@ -41,8 +41,7 @@ export async function serve(argv: readonly string[], env: NodeJS.ProcessEnv): Pr
   try {
     app = await startApp(config, { log, worker });
   } catch (err) {
-    log.error('start-up failed', { err });
-    process.stderr.write(`sessiond: ${err instanceof Error ? err.message : String(err)}\n`);
+    reportStartupFailure(log, err);
     process.exit(1);
   }
 
